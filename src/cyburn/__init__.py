@@ -1,0 +1,23 @@
+"""cyburn: fast, exact CPU kernels for the non-matmul parts of a transformer, for NumPy users.
+
+    >>> import numpy as np, cyburn as cb
+    >>> cb.softmax(np.array([[0.0, 1.0]], dtype=np.float32))
+    array([[0.26894143, 0.7310586 ]], dtype=float32)
+"""
+from importlib.metadata import PackageNotFoundError, version as _version
+
+from . import reference
+from ._config import show_config, simd_path
+from ._threads import get_num_threads, num_threads, set_num_threads
+from .softmax import log_softmax, log_softmax_backward, softmax, softmax_backward
+
+try:
+    __version__ = _version("cyburn")
+except PackageNotFoundError:      # pragma: no cover - running from a source tree
+    __version__ = "0+unknown"
+
+__all__ = [
+    "softmax", "log_softmax", "softmax_backward", "log_softmax_backward",
+    "get_num_threads", "set_num_threads", "num_threads", "show_config", "simd_path",
+    "reference",
+]

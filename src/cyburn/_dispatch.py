@@ -1,0 +1,30 @@
+"""Choose the kernel module compiled for the best instruction set this CPU runs.
+
+setup.py builds the same kernels for several x86-64 levels; importing one the CPU lacks would
+crash on its first instruction, so the CPU is asked first (cyburn._runtime is baseline code).
+CYBURN_SIMD=baseline|avx2|avx512 forces a level; elsewhere the only level is "default".
+"""
+import importlib
+import os
+
+from . import _runtime
+
+ENV_VAR = "CYBURN_SIMD"
+KNOWN_LEVELS = ("baseline", "avx2", "avx512", "default")
+
+
+def choose_level(requested, available):
+    """The level to load: `requested` (validated) or the best of `available`."""
+    if not requested:
+        return available[-1]
+    if requested not in KNOWN_LEVELS:
+        raise ImportError(f"{ENV_VAR}={requested!r} is not a SIMD level; "
+                          f"use one of {', '.join(available)}")
+    if requested not in available:
+        raise ImportError(f"{ENV_VAR}={requested!r}: this CPU or build does not support it; "
+                          f"it supports {', '.join(available)}")
+    return requested
+
+
+simd_level = choose_level(os.environ.get(ENV_VAR, "").strip().lower(), _runtime.simd_levels())
+kernels = importlib.import_module(f"cyburn._kernels_{simd_level}")

@@ -1,0 +1,59 @@
+"""softmax, log_softmax and their backward functions along any axis."""
+import numpy as np
+
+from . import _arrays, _threads
+from ._dispatch import kernels
+
+
+def _forward(x, axis, out, log):
+    a, dtype = _arrays.as_input(x, "x")
+    axis = _arrays.normalize_axis(axis, a.ndim)
+    out = _arrays.check_out(out, a.shape, dtype)
+    if a.size == 0:
+        return out if out is not None else np.empty(a.shape, dtype)
+    work = _arrays.compute_dtype(dtype)
+    a = a.astype(work, copy=False)
+    target, (xv, yv) = _arrays.output_for([a], out, work, axis)
+    kernels.softmax_forward(xv, yv, log, _threads._num_threads)
+    return _arrays.finish(target, out, dtype)
+
+
+def _backward(dy, y, axis, out, log):
+    dy, dy_dtype = _arrays.as_input(dy, "dy")
+    y, y_dtype = _arrays.as_input(y, "y")
+    _arrays.check_same_shape(dy, y, "dy", "y")
+    axis = _arrays.normalize_axis(axis, y.ndim)
+    dtype = np.promote_types(dy_dtype, y_dtype)
+    out = _arrays.check_out(out, y.shape, dtype)
+    if y.size == 0:
+        return out if out is not None else np.empty(y.shape, dtype)
+    work = _arrays.compute_dtype(dtype)
+    dy = dy.astype(work, copy=False)
+    y = y.astype(work, copy=False)
+    target, (dyv, yv, dxv) = _arrays.output_for([dy, y], out, work, axis)
+    kernels.softmax_backward(dyv, yv, dxv, log, _threads._num_threads)
+    return _arrays.finish(target, out, dtype)
+
+
+def softmax(x, axis=-1, *, out=None):
+    """Softmax along `axis`: y = exp(x - max(x)) / sum(exp(x - max(x))).
+
+    A NaN anywhere in a slice makes that slice NaN; a slice of all -inf is NaN (as in PyTorch).
+    `out` may be `x` itself (in-place).
+    """
+    return _forward(x, axis, out, False)
+
+
+def log_softmax(x, axis=-1, *, out=None):
+    """Log-softmax along `axis`: y = (x - max(x)) - log(sum(exp(x - max(x))))."""
+    return _forward(x, axis, out, True)
+
+
+def softmax_backward(dy, y, axis=-1, *, out=None):
+    """Gradient of softmax given its output y = softmax(x): dx = y * (dy - sum(dy * y))."""
+    return _backward(dy, y, axis, out, False)
+
+
+def log_softmax_backward(dy, y, axis=-1, *, out=None):
+    """Gradient of log_softmax given its output y: dx = dy - exp(y) * sum(dy)."""
+    return _backward(dy, y, axis, out, True)
