@@ -138,92 +138,130 @@ cdef void softmax_backward_tile(const real *dy, Py_ssize_t dy_stride,
 
 
 # ---- whole arrays: threads over rows or over tiles ------------------------------------------
+# A C-contiguous array reduced along one axis is (outer, n, inner): inner == 1 is `rows`
+# (outer rows of n contiguous elements), anything else is `columns`. A team of threads costs
+# about 0.4 us even with one thread, so one thread runs a plain loop.
 
-cdef void softmax_rows(const real[:, ::1] x, real[:, ::1] y, bint log, int threads) noexcept:
-    cdef Py_ssize_t r, n = x.shape[1]
-    for r in prange(x.shape[0], nogil=True, num_threads=threads, schedule='static'):
-        if log:
-            log_softmax_row(&x[r, 0], &y[r, 0], n)
-        else:
-            softmax_row(&x[r, 0], &y[r, 0], n)
-
-
-cdef void softmax_columns(const real[:, :, ::1] x, real[:, :, ::1] y, bint log,
-                          int threads) noexcept:
-    cdef Py_ssize_t inner = x.shape[2]
-    cdef Py_ssize_t tiles = (inner + TILE - 1) // TILE
-    cdef Py_ssize_t t, o, j0
-    for t in prange(x.shape[0] * tiles, nogil=True, num_threads=threads, schedule='static'):
-        o = t // tiles
-        j0 = (t % tiles) * TILE
-        softmax_tile(&x[o, 0, j0], x.strides[1] // sizeof(real),
-                     &y[o, 0, j0], y.strides[1] // sizeof(real),
-                     x.shape[1], min(<Py_ssize_t>TILE, inner - j0), log)
+cdef void softmax_rows(const real *x, real *y, Py_ssize_t rows, Py_ssize_t n, bint log,
+                       int threads) noexcept nogil:
+    cdef Py_ssize_t r
+    if threads > 1:
+        for r in prange(rows, num_threads=threads, schedule='static'):
+            softmax_rows_one(x, y, rows, n, r, log)
+    else:
+        for r in range(rows):
+            softmax_rows_one(x, y, rows, n, r, log)
 
 
-cdef void softmax_backward_rows(const real[:, ::1] dy, const real[:, ::1] y, real[:, ::1] dx,
-                                bint log, int threads) noexcept:
-    cdef Py_ssize_t r, n = y.shape[1]
-    for r in prange(y.shape[0], nogil=True, num_threads=threads, schedule='static'):
-        if log:
-            log_softmax_backward_row(&dy[r, 0], &y[r, 0], &dx[r, 0], n)
-        else:
-            softmax_backward_row(&dy[r, 0], &y[r, 0], &dx[r, 0], n)
+cdef inline void softmax_rows_one(const real *x, real *y, Py_ssize_t rows, Py_ssize_t n,
+                                  Py_ssize_t r, bint log) noexcept nogil:
+    if r + 1 < rows:
+        prefetch_span(x + (r + 1) * n, n)
+    if log:
+        log_softmax_row(x + r * n, y + r * n, n)
+    else:
+        softmax_row(x + r * n, y + r * n, n)
 
 
-cdef void softmax_backward_columns(const real[:, :, ::1] dy, const real[:, :, ::1] y,
-                                   real[:, :, ::1] dx, bint log, int threads) noexcept:
-    cdef Py_ssize_t inner = y.shape[2]
-    cdef Py_ssize_t tiles = (inner + TILE - 1) // TILE
-    cdef Py_ssize_t t, o, j0
-    for t in prange(y.shape[0] * tiles, nogil=True, num_threads=threads, schedule='static'):
-        o = t // tiles
-        j0 = (t % tiles) * TILE
-        softmax_backward_tile(&dy[o, 0, j0], dy.strides[1] // sizeof(real),
-                              &y[o, 0, j0], y.strides[1] // sizeof(real),
-                              &dx[o, 0, j0], dx.strides[1] // sizeof(real),
-                              y.shape[1], min(<Py_ssize_t>TILE, inner - j0), log)
+cdef void softmax_columns(const real *x, real *y, Py_ssize_t outer, Py_ssize_t n,
+                          Py_ssize_t inner, bint log, int threads) noexcept nogil:
+    cdef Py_ssize_t t, tiles = (inner + TILE - 1) // TILE
+    if threads > 1:
+        for t in prange(outer * tiles, num_threads=threads, schedule='static'):
+            softmax_columns_one(x, y, n, inner, tiles, t, log)
+    else:
+        for t in range(outer * tiles):
+            softmax_columns_one(x, y, n, inner, tiles, t, log)
+
+
+cdef inline void softmax_columns_one(const real *x, real *y, Py_ssize_t n, Py_ssize_t inner,
+                                     Py_ssize_t tiles, Py_ssize_t t, bint log) noexcept nogil:
+    cdef Py_ssize_t start = (t // tiles) * n * inner + (t % tiles) * TILE
+    softmax_tile(x + start, inner, y + start, inner, n,
+                 min(<Py_ssize_t>TILE, inner - (t % tiles) * TILE), log)
+
+
+cdef void softmax_backward_rows(const real *dy, const real *y, real *dx, Py_ssize_t rows,
+                                Py_ssize_t n, bint log, int threads) noexcept nogil:
+    cdef Py_ssize_t r
+    if threads > 1:
+        for r in prange(rows, num_threads=threads, schedule='static'):
+            softmax_backward_rows_one(dy, y, dx, rows, n, r, log)
+    else:
+        for r in range(rows):
+            softmax_backward_rows_one(dy, y, dx, rows, n, r, log)
+
+
+cdef inline void softmax_backward_rows_one(const real *dy, const real *y, real *dx,
+                                           Py_ssize_t rows, Py_ssize_t n, Py_ssize_t r,
+                                           bint log) noexcept nogil:
+    if r + 1 < rows:
+        prefetch_span(dy + (r + 1) * n, n)
+        prefetch_span(y + (r + 1) * n, n)
+    if log:
+        log_softmax_backward_row(dy + r * n, y + r * n, dx + r * n, n)
+    else:
+        softmax_backward_row(dy + r * n, y + r * n, dx + r * n, n)
+
+
+cdef void softmax_backward_columns(const real *dy, const real *y, real *dx, Py_ssize_t outer,
+                                   Py_ssize_t n, Py_ssize_t inner, bint log,
+                                   int threads) noexcept nogil:
+    cdef Py_ssize_t t, tiles = (inner + TILE - 1) // TILE
+    if threads > 1:
+        for t in prange(outer * tiles, num_threads=threads, schedule='static'):
+            softmax_backward_columns_one(dy, y, dx, n, inner, tiles, t, log)
+    else:
+        for t in range(outer * tiles):
+            softmax_backward_columns_one(dy, y, dx, n, inner, tiles, t, log)
+
+
+cdef inline void softmax_backward_columns_one(const real *dy, const real *y, real *dx,
+                                              Py_ssize_t n, Py_ssize_t inner, Py_ssize_t tiles,
+                                              Py_ssize_t t, bint log) noexcept nogil:
+    cdef Py_ssize_t start = (t // tiles) * n * inner + (t % tiles) * TILE
+    softmax_backward_tile(dy + start, inner, y + start, inner, dx + start, inner, n,
+                          min(<Py_ssize_t>TILE, inner - (t % tiles) * TILE), log)
 
 
 # ---- Python entry points ----------------------------------------------------------------------
-# x, y, dy, dx are float32 or float64 arrays of one dtype and one shape, prepared by
-# cyburn._arrays: 2-d (rows, n) with contiguous rows, or 3-d (outer, n, inner) with contiguous
-# inner dimension, and n >= 1. The checks below only guard the process against misuse.
 
-cdef int team_size(cnp.ndarray a, int num_threads):
-    return num_threads if cnp.PyArray_SIZE(a) >= PARALLEL_MIN_ELEMENTS else 1
-
-
-def softmax_forward(cnp.ndarray x, cnp.ndarray y, bint log, int num_threads):
-    """y = softmax(x) (or log_softmax) along axis 1 of a 2-d or 3-d array."""
-    check_same_layout(x, y)
-    cdef int threads = team_size(x, num_threads)
-    cdef bint is_float = cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT
-    if cnp.PyArray_NDIM(x) == 2:
-        if is_float:
-            softmax_rows[float](x, y, log, threads)
+def softmax_forward(cnp.ndarray x, cnp.ndarray y, int axis, bint log, int num_threads):
+    """y = softmax(x) (or log_softmax) along `axis` of C-contiguous x and y (see Operands)."""
+    cdef Operands op = operands(x, x, y, axis, num_threads)
+    with nogil:
+        if op.inner == 1:
+            if op.is_float:
+                softmax_rows(<const float *>op.a, <float *>op.out, op.outer, op.n, log, op.threads)
+            else:
+                softmax_rows(<const double *>op.a, <double *>op.out, op.outer, op.n, log, op.threads)
         else:
-            softmax_rows[double](x, y, log, threads)
-    else:
-        if is_float:
-            softmax_columns[float](x, y, log, threads)
-        else:
-            softmax_columns[double](x, y, log, threads)
+            if op.is_float:
+                softmax_columns(<const float *>op.a, <float *>op.out, op.outer, op.n, op.inner,
+                                log, op.threads)
+            else:
+                softmax_columns(<const double *>op.a, <double *>op.out, op.outer, op.n, op.inner,
+                                log, op.threads)
 
 
-def softmax_backward(cnp.ndarray dy, cnp.ndarray y, cnp.ndarray dx, bint log, int num_threads):
-    """dx = softmax_backward(dy, y) (or log_softmax_backward) along axis 1."""
-    check_same_layout(y, dy)
-    check_same_layout(y, dx)
-    cdef int threads = team_size(y, num_threads)
-    cdef bint is_float = cnp.PyArray_TYPE(y) == cnp.NPY_FLOAT
-    if cnp.PyArray_NDIM(y) == 2:
-        if is_float:
-            softmax_backward_rows[float](dy, y, dx, log, threads)
+def softmax_backward(cnp.ndarray dy, cnp.ndarray y, cnp.ndarray dx, int axis, bint log,
+                     int num_threads):
+    """dx = softmax_backward(dy, y) (or log_softmax_backward) along `axis` (see Operands)."""
+    cdef Operands op = operands(dy, y, dx, axis, num_threads)
+    with nogil:
+        if op.inner == 1:
+            if op.is_float:
+                softmax_backward_rows(<const float *>op.a, <const float *>op.b, <float *>op.out,
+                                      op.outer, op.n, log, op.threads)
+            else:
+                softmax_backward_rows(<const double *>op.a, <const double *>op.b,
+                                      <double *>op.out, op.outer, op.n, log, op.threads)
         else:
-            softmax_backward_rows[double](dy, y, dx, log, threads)
-    else:
-        if is_float:
-            softmax_backward_columns[float](dy, y, dx, log, threads)
-        else:
-            softmax_backward_columns[double](dy, y, dx, log, threads)
+            if op.is_float:
+                softmax_backward_columns(<const float *>op.a, <const float *>op.b,
+                                         <float *>op.out, op.outer, op.n, op.inner, log,
+                                         op.threads)
+            else:
+                softmax_backward_columns(<const double *>op.a, <const double *>op.b,
+                                         <double *>op.out, op.outer, op.n, op.inner, log,
+                                         op.threads)

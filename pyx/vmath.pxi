@@ -13,6 +13,7 @@ cdef extern from "cyburn_vmath.h" nogil:
     double cyb_dot_f64(const double *a, const double *b, Py_ssize_t n)
     double cyb_sum_f32(const float *a, Py_ssize_t n)
     double cyb_sum_f64(const double *a, Py_ssize_t n)
+    void cyb_prefetch(const void *p, Py_ssize_t nbytes)
 
 ctypedef fused real:
     float
@@ -25,6 +26,11 @@ cdef inline real vexp(real x) noexcept nogil:
         return cyb_exp_f32(x)
     else:
         return cyb_exp_f64(x)
+
+
+cdef inline void prefetch_span(const real *x, Py_ssize_t n) noexcept nogil:
+    """Start loading (the beginning of) x[0:n] into cache."""
+    cyb_prefetch(x, n * sizeof(real))
 
 
 cdef inline real span_max(const real *x, Py_ssize_t n) noexcept nogil:

@@ -1,12 +1,9 @@
-"""Input validation, dtype resolution and the array layouts the kernels take.
+"""Input validation, dtype resolution and the array layout the kernels take.
 
-The kernels reduce along axis 1 of one of two layouts (see pyx/softmax.pxi):
-  rows     (rows, n)          with unit stride along n,
-  columns  (outer, n, inner)  with unit stride along inner.
-`kernel_views` finds, without copying, views of several same-shape arrays in one common
-layout; only an array with no such view (e.g. a strided slice along the reduced axis) is copied.
+The kernels take C-contiguous arrays and reduce along any one axis of them (pyx/softmax.pxi
+treats the array as (outer, n, inner)). F-contiguous arrays are passed transposed, without a
+copy; any other strides are copied once.
 """
-import math
 import operator
 
 import numpy as np
@@ -14,11 +11,12 @@ from numpy.exceptions import AxisError
 
 FLOAT32 = np.dtype(np.float32)
 FLOAT64 = np.dtype(np.float64)
+FLOAT16 = np.dtype(np.float16)
 NATIVE = (FLOAT32, FLOAT64)
 
 
 def _is_half(dtype):
-    return dtype == np.float16 or dtype.name == "bfloat16"   # bfloat16: from ml_dtypes
+    return dtype == FLOAT16 or (dtype.kind == "V" and dtype.name == "bfloat16")  # ml_dtypes
 
 
 def result_dtype(dtype, name):
@@ -33,7 +31,7 @@ def result_dtype(dtype, name):
 
 def compute_dtype(dtype):
     """The dtype the kernels compute in: float32 for the half types, else the dtype itself."""
-    return FLOAT32 if _is_half(dtype) else dtype
+    return dtype if dtype in NATIVE else FLOAT32
 
 
 def as_input(x, name):
@@ -70,63 +68,41 @@ def check_out(out, shape, dtype):
     return out
 
 
-def _rows_view(a, axis):
-    if axis != a.ndim - 1:
-        a = np.moveaxis(a, axis, -1)
-    if a.strides[-1] != a.itemsize:
-        return None
-    try:
-        return a.reshape(-1, a.shape[-1], copy=False)
-    except ValueError:
-        return None
+def c_layout(arrays, axis):
+    """The kernels take C-contiguous arrays. Returns (arrays, axis, transposed): the arrays
+    themselves when C-contiguous, their transposes (same memory, reversed axes) when all are
+    F-contiguous, else C-contiguous copies."""
+    if all([a.flags.c_contiguous for a in arrays]):
+        return arrays, axis, False
+    if all(a.flags.f_contiguous for a in arrays):
+        return [a.T for a in arrays], arrays[0].ndim - 1 - axis, True
+    return [np.ascontiguousarray(a) for a in arrays], axis, False
 
 
-def _columns_view(a, axis):
-    outer = math.prod(a.shape[:axis])
-    inner = math.prod(a.shape[axis + 1:])
-    try:
-        v = a.reshape(outer, a.shape[axis], inner, copy=False)
-    except ValueError:
-        return None
-    return v if v.strides[2] == a.itemsize else None
-
-
-def kernel_views(arrays, axis):
-    """Views of same-shape, non-empty `arrays` in one kernel layout, or None if there is none."""
-    for layout in (_rows_view, _columns_view):
-        views = [layout(a, axis) for a in arrays]
-        if all(v is not None for v in views):
-            return views
-    return None
-
-
-def same_memory_layout(a, b):
+def _same_elements(a, b):
     """True when a and b are the same elements of the same buffer (e.g. out=x)."""
     return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
             and a.strides == b.strides)
 
 
-def output_for(inputs, out, dtype, axis):
-    """An array for the kernel to write, in `dtype` and a layout shared with `inputs`:
-    `out` itself when possible, else a new array (the caller copies it into `out`).
-    `inputs` must already be in `dtype`. Returns (target, views of inputs + [target])."""
-    if out is not None and out.dtype == dtype and all(
-            not np.may_share_memory(out, a) or same_memory_layout(out, a) for a in inputs):
-        views = kernel_views(inputs + [out], axis)
-        if views is not None:
-            return out, views
-    target = np.empty_like(inputs[0], dtype=dtype)
-    views = kernel_views(inputs + [target], axis)
-    if views is None:
-        target = np.empty(inputs[0].shape, dtype=dtype)
-        views = kernel_views([np.ascontiguousarray(a) for a in inputs] + [target], axis)
-    return target, views
+def output_for(inputs, out, dtype, transposed):
+    """The C-contiguous array the kernel writes, in the orientation of `inputs` (from c_layout):
+    `out` itself when it fits and does not partly overlap an input, else a new array.
+    Returns (target, target_is_out)."""
+    if out is not None and out.dtype == dtype:
+        target = out.T if transposed else out
+        if target.flags.c_contiguous and all(
+                [a is target or not np.may_share_memory(target, a) or _same_elements(target, a)
+                 for a in inputs]):
+            return target, True
+    return np.empty(inputs[0].shape, dtype), False
 
 
-def finish(target, out, dtype):
-    """The result to return: `target` in `dtype`, copied into `out` if the kernel wrote elsewhere."""
+def finish(target, target_is_out, out, dtype, transposed):
+    """The result to return, from the array the kernel wrote (see output_for)."""
+    result = target.T if transposed else target
     if out is not None:
-        if target is not out:
-            np.copyto(out, target, casting="unsafe")
+        if not target_is_out:
+            np.copyto(out, result, casting="unsafe")
         return out
-    return target if target.dtype == dtype else target.astype(dtype)
+    return result if result.dtype == dtype else result.astype(dtype)

@@ -6,16 +6,19 @@ from ._dispatch import kernels
 
 
 def _forward(x, axis, out, log):
-    a, dtype = _arrays.as_input(x, "x")
-    axis = _arrays.normalize_axis(axis, a.ndim)
-    out = _arrays.check_out(out, a.shape, dtype)
-    if a.size == 0:
-        return out if out is not None else np.empty(a.shape, dtype)
+    x, dtype = _arrays.as_input(x, "x")
+    axis = _arrays.normalize_axis(axis, x.ndim)
+    if out is not None:
+        _arrays.check_out(out, x.shape, dtype)
+    if x.size == 0:
+        return out if out is not None else np.empty(x.shape, dtype)
     work = _arrays.compute_dtype(dtype)
-    a = a.astype(work, copy=False)
-    target, (xv, yv) = _arrays.output_for([a], out, work, axis)
-    kernels.softmax_forward(xv, yv, log, _threads._num_threads)
-    return _arrays.finish(target, out, dtype)
+    if x.dtype != work:
+        x = x.astype(work)
+    (x,), axis, transposed = _arrays.c_layout((x,), axis)
+    y, y_is_out = _arrays.output_for((x,), out, work, transposed)
+    kernels.softmax_forward(x, y, axis, log, _threads._num_threads)
+    return _arrays.finish(y, y_is_out, out, dtype, transposed)
 
 
 def _backward(dy, y, axis, out, log):
@@ -24,15 +27,17 @@ def _backward(dy, y, axis, out, log):
     _arrays.check_same_shape(dy, y, "dy", "y")
     axis = _arrays.normalize_axis(axis, y.ndim)
     dtype = np.promote_types(dy_dtype, y_dtype)
-    out = _arrays.check_out(out, y.shape, dtype)
+    if out is not None:
+        _arrays.check_out(out, y.shape, dtype)
     if y.size == 0:
         return out if out is not None else np.empty(y.shape, dtype)
     work = _arrays.compute_dtype(dtype)
     dy = dy.astype(work, copy=False)
     y = y.astype(work, copy=False)
-    target, (dyv, yv, dxv) = _arrays.output_for([dy, y], out, work, axis)
-    kernels.softmax_backward(dyv, yv, dxv, log, _threads._num_threads)
-    return _arrays.finish(target, out, dtype)
+    (dy, y), axis, transposed = _arrays.c_layout((dy, y), axis)
+    dx, dx_is_out = _arrays.output_for((dy, y), out, work, transposed)
+    kernels.softmax_backward(dy, y, dx, axis, log, _threads._num_threads)
+    return _arrays.finish(dx, dx_is_out, out, dtype, transposed)
 
 
 def softmax(x, axis=-1, *, out=None):
