@@ -29,6 +29,10 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
 
 #if defined(_MSC_VER)
 #define CYB_INLINE static __forceinline
@@ -126,6 +130,51 @@ CYB_INLINE void cyb_prefetch(const void *p, ptrdiff_t bytes)
         bytes = CYB_PREFETCH_MAX;
     for (ptrdiff_t i = 0; i < bytes; i += 64)
         __builtin_prefetch(c + i, 0, 3);
+#endif
+}
+
+/* ---- streaming stores --------------------------------------------------------------------- */
+/* Copy `bytes` from src to dst with non-temporal stores where the CPU has them: a result
+   far larger than the caches goes straight to memory, without first reading every
+   destination line into cache (which costs as much memory traffic as the store itself).
+   A thread that streamed must call cyb_stream_fence() before others read its results. */
+CYB_INLINE void cyb_stream_copy(void *dst, const void *src, ptrdiff_t bytes)
+{
+    char *d = (char *)dst;
+    const char *s = (const char *)src;
+#if defined(__SSE2__)
+    /* Every byte, the unaligned head and tail included, goes out non-temporally: a partial
+       line written with an ordinary store would still be read from memory first. */
+#define CYB_STREAM_WHILE(cond, step, store)                                                  \
+    for (; (cond); bytes -= (step), d += (step), s += (step)) { store; }
+    int word;
+    if (((uintptr_t)d & 3) == 0) {
+        CYB_STREAM_WHILE(bytes >= 4 && ((uintptr_t)d & 15), 4,
+                         memcpy(&word, s, 4); _mm_stream_si32((int *)d, word))
+#if defined(__AVX512F__)
+        CYB_STREAM_WHILE(bytes >= 16 && ((uintptr_t)d & 63), 16,
+                         _mm_stream_si128((__m128i *)d, _mm_loadu_si128((const __m128i *)s)))
+        CYB_STREAM_WHILE(bytes >= 64, 64,
+                         _mm512_stream_si512((void *)d, _mm512_loadu_si512((const void *)s)))
+#elif defined(__AVX__)
+        CYB_STREAM_WHILE(bytes >= 16 && ((uintptr_t)d & 31), 16,
+                         _mm_stream_si128((__m128i *)d, _mm_loadu_si128((const __m128i *)s)))
+        CYB_STREAM_WHILE(bytes >= 32, 32,
+                         _mm256_stream_si256((__m256i *)d, _mm256_loadu_si256((const __m256i *)s)))
+#endif
+        CYB_STREAM_WHILE(bytes >= 16, 16,
+                         _mm_stream_si128((__m128i *)d, _mm_loadu_si128((const __m128i *)s)))
+        CYB_STREAM_WHILE(bytes >= 4, 4, memcpy(&word, s, 4); _mm_stream_si32((int *)d, word))
+    }
+#undef CYB_STREAM_WHILE
+#endif
+    memcpy(d, s, (size_t)bytes);
+}
+
+CYB_INLINE void cyb_stream_fence(void)
+{
+#if defined(__SSE2__)
+    _mm_sfence();
 #endif
 }
 

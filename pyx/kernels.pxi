@@ -9,6 +9,7 @@ cnp.import_array()
 
 cdef enum:
     PARALLEL_MIN_ELEMENTS = 32768   # below this, a thread team costs more than it saves
+    STREAM_MIN_BYTES = 16777216     # outputs this large bypass the caches when stored
 
 
 # The entry points take whole C-contiguous ndarrays and read their data pointers through the
@@ -21,6 +22,7 @@ cdef struct Operands:
     void *out
     Py_ssize_t outer, n, inner   # the arrays as (outer, n, inner), reduced along n
     bint is_float           # float32, else float64
+    bint stream             # the output is large: store it with non-temporal stores
     int threads
 
 
@@ -51,6 +53,7 @@ cdef Operands operands(cnp.ndarray a, cnp.ndarray b, cnp.ndarray out, int axis,
     if op.n == 0 or op.outer == 0 or op.inner == 0:
         raise ValueError("cyburn kernel: empty operands")
     op.is_float = typenum == cnp.NPY_FLOAT
+    op.stream = cnp.PyArray_NBYTES(out) >= STREAM_MIN_BYTES
     op.threads = num_threads if cnp.PyArray_SIZE(a) >= PARALLEL_MIN_ELEMENTS else 1
     return op
 

@@ -14,6 +14,10 @@ cdef extern from "cyburn_vmath.h" nogil:
     double cyb_sum_f32(const float *a, Py_ssize_t n)
     double cyb_sum_f64(const double *a, Py_ssize_t n)
     void cyb_prefetch(const void *p, Py_ssize_t nbytes)
+    void cyb_stream_copy(void *dst, const void *src, Py_ssize_t nbytes)
+    void cyb_stream_fence()
+
+from libc.string cimport memcpy
 
 ctypedef fused real:
     float
@@ -31,6 +35,14 @@ cdef inline real vexp(real x) noexcept nogil:
 cdef inline void prefetch_span(const real *x, Py_ssize_t n) noexcept nogil:
     """Start loading (the beginning of) x[0:n] into cache."""
     cyb_prefetch(x, n * sizeof(real))
+
+
+cdef inline void store_span(real *dst, const real *src, Py_ssize_t n, bint stream) noexcept nogil:
+    """dst[0:n] = src[0:n], with non-temporal stores when `stream` (see cyburn_vmath.h)."""
+    if stream:
+        cyb_stream_copy(dst, src, n * sizeof(real))
+    else:
+        memcpy(dst, src, n * sizeof(real))
 
 
 cdef inline real span_max(const real *x, Py_ssize_t n) noexcept nogil:

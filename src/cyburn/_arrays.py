@@ -20,7 +20,12 @@ def _is_half(dtype):
 
 
 def result_dtype(dtype, name):
-    """The dtype a function returns for an input of `dtype` (NumPy's rules for ints and bools)."""
+    """The dtype a function returns for an input of `dtype` (NumPy's rules for ints and bools;
+    non-native byte order gives the native dtype, as in NumPy's ufuncs)."""
+    if dtype in NATIVE:
+        return dtype
+    if not dtype.isnative:
+        dtype = dtype.newbyteorder("=")
     if dtype in NATIVE or _is_half(dtype):
         return dtype
     if dtype.kind in "biu":
