@@ -192,24 +192,28 @@ CYB_INLINE T cyb_max_##SUFFIX(const T *x, ptrdiff_t n)                          
         m = x[i] > m ? x[i] : m;                                                             \
     return m;                                                                                \
 }                                                                                            \
-/* sum(exp(x - shift)); also stores exp(x - shift) into y unless y is NULL. */              \
-CYB_INLINE double cyb_sum_exp_##SUFFIX(const T *x, T shift, T *y, ptrdiff_t n)               \
+/* sum(exp(x - shift)), storing exp(x - shift) into y, or x - shift when `shifted` (for  \
+   log-softmax: the store then overlaps the exp arithmetic, instead of a later pass). */    \
+CYB_INLINE double cyb_sum_exp_##SUFFIX(const T *x, T shift, T *y, int shifted, ptrdiff_t n)  \
 {                                                                                            \
     double s = 0.0;                                                                          \
     for (ptrdiff_t start = 0; start < n; start += CYB_BLOCK) {                               \
         ptrdiff_t end = n - start < CYB_BLOCK ? n : start + CYB_BLOCK;                       \
         T block = 0;                                                                         \
-        if (y) {                                                                             \
+        if (shifted) {                                                                       \
             CYB_PRAGMA(omp simd reduction(+ : block))                                        \
-            for (ptrdiff_t i = start; i < end; i++) {                                            \
+            for (ptrdiff_t i = start; i < end; i++) {                                        \
+                T t = x[i] - shift;                                                          \
+                y[i] = t;                                                                    \
+                block += cyb_exp_##SUFFIX(t);                                                \
+            }                                                                                \
+        } else {                                                                             \
+            CYB_PRAGMA(omp simd reduction(+ : block))                                        \
+            for (ptrdiff_t i = start; i < end; i++) {                                        \
                 T e = cyb_exp_##SUFFIX(x[i] - shift);                                        \
                 y[i] = e;                                                                    \
                 block += e;                                                                  \
             }                                                                                \
-        } else {                                                                             \
-            CYB_PRAGMA(omp simd reduction(+ : block))                                        \
-            for (ptrdiff_t i = start; i < end; i++)                                              \
-                block += cyb_exp_##SUFFIX(x[i] - shift);                                     \
         }                                                                                    \
         s += block;                                                                          \
     }                                                                                        \

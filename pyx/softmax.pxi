@@ -21,7 +21,7 @@ cdef enum:
 cdef inline void softmax_row(const real *x, real *y, Py_ssize_t n) noexcept nogil:
     """y = exp(x - max x) / sum(exp(x - max x))"""
     cdef real m = span_max(x, n)
-    cdef real inv_sum = <real>(1.0 / span_sum_exp(x, m, y, n))
+    cdef real inv_sum = <real>(1.0 / span_sum_exp(x, m, y, False, n))
     cdef Py_ssize_t i
     for i in range(n):
         y[i] = y[i] * inv_sum
@@ -30,10 +30,10 @@ cdef inline void softmax_row(const real *x, real *y, Py_ssize_t n) noexcept nogi
 cdef inline void log_softmax_row(const real *x, real *y, Py_ssize_t n) noexcept nogil:
     """y = (x - max x) - log(sum(exp(x - max x)))   (in this order, for precision)"""
     cdef real m = span_max(x, n)
-    cdef real log_sum = <real>c_log(span_sum_exp(x, m, <real *>NULL, n))
+    cdef real log_sum = <real>c_log(span_sum_exp(x, m, y, True, n))     # y = x - max x
     cdef Py_ssize_t i
     for i in range(n):
-        y[i] = (x[i] - m) - log_sum
+        y[i] = y[i] - log_sum
 
 
 cdef inline void softmax_backward_row(const real *dy, const real *y, real *dx,

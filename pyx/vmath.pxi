@@ -7,8 +7,8 @@ cdef extern from "cyburn_vmath.h" nogil:
     double cyb_exp_f64(double x)
     float cyb_max_f32(const float *x, Py_ssize_t n)
     double cyb_max_f64(const double *x, Py_ssize_t n)
-    double cyb_sum_exp_f32(const float *x, float shift, float *y, Py_ssize_t n)
-    double cyb_sum_exp_f64(const double *x, double shift, double *y, Py_ssize_t n)
+    double cyb_sum_exp_f32(const float *x, float shift, float *y, bint shifted, Py_ssize_t n)
+    double cyb_sum_exp_f64(const double *x, double shift, double *y, bint shifted, Py_ssize_t n)
     double cyb_dot_f32(const float *a, const float *b, Py_ssize_t n)
     double cyb_dot_f64(const double *a, const double *b, Py_ssize_t n)
     double cyb_sum_f32(const float *a, Py_ssize_t n)
@@ -53,12 +53,13 @@ cdef inline real span_max(const real *x, Py_ssize_t n) noexcept nogil:
         return cyb_max_f64(x, n)
 
 
-cdef inline double span_sum_exp(const real *x, real shift, real *y, Py_ssize_t n) noexcept nogil:
-    """sum(exp(x - shift)), storing exp(x - shift) in y unless y is NULL."""
+cdef inline double span_sum_exp(const real *x, real shift, real *y, bint shifted,
+                                Py_ssize_t n) noexcept nogil:
+    """sum(exp(x - shift)), storing exp(x - shift) in y, or x - shift when `shifted`."""
     if real is float:
-        return cyb_sum_exp_f32(x, shift, y, n)
+        return cyb_sum_exp_f32(x, shift, y, shifted, n)
     else:
-        return cyb_sum_exp_f64(x, shift, y, n)
+        return cyb_sum_exp_f64(x, shift, y, shifted, n)
 
 
 cdef inline double span_dot(const real *a, const real *b, Py_ssize_t n) noexcept nogil:
