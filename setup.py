@@ -45,17 +45,25 @@ def kernel_extension(level, flags):
 class BuildExt(build_ext):
     """Adds -fopenmp to every extension when the compiler supports it."""
 
+    serial = os.environ.get("CYBURN_NO_OPENMP") == "1"
+
     def finalize_options(self):
         super().finalize_options()
         if self.parallel is None:
             self.parallel = os.cpu_count() or 1
+        # Objects left by a build with the other OpenMP setting must not be reused.
+        self.stamp = Path(self.build_temp) / "cyburn-openmp-setting"
+        if not self.stamp.exists() or self.stamp.read_text() != str(self.serial):
+            self.force = True
 
     def build_extensions(self):
-        if os.environ.get("CYBURN_NO_OPENMP") != "1" and self._compiler_has_openmp():
+        if not self.serial and self._compiler_has_openmp():
             for ext in self.extensions:
                 ext.extra_compile_args.append("-fopenmp")
                 ext.extra_link_args.append("-fopenmp")
         super().build_extensions()
+        self.stamp.parent.mkdir(parents=True, exist_ok=True)
+        self.stamp.write_text(str(self.serial))
 
     def _compiler_has_openmp(self):
         with tempfile.TemporaryDirectory() as tmp:

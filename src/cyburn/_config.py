@@ -26,4 +26,5 @@ def show_config():
     print(f"cyburn {__version__}")
     print(f"  simd path:       {simd_path()} (CPU supports: {', '.join(_runtime.simd_levels())})")
     print(f"  openmp:          {_openmp_runtime()}")
-    print(f"  threads:         {_threads.get_num_threads()}")
+    serial = "" if _runtime.openmp_version() else " (serial build: kernels run on one)"
+    print(f"  threads:         {_threads.get_num_threads()}{serial}")
