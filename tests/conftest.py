@@ -129,14 +129,20 @@ def truth_and_scale(name, args, axis=-1, exact_shift=False):
     element (x - max(x), exp, the final products and differences), `sums` the effect of the one
     reduction of the slice (its relative error times sum |terms|), which a kernel may
     accumulate in d in blocks (so its error grows with the block length, not with n).
-    `exact_shift`: x - max(x) is computed exactly as in the truth (float64 input), so its
-    rounding is not counted.
+    `exact_shift` (float64 input): the truth takes x - max(x) rounded to float64, as every
+    float64 implementation computes it, so that rounding is not counted.
+
+    The rest is computed in extended precision where the platform has it: NumPy sums along a
+    non-contiguous axis one element after another, whose float64 rounding error (~sqrt(n)
+    eps) would exceed that of a careful float64 kernel.
     """
-    a = [np.asarray(v, dtype=np.float64) for v in args]
+    a = [np.asarray(v, dtype=np.float64).astype(np.longdouble) for v in args]
     with np.errstate(all="ignore"):
         if name in FORWARD:
             (x,) = a
             z = x - np.max(x, axis=axis, keepdims=True)
+            if exact_shift:
+                z = z.astype(np.float64).astype(np.longdouble)
             s = np.sum(np.exp(z), axis=axis, keepdims=True)
             shift = 0.0 if exact_shift else np.abs(z)
             if name == "softmax":
@@ -161,7 +167,7 @@ def truth_and_scale(name, args, axis=-1, exact_shift=False):
             sums = np.exp(y0) * np.sum(np.abs(dy), axis=axis, keepdims=True)
     local = np.nan_to_num(np.broadcast_to(local, y.shape), nan=0.0, posinf=0.0)
     sums = np.nan_to_num(np.broadcast_to(sums, y.shape), nan=0.0, posinf=0.0)
-    return y, local, sums
+    return y.astype(np.float64), local.astype(np.float64), sums.astype(np.float64)
 
 
 def tolerance(name, args, axis, dtype, k=4.0, s=16.0, exact_shift=False):
