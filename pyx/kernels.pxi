@@ -28,17 +28,18 @@ cdef struct Operands:
 
 cdef Operands operands(cnp.ndarray a, cnp.ndarray b, cnp.ndarray out, int axis,
                        int num_threads) except *:
-    """Check that a, b and out are C-contiguous arrays of one shape and one float dtype
-    (out writeable), and describe them for a reduction along `axis` (0 <= axis < ndim).
+    """Check that a, b and out are C-contiguous, aligned arrays of one shape and one native
+    float dtype (out writeable), and describe them for a reduction along `axis`.
     cyburn's Python layer guarantees this; the checks keep misuse from crashing."""
     cdef int ndim = cnp.PyArray_NDIM(a), typenum = cnp.PyArray_TYPE(a), d
     cdef Operands op
-    for arr in (b, out):
+    for arr in (a, b, out):
         if (cnp.PyArray_NDIM(arr) != ndim or not cnp.PyArray_SAMESHAPE(a, arr)
-                or cnp.PyArray_TYPE(arr) != typenum or not cnp.PyArray_IS_C_CONTIGUOUS(arr)):
+                or cnp.PyArray_TYPE(arr) != typenum or not cnp.PyArray_IS_C_CONTIGUOUS(arr)
+                or not cnp.PyArray_ISBEHAVED_RO(arr)):      # aligned, native byte order
             raise ValueError("cyburn kernel: operands differ in shape, dtype or layout")
-    if (typenum not in (cnp.NPY_FLOAT, cnp.NPY_DOUBLE) or not cnp.PyArray_IS_C_CONTIGUOUS(a)
-            or not cnp.PyArray_ISWRITEABLE(out) or not 0 <= axis < ndim):
+    if (typenum not in (cnp.NPY_FLOAT, cnp.NPY_DOUBLE) or not cnp.PyArray_ISWRITEABLE(out)
+            or not 0 <= axis < ndim or num_threads < 1):
         raise ValueError("cyburn kernel: unsupported operands")
     op.a = cnp.PyArray_DATA(a)
     op.b = cnp.PyArray_DATA(b)

@@ -13,7 +13,9 @@ from libc.math cimport log as c_log
 from libc.stdlib cimport free, malloc
 
 cdef enum:
-    STRIP_MIN = 1024                # fewest columns per strip of the column kernels
+    STRIP_MIN = 1024                # columns per strip of the column kernels: at least,
+    STRIP_MAX = 16384               # at most (the per-thread sums stay in L2),
+    STRIP_ALIGN = 64                # and a multiple of (whole vectors at any SIMD level)
 
 
 # ---- one row: a contiguous span of n >= 1 elements -----------------------------------------
@@ -165,9 +167,13 @@ cdef void softmax_backward_strip(const real *dy, const real *y, real *dx, Py_ssi
 
 
 cdef Py_ssize_t strip_width(Py_ssize_t inner, int threads) noexcept nogil:
-    """Columns per strip: enough strips for every thread, each of at least STRIP_MIN columns
-    (a strip's results do not depend on its width)."""
-    return min(inner, max(<Py_ssize_t>STRIP_MIN, (inner + threads - 1) // threads))
+    """Columns per strip: enough strips for every thread, within [STRIP_MIN, STRIP_MAX].
+    A multiple of STRIP_ALIGN, so that whatever the thread count every strip but the last is
+    whole vectors, and a column meets the same arithmetic (vector body or remainder) in any
+    split: the results do not depend on the thread count."""
+    cdef Py_ssize_t w = (inner + threads - 1) // threads
+    w = (w + STRIP_ALIGN - 1) // STRIP_ALIGN * STRIP_ALIGN
+    return min(inner, <Py_ssize_t>STRIP_MAX, max(w, <Py_ssize_t>STRIP_MIN))
 
 
 # ---- whole arrays: each thread takes one contiguous chunk of rows or of column strips ------
@@ -309,7 +315,8 @@ cdef void softmax_backward_columns_chunk(const real *dy, const real *y, real *dx
 
 # ---- Python entry points ----------------------------------------------------------------------
 
-def softmax_forward(cnp.ndarray x, cnp.ndarray y, int axis, bint log, int num_threads):
+def softmax_forward(cnp.ndarray x not None, cnp.ndarray y not None, int axis, bint log,
+                    int num_threads):
     """y = softmax(x) (or log_softmax) along `axis` of C-contiguous x and y (see Operands)."""
     cdef Operands op = operands(x, x, y, axis, num_threads)
     cdef int status = 0
@@ -330,8 +337,8 @@ def softmax_forward(cnp.ndarray x, cnp.ndarray y, int axis, bint log, int num_th
         raise MemoryError("cyburn: no memory for the softmax column buffers")
 
 
-def softmax_backward(cnp.ndarray dy, cnp.ndarray y, cnp.ndarray dx, int axis, bint log,
-                     int num_threads):
+def softmax_backward(cnp.ndarray dy not None, cnp.ndarray y not None, cnp.ndarray dx not None,
+                     int axis, bint log, int num_threads):
     """dx = softmax_backward(dy, y) (or log_softmax_backward) along `axis` (see Operands)."""
     cdef Operands op = operands(dy, y, dx, axis, num_threads)
     cdef int status = 0

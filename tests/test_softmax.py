@@ -710,18 +710,20 @@ def test_unaligned_inputs_and_out(name, dtype, shape, axis, rng):
 @pytest.mark.parametrize("name", FUNC_NAMES)
 @pytest.mark.parametrize("shape, axis", [((600, 1000), -1), ((1000, 600), 0),
                                          ((7, 100, 300), 1), ((5, 33001), -1),
-                                         ((12288, 40), 0), ((4100, 1024), 0)])
+                                         ((12288, 40), 0), ((4100, 1024), 0),
+                                         # column strips whose width follows the thread count
+                                         ((40, 3001), 0), ((3, 20, 2500), 1)])
 def test_bitwise_identical_for_any_thread_count(name, dtype, shape, axis, rng,
                                                 restore_threads):
     assert math.prod(shape) >= 32768
     args = random_inputs(name, rng, shape, dtype, axis, "C", 4.0)
     results = {}
-    for n in (1, 2, 3):
+    for n in (1, 2, 3, 5):
         with cb.num_threads(n):
             assert cb.get_num_threads() == n
             results[n] = call(name, args, axis)
-    assert_bitwise_equal(results[1], results[2], f"{name}: 1 vs 2 threads")
-    assert_bitwise_equal(results[1], results[3], f"{name}: 1 vs 3 threads")
+    for n in (2, 3, 5):
+        assert_bitwise_equal(results[1], results[n], f"{name}: 1 vs {n} threads")
     check_against_truth(name, results[3], args, axis, dtype)
 
 
@@ -744,8 +746,28 @@ def test_num_threads_api(restore_threads):
     assert cb.get_num_threads() == 2
 
 
+def test_num_threads_block_is_local_to_its_python_thread(restore_threads):
+    """A `with num_threads(n)` block in one Python thread leaves the others' count alone."""
+    cb.set_num_threads(2)
+    inside, seen_elsewhere = threading.Event(), []
+
+    def other():
+        inside.wait()
+        seen_elsewhere.append(cb.get_num_threads())
+
+    worker = threading.Thread(target=other)
+    worker.start()
+    with cb.num_threads(1):
+        inside.set()
+        worker.join()
+        assert cb.get_num_threads() == 1
+    assert seen_elsewhere == [2]
+    assert cb.get_num_threads() == 2
+
+
 @pytest.mark.parametrize("bad, error", [(0, ValueError), (-1, ValueError), ("2", TypeError),
-                                        (2.0, TypeError), (None, TypeError)])
+                                        (2.0, TypeError), (None, TypeError), (True, TypeError),
+                                        (10**6, ValueError), (2**40, ValueError)])
 def test_set_num_threads_rejects(bad, error, restore_threads):
     cb.set_num_threads(2)
     with pytest.raises(error):

@@ -74,14 +74,14 @@ def check_out(out, shape, dtype):
 
 
 def c_layout(arrays, axis):
-    """The kernels take C-contiguous arrays. Returns (arrays, axis, transposed): the arrays
-    themselves when C-contiguous, their transposes (same memory, reversed axes) when all are
-    F-contiguous, else C-contiguous copies."""
-    if all([a.flags.c_contiguous for a in arrays]):
+    """The kernels take aligned, C-contiguous arrays. Returns (arrays, axis, transposed): the
+    arrays themselves when they are so, their transposes (same memory, reversed axes) when all
+    are aligned and F-contiguous, else aligned C-contiguous copies."""
+    if all([a.flags.c_contiguous and a.flags.aligned for a in arrays]):
         return arrays, axis, False
-    if all(a.flags.f_contiguous for a in arrays):
+    if all([a.flags.f_contiguous and a.flags.aligned for a in arrays]):
         return [a.T for a in arrays], arrays[0].ndim - 1 - axis, True
-    return [np.ascontiguousarray(a) for a in arrays], axis, False
+    return [np.array(a, order="C") for a in arrays], axis, False
 
 
 def _same_elements(a, b):
@@ -91,12 +91,13 @@ def _same_elements(a, b):
 
 
 def output_for(inputs, out, dtype, transposed):
-    """The C-contiguous array the kernel writes, in the orientation of `inputs` (from c_layout):
+    """The aligned C-contiguous array the kernel writes, in the orientation of `inputs` (from
+    c_layout):
     `out` itself when it fits and does not partly overlap an input, else a new array.
     Returns (target, target_is_out)."""
     if out is not None and out.dtype == dtype:
         target = out.T if transposed else out
-        if target.flags.c_contiguous and all(
+        if target.flags.c_contiguous and target.flags.aligned and all(
                 [a is target or not np.may_share_memory(target, a) or _same_elements(target, a)
                  for a in inputs]):
             return target, True

@@ -17,7 +17,7 @@ def _forward(x, axis, out, log):
         x = x.astype(work)
     (x,), axis, transposed = _arrays.c_layout((x,), axis)
     y, y_is_out = _arrays.output_for((x,), out, work, transposed)
-    kernels.softmax_forward(x, y, axis, log, _threads._num_threads)
+    kernels.softmax_forward(x, y, axis, log, _threads.current())
     return _arrays.finish(y, y_is_out, out, dtype, transposed)
 
 
@@ -36,7 +36,7 @@ def _backward(dy, y, axis, out, log):
     y = y.astype(work, copy=False)
     (dy, y), axis, transposed = _arrays.c_layout((dy, y), axis)
     dx, dx_is_out = _arrays.output_for((dy, y), out, work, transposed)
-    kernels.softmax_backward(dy, y, dx, axis, log, _threads._num_threads)
+    kernels.softmax_backward(dy, y, dx, axis, log, _threads.current())
     return _arrays.finish(dx, dx_is_out, out, dtype, transposed)
 
 
