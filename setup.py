@@ -22,11 +22,15 @@ GENERATED = HERE / "build" / "cyburn_pyx"     # one stub .pyx per level, outside
 
 COMMON_FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd",
                 "-DCYBURN_OPENMP_SIMD", "-DNPY_NO_DEPRECATED_API=NPY_1_7_API_VERSION"]
+# The instruction sets of each level, spelled out (rather than -march=x86-64-v3/-v4, which
+# older compilers lack) and exactly those cyburn._runtime checks before loading a level.
+AVX2 = ["-msse4.2", "-mpopcnt", "-mavx", "-mavx2", "-mfma", "-mbmi", "-mbmi2"]
+AVX512 = AVX2 + ["-mavx512f", "-mavx512bw", "-mavx512cd", "-mavx512dq", "-mavx512vl"]
 if platform.machine().lower() in ("x86_64", "amd64"):
     LEVEL_FLAGS = {
         "baseline": ["-march=x86-64", "-mtune=generic"],
-        "avx2": ["-march=x86-64-v3", "-mtune=generic"],
-        "avx512": ["-march=x86-64-v4", "-mtune=generic", "-mprefer-vector-width=512"],
+        "avx2": ["-march=x86-64", "-mtune=generic"] + AVX2,
+        "avx512": ["-march=x86-64", "-mtune=generic", "-mprefer-vector-width=512"] + AVX512,
     }
 else:
     LEVEL_FLAGS = {"default": []}
@@ -51,19 +55,20 @@ class BuildExt(build_ext):
         super().finalize_options()
         if self.parallel is None:
             self.parallel = os.cpu_count() or 1
-        # Objects left by a build with the other OpenMP setting must not be reused.
-        self.stamp = Path(self.build_temp) / "cyburn-openmp-setting"
-        if not self.stamp.exists() or self.stamp.read_text() != str(self.serial):
-            self.force = True
 
     def build_extensions(self):
-        if not self.serial and self._compiler_has_openmp():
+        openmp = not self.serial and self._compiler_has_openmp()
+        if openmp:
             for ext in self.extensions:
                 ext.extra_compile_args.append("-fopenmp")
                 ext.extra_link_args.append("-fopenmp")
+        # Objects left by a build with the other OpenMP setting must not be reused.
+        stamp = Path(self.build_temp) / "cyburn-openmp"
+        if not stamp.exists() or stamp.read_text() != str(openmp):
+            self.force = True
         super().build_extensions()
-        self.stamp.parent.mkdir(parents=True, exist_ok=True)
-        self.stamp.write_text(str(self.serial))
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(str(openmp))
 
     def _compiler_has_openmp(self):
         with tempfile.TemporaryDirectory() as tmp:

@@ -15,21 +15,13 @@ cdef extern from *:
 
     #if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
     #define CYB_X86_64 1
-    #if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 12
-    /* the ISA levels exactly as -march=x86-64-v3/-v4 define them (and OS support) */
+    /* exactly the instruction sets setup.py enables for each level (and OS support) */
     static int cyb_cpu_has_avx2(void) {
         __builtin_cpu_init();
-        return __builtin_cpu_supports("x86-64-v3");
-    }
-    static int cyb_cpu_has_avx512(void) {
-        __builtin_cpu_init();
-        return __builtin_cpu_supports("x86-64-v4");
-    }
-    #else
-    static int cyb_cpu_has_avx2(void) {
-        __builtin_cpu_init();
-        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")
-            && __builtin_cpu_supports("bmi2") && __builtin_cpu_supports("f16c");
+        return __builtin_cpu_supports("sse4.2") && __builtin_cpu_supports("popcnt")
+            && __builtin_cpu_supports("avx") && __builtin_cpu_supports("avx2")
+            && __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi")
+            && __builtin_cpu_supports("bmi2");
     }
     static int cyb_cpu_has_avx512(void) {
         __builtin_cpu_init();
@@ -38,7 +30,6 @@ cdef extern from *:
             && __builtin_cpu_supports("avx512cd") && __builtin_cpu_supports("avx512dq")
             && __builtin_cpu_supports("avx512vl");
     }
-    #endif
     #else
     #define CYB_X86_64 0
     static int cyb_cpu_has_avx2(void) { return 0; }

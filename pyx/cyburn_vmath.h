@@ -12,11 +12,11 @@
  *    vectorizable on every x86-64 level (SSE2 has no round instruction).
  *
  * 2. Reductions (max, sum, dot): a float sum only vectorizes when the compiler may reorder
- *    it, which `#pragma omp simd reduction` grants for this one loop (no global flag).
+ *    it, which `#pragma omp simd reduction` grants for that one loop (no global flag).
  *    Sums are accumulated in T within blocks of CYB_BLOCK elements and the block sums in
  *    double: each float lane adds only CYB_BLOCK / width terms (error ~1e-7 relative),
- *    at a fraction of the cost of converting every term to double. The order of the partial sums depends only on n and the vector
- *    width, never on the thread count.
+ *    at a fraction of the cost of converting every term to double. The order of the
+ *    partial sums depends only on n and the vector width, never on the thread count.
  *
  * 3. Prefetch: a row kernel computes on one row while the next is still in memory; asking
  *    for the next row's first bytes up front overlaps that wait with the arithmetic

@@ -117,11 +117,12 @@ cdef void softmax_strip(const real *x, real *y, Py_ssize_t stride, Py_ssize_t n,
 
 cdef void softmax_backward_strip(const real *dy, const real *y, real *dx, Py_ssize_t stride,
                                  Py_ssize_t n, Py_ssize_t w, bint log, bint stream,
-                                 double *sums) noexcept nogil:
+                                 double *buffer) noexcept nogil:
     """softmax_backward_row / log_softmax_backward_row applied down each of w columns.
-    `sums` has room for 2 * w doubles and 2 * w reals."""
-    cdef double *sums_error = sums + w
-    cdef real *c = <real *>(sums + 2 * w)
+    `buffer` has room for 2 * w doubles and 2 * w reals."""
+    cdef double *sums = buffer
+    cdef double *sums_error = buffer + w
+    cdef real *c = <real *>(buffer + 2 * w)
     cdef real *row = c + w
     cdef const real *dyi
     cdef const real *yi

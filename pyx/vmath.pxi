@@ -55,7 +55,8 @@ cdef inline real span_max(const real *x, Py_ssize_t n) noexcept nogil:
 
 cdef inline double span_sum_exp(const real *x, real shift, real *y, bint shifted,
                                 Py_ssize_t n) noexcept nogil:
-    """sum(exp(x - shift)), storing exp(x - shift) in y, or x - shift when `shifted`."""
+    """sum(exp(x - shift)), storing exp(x - shift) in y, or x - shift when `shifted`;
+    accumulated in real within blocks of 256 elements and in double across blocks."""
     if real is float:
         return cyb_sum_exp_f32(x, shift, y, shifted, n)
     else:
@@ -63,7 +64,7 @@ cdef inline double span_sum_exp(const real *x, real shift, real *y, bint shifted
 
 
 cdef inline double span_dot(const real *a, const real *b, Py_ssize_t n) noexcept nogil:
-    """sum(a * b), accumulated in double."""
+    """sum(a * b), blocked like span_sum_exp."""
     if real is float:
         return cyb_dot_f32(a, b, n)
     else:
@@ -71,7 +72,7 @@ cdef inline double span_dot(const real *a, const real *b, Py_ssize_t n) noexcept
 
 
 cdef inline double span_sum(const real *a, Py_ssize_t n) noexcept nogil:
-    """sum(a), accumulated in double."""
+    """sum(a), blocked like span_sum_exp."""
     if real is float:
         return cyb_sum_f32(a, n)
     else:

@@ -20,8 +20,8 @@ def _is_half(dtype):
 
 
 def result_dtype(dtype, name):
-    """The dtype a function returns for an input of `dtype` (NumPy's rules for ints and bools;
-    non-native byte order gives the native dtype, as in NumPy's ufuncs)."""
+    """The dtype a function returns for an input of `dtype`: bool and integers give float64
+    (as NumPy's true division does); non-native byte order gives the native dtype."""
     if dtype in NATIVE:
         return dtype
     if not dtype.isnative:
@@ -59,9 +59,7 @@ def check_same_shape(a, b, name_a, name_b):
 
 
 def check_out(out, shape, dtype):
-    """Validate a user's `out=` array; returns it (or None)."""
-    if out is None:
-        return None
+    """Validate a user's `out=` array (not None)."""
     if not isinstance(out, np.ndarray):
         raise TypeError(f"out must be a numpy.ndarray, not {type(out).__name__}")
     if out.shape != shape:
@@ -70,16 +68,16 @@ def check_out(out, shape, dtype):
         raise TypeError(f"out has dtype {out.dtype}, expected {dtype}")
     if not out.flags.writeable:
         raise ValueError("out is read-only")
-    return out
 
 
 def c_layout(arrays, axis):
     """The kernels take aligned, C-contiguous arrays. Returns (arrays, axis, transposed): the
     arrays themselves when they are so, their transposes (same memory, reversed axes) when all
     are aligned and F-contiguous, else aligned C-contiguous copies."""
-    if all([a.flags.c_contiguous and a.flags.aligned for a in arrays]):
+    flags = [a.flags for a in arrays]
+    if all([f.c_contiguous and f.aligned for f in flags]):
         return arrays, axis, False
-    if all([a.flags.f_contiguous and a.flags.aligned for a in arrays]):
+    if all([f.f_contiguous and f.aligned for f in flags]):
         return [a.T for a in arrays], arrays[0].ndim - 1 - axis, True
     return [np.array(a, order="C") for a in arrays], axis, False
 

@@ -13,8 +13,7 @@ def _forward(x, axis, out, log):
     if x.size == 0:
         return out if out is not None else np.empty(x.shape, dtype)
     work = _arrays.compute_dtype(dtype)
-    if x.dtype != work:
-        x = x.astype(work)
+    x = x.astype(work, copy=False)
     (x,), axis, transposed = _arrays.c_layout((x,), axis)
     y, y_is_out = _arrays.output_for((x,), out, work, transposed)
     kernels.softmax_forward(x, y, axis, log, _threads.current())
