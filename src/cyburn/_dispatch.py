@@ -5,6 +5,7 @@ crash on its first instruction, so the CPU is asked first (cyburn._runtime is ba
 CYBURN_SIMD=baseline|avx2|avx512 forces a level; elsewhere the only level is "default".
 """
 import importlib
+import importlib.util
 import os
 
 from . import _runtime
@@ -15,6 +16,8 @@ KNOWN_LEVELS = ("baseline", "avx2", "avx512", "default")
 
 def choose_level(requested, available):
     """The level to load: `requested` (validated) or the best of `available`."""
+    if not available:
+        raise ImportError("cyburn has no kernel module for this CPU; reinstall it from source")
     if not requested:
         return available[-1]
     if requested not in KNOWN_LEVELS:
@@ -26,5 +29,12 @@ def choose_level(requested, available):
     return requested
 
 
-simd_level = choose_level(os.environ.get(ENV_VAR, "").strip().lower(), _runtime.simd_levels())
+def built_levels(cpu_levels):
+    """The levels of `cpu_levels` whose kernel module this installation has."""
+    return [level for level in cpu_levels
+            if importlib.util.find_spec(f"cyburn._kernels_{level}") is not None]
+
+
+simd_level = choose_level(os.environ.get(ENV_VAR, "").strip().lower(),
+                          built_levels(_runtime.simd_levels()))
 kernels = importlib.import_module(f"cyburn._kernels_{simd_level}")
