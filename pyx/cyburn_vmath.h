@@ -233,6 +233,23 @@ CYB_INLINE double cyb_dot_##SUFFIX(const T *a, const T *b, ptrdiff_t n)         
     }                                                                                        \
     return s;                                                                                \
 }                                                                                            \
+/* sum(a), blocked like cyb_sum_exp; also stores exp(b) into e (log-softmax backward: the   \
+   exp overlaps the reads of a and b, and a second pass finds everything in cache). */       \
+CYB_INLINE double cyb_sum_store_exp_##SUFFIX(const T *a, const T *b, T *e, ptrdiff_t n)      \
+{                                                                                            \
+    double s = 0.0;                                                                          \
+    for (ptrdiff_t start = 0; start < n; start += CYB_BLOCK) {                               \
+        ptrdiff_t end = n - start < CYB_BLOCK ? n : start + CYB_BLOCK;                       \
+        T block = 0;                                                                         \
+        CYB_PRAGMA(omp simd reduction(+ : block))                                            \
+        for (ptrdiff_t i = start; i < end; i++) {                                            \
+            e[i] = cyb_exp_##SUFFIX(b[i]);                                                   \
+            block += a[i];                                                                   \
+        }                                                                                    \
+        s += block;                                                                          \
+    }                                                                                        \
+    return s;                                                                                \
+}                                                                                            \
 /* sum(a), blocked like cyb_sum_exp */                                                      \
 CYB_INLINE double cyb_sum_##SUFFIX(const T *a, ptrdiff_t n)                                  \
 {                                                                                            \

@@ -13,7 +13,10 @@ cdef extern from "cyburn_vmath.h" nogil:
     double cyb_dot_f64(const double *a, const double *b, Py_ssize_t n)
     double cyb_sum_f32(const float *a, Py_ssize_t n)
     double cyb_sum_f64(const double *a, Py_ssize_t n)
+    double cyb_sum_store_exp_f32(const float *a, const float *b, float *e, Py_ssize_t n)
+    double cyb_sum_store_exp_f64(const double *a, const double *b, double *e, Py_ssize_t n)
     void cyb_prefetch(const void *p, Py_ssize_t nbytes)
+    enum: CYB_PREFETCH_MAX
     void cyb_stream_copy(void *dst, const void *src, Py_ssize_t nbytes)
     void cyb_stream_fence()
 
@@ -77,3 +80,12 @@ cdef inline double span_sum(const real *a, Py_ssize_t n) noexcept nogil:
         return cyb_sum_f32(a, n)
     else:
         return cyb_sum_f64(a, n)
+
+
+cdef inline double span_sum_store_exp(const real *a, const real *b, real *e,
+                                      Py_ssize_t n) noexcept nogil:
+    """sum(a), blocked like span_sum_exp, storing exp(b) in e."""
+    if real is float:
+        return cyb_sum_store_exp_f32(a, b, e, n)
+    else:
+        return cyb_sum_store_exp_f64(a, b, e, n)

@@ -536,6 +536,21 @@ def test_out_partially_overlapping_input(name, dtype, axis, rng):
     assert_same_result(out, expected, name, args_before, axis, "out shifted by one element")
 
 
+@pytest.mark.parametrize("name", ["softmax_backward", "log_softmax_backward"])
+@pytest.mark.parametrize("shape", [(3, 70), (5, 2500), (40, 3000)])
+@pytest.mark.parametrize("which", ["dy", "y"])
+def test_backward_out_is_an_input(name, shape, which, rng):
+    """out= may be dy or y itself: the result is still right (rows of 2500 floats take the
+    long-row path of log_softmax_backward, which writes exp(y) before it reads dy again)."""
+    dy = rng.standard_normal(shape).astype(np.float32)
+    y = (cb.softmax if name == "softmax_backward" else cb.log_softmax)(
+        rng.standard_normal(shape).astype(np.float32))
+    expected = getattr(cb, name)(dy, y)
+    out = dy if which == "dy" else y
+    assert getattr(cb, name)(dy, y, out=out) is out
+    assert_bitwise_equal(out, expected, f"{name} out={which}")
+
+
 @pytest.mark.parametrize("name", FUNC_NAMES)
 def test_out_errors(name):
     x = np.zeros((3, 4), np.float32)

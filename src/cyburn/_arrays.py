@@ -88,15 +88,16 @@ def _same_elements(a, b):
             and a.strides == b.strides)
 
 
-def output_for(inputs, out, dtype, transposed):
-    """The aligned C-contiguous array the kernel writes, in the orientation of `inputs` (from
-    c_layout):
-    `out` itself when it fits and does not partly overlap an input, else a new array.
+def output_for(inputs, out, dtype, transposed, out_may_be_input=True):
+    """The aligned C-contiguous array the kernel writes, in the orientation of `inputs`
+    (from c_layout): `out` itself when it fits and does not overlap an input (except as the
+    very same elements, when `out_may_be_input`), else a new array.
     Returns (target, target_is_out)."""
     if out is not None and out.dtype == dtype:
         target = out.T if transposed else out
         if target.flags.c_contiguous and target.flags.aligned and all(
-                [a is target or not np.may_share_memory(target, a) or _same_elements(target, a)
+                [not np.may_share_memory(target, a)
+                 or out_may_be_input and (a is target or _same_elements(target, a))
                  for a in inputs]):
             return target, True
     return np.empty(inputs[0].shape, dtype), False

@@ -34,7 +34,7 @@ def _backward(dy, y, axis, out, log):
     dy = dy.astype(work, copy=False)
     y = y.astype(work, copy=False)
     (dy, y), axis, transposed = _arrays.c_layout((dy, y), axis)
-    dx, dx_is_out = _arrays.output_for((dy, y), out, work, transposed)
+    dx, dx_is_out = _arrays.output_for((dy, y), out, work, transposed, out_may_be_input=False)
     kernels.softmax_backward(dy, y, dx, axis, log, _threads.current())
     return _arrays.finish(dx, dx_is_out, out, dtype, transposed)
 
