@@ -74,12 +74,20 @@ def c_layout(arrays, axis):
     """The kernels take aligned, C-contiguous arrays. Returns (arrays, axis, transposed): the
     arrays themselves when they are so, their transposes (same memory, reversed axes) when all
     are aligned and F-contiguous, else aligned C-contiguous copies."""
-    flags = [a.flags for a in arrays]
-    if all([f.c_contiguous and f.aligned for f in flags]):
+    if _all_flags(arrays, "C_CONTIGUOUS"):
         return arrays, axis, False
-    if all([f.f_contiguous and f.aligned for f in flags]):
+    if _all_flags(arrays, "F_CONTIGUOUS"):
         return [a.T for a in arrays], arrays[0].ndim - 1 - axis, True
     return [np.array(a, order="C") for a in arrays], axis, False
+
+
+def _all_flags(arrays, contiguous):
+    """Every array aligned and `contiguous` (written as a loop: this is on every call's path)."""
+    for a in arrays:
+        flags = a.flags
+        if not (flags[contiguous] and flags.aligned):
+            return False
+    return True
 
 
 def _same_elements(a, b):
