@@ -3,8 +3,8 @@
 The kernels (pyx/kernels.pxi) are compiled once per x86-64 instruction-set level into
 cyburn._kernels_baseline, _kernels_avx2 and _kernels_avx512; cyburn picks one at import.
 Other architectures get a single cyburn._kernels_default. OpenMP is used when the compiler
-has it (CYBURN_NO_OPENMP=1 builds serial kernels). No -ffast-math: it would switch the whole
-process to flush-to-zero; the few flags below only drop errno and FP-trap bookkeeping.
+has it (CYBURN_NO_OPENMP=1 builds serial kernels). No fast-math flags: they would switch the
+whole process to flush-to-zero; the few flags below only drop errno and FP-trap bookkeeping.
 """
 import os
 import platform

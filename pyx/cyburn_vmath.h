@@ -1,7 +1,7 @@
 /*
  * cyburn_vmath.h -- the few vector primitives Cython cannot express.
  *
- * 1. exp: libm's exp does not vectorize without -ffast-math, so we provide our own.
+ * 1. exp: libm's exp only vectorizes under fast-math flags, so we provide our own.
  *    exp(x) = 2^k * exp(r),  k = round(x / ln 2),  r = x - k ln 2  (|r| <= ln2 / 2),
  *    with ln 2 split into a short "hi" part (so k * hi is exact) and a "lo" correction
  *    (Cody-Waite), exp(r) by its Taylor polynomial (degree 7 for float: r^8/8! < 2^-25;
