@@ -130,7 +130,7 @@ cdef void softmax_backward_strip(const real *dy, const real *y, real *dx, Py_ssi
                                  Py_ssize_t n, Py_ssize_t w, bint log, bint stream,
                                  double *buffer) noexcept nogil:
     """softmax_backward_row / log_softmax_backward_row applied down each of w columns.
-    `buffer` has room for 2 * w doubles and 2 * w reals."""
+    `buffer` has room for 2 * w doubles and 2 * w reals (softmax_strip's suits too)."""
     cdef double *sums = buffer
     cdef double *sums_error = buffer + w
     cdef real *c = <real *>(buffer + 2 * w)
@@ -197,132 +197,118 @@ cdef Py_ssize_t strip_width(Py_ssize_t inner, int threads) noexcept nogil:
 # forward rows (3.3 -> 4.3 ms: their output is written twice in cache, then once more to
 # memory through a scratch row), which therefore never stream.
 
+cdef enum Op:
+    SOFTMAX
+    LOG_SOFTMAX
+    SOFTMAX_BACKWARD            # a = dy, b = y
+    LOG_SOFTMAX_BACKWARD
+
+
+cdef inline bint is_backward(Op op) noexcept nogil:
+    return op == SOFTMAX_BACKWARD or op == LOG_SOFTMAX_BACKWARD
+
+
+cdef inline bint is_log(Op op) noexcept nogil:
+    return op == LOG_SOFTMAX or op == LOG_SOFTMAX_BACKWARD
+
+
 cdef inline Py_ssize_t chunk_start(Py_ssize_t items, Py_ssize_t chunk, int chunks) noexcept nogil:
     return items * chunk // chunks
 
 
-cdef void softmax_rows(const real *x, real *y, Py_ssize_t rows, Py_ssize_t n, bint log,
-                       int threads) noexcept nogil:
+cdef void rows(Op op, const real *a, const real *b, real *out, Py_ssize_t count, Py_ssize_t n,
+               bint stream, int threads) noexcept nogil:
     cdef Py_ssize_t c
     if threads > 1:
         for c in prange(threads, num_threads=threads, schedule='static'):
-            softmax_rows_chunk(x, y, n, chunk_start(rows, c, threads),
-                               chunk_start(rows, c + 1, threads), log)
+            rows_chunk(op, a, b, out, n, chunk_start(count, c, threads),
+                       chunk_start(count, c + 1, threads), stream)
     else:
-        softmax_rows_chunk(x, y, n, 0, rows, log)
+        rows_chunk(op, a, b, out, n, 0, count, stream)
 
 
-cdef void softmax_rows_chunk(const real *x, real *y, Py_ssize_t n, Py_ssize_t first,
-                             Py_ssize_t last, bint log) noexcept nogil:
+cdef void rows_chunk(Op op, const real *a, const real *b, real *out, Py_ssize_t n,
+                     Py_ssize_t first, Py_ssize_t last, bint stream) noexcept nogil:
     cdef Py_ssize_t r
+    cdef real *scratch = <real *>malloc(n * sizeof(real)) if stream else NULL
+    cdef real *target
     for r in range(first, last):
+        target = scratch if scratch != NULL else out + r * n
         if r + 1 < last:
-            prefetch_span(x + (r + 1) * n, n)
-        if log:
-            log_softmax_row(x + r * n, y + r * n, n)
+            prefetch_span(a + (r + 1) * n, n)
+            if is_backward(op):
+                prefetch_span(b + (r + 1) * n, n)
+        if op == SOFTMAX:
+            softmax_row(a + r * n, target, n)
+        elif op == LOG_SOFTMAX:
+            log_softmax_row(a + r * n, target, n)
+        elif op == SOFTMAX_BACKWARD:
+            softmax_backward_row(a + r * n, b + r * n, target, n)
         else:
-            softmax_row(x + r * n, y + r * n, n)
+            log_softmax_backward_row(a + r * n, b + r * n, target, n)
+        if scratch != NULL:
+            store_span(out + r * n, scratch, n, True)
+    if scratch != NULL:
+        cyb_stream_fence()
+        free(scratch)
 
 
-cdef int softmax_columns(const real *x, real *y, Py_ssize_t outer, Py_ssize_t n,
-                         Py_ssize_t inner, bint log, bint stream, int threads) noexcept nogil:
+cdef int columns(Op op, const real *a, const real *b, real *out, Py_ssize_t outer,
+                 Py_ssize_t n, Py_ssize_t inner, bint stream, int threads) noexcept nogil:
     """Returns -1 when the per-thread buffers cannot be allocated."""
     cdef Py_ssize_t w = strip_width(inner, threads)
-    cdef Py_ssize_t c, strips = (inner + w - 1) // w
+    cdef Py_ssize_t c, strips = outer * ((inner + w - 1) // w)
     cdef Py_ssize_t buffer = 2 * w + (3 * w * sizeof(real) + sizeof(double) - 1) // sizeof(double)
     cdef double *buffers = <double *>malloc(threads * buffer * sizeof(double))
     if buffers == NULL:
         return -1
     if threads > 1:
         for c in prange(threads, num_threads=threads, schedule='static'):
-            softmax_columns_chunk(x, y, n, inner, w, chunk_start(outer * strips, c, threads),
-                                  chunk_start(outer * strips, c + 1, threads), log, stream,
-                                  buffers + c * buffer)
+            columns_chunk(op, a, b, out, n, inner, w, chunk_start(strips, c, threads),
+                          chunk_start(strips, c + 1, threads), stream, buffers + c * buffer)
     else:
-        softmax_columns_chunk(x, y, n, inner, w, 0, outer * strips, log, stream, buffers)
+        columns_chunk(op, a, b, out, n, inner, w, 0, strips, stream, buffers)
     free(buffers)
     return 0
 
 
-cdef void softmax_columns_chunk(const real *x, real *y, Py_ssize_t n, Py_ssize_t inner,
-                                Py_ssize_t w, Py_ssize_t first, Py_ssize_t last, bint log,
-                                bint stream, double *buffer) noexcept nogil:
-    cdef Py_ssize_t t, start, strips = (inner + w - 1) // w
+cdef void columns_chunk(Op op, const real *a, const real *b, real *out, Py_ssize_t n,
+                        Py_ssize_t inner, Py_ssize_t w, Py_ssize_t first, Py_ssize_t last,
+                        bint stream, double *buffer) noexcept nogil:
+    """Strips first..last-1 of the (outer, inner / w) strips, `buffer` as softmax_strip's."""
+    cdef Py_ssize_t t, start, width, per_slice = (inner + w - 1) // w
     for t in range(first, last):
-        start = (t // strips) * n * inner + (t % strips) * w
-        softmax_strip(x + start, y + start, inner, n, min(w, inner - (t % strips) * w), log,
-                      stream, buffer)
-    if stream:
-        cyb_stream_fence()
-
-
-cdef void softmax_backward_rows(const real *dy, const real *y, real *dx, Py_ssize_t rows,
-                                Py_ssize_t n, bint log, bint stream, int threads) noexcept nogil:
-    cdef Py_ssize_t c
-    if threads > 1:
-        for c in prange(threads, num_threads=threads, schedule='static'):
-            softmax_backward_rows_chunk(dy, y, dx, n, chunk_start(rows, c, threads),
-                                        chunk_start(rows, c + 1, threads), log, stream)
-    else:
-        softmax_backward_rows_chunk(dy, y, dx, n, 0, rows, log, stream)
-
-
-cdef void softmax_backward_rows_chunk(const real *dy, const real *y, real *dx, Py_ssize_t n,
-                                      Py_ssize_t first, Py_ssize_t last, bint log,
-                                      bint stream) noexcept nogil:
-    cdef Py_ssize_t r
-    cdef real *scratch = <real *>malloc(n * sizeof(real)) if stream else NULL
-    cdef real *target
-    for r in range(first, last):
-        target = scratch if scratch != NULL else dx + r * n
-        if r + 1 < last:
-            prefetch_span(dy + (r + 1) * n, n)
-            prefetch_span(y + (r + 1) * n, n)
-        if log:
-            log_softmax_backward_row(dy + r * n, y + r * n, target, n)
+        start = (t // per_slice) * n * inner + (t % per_slice) * w
+        width = min(w, inner - (t % per_slice) * w)
+        if is_backward(op):
+            softmax_backward_strip(a + start, b + start, out + start, inner, n, width,
+                                   is_log(op), stream, buffer)
         else:
-            softmax_backward_row(dy + r * n, y + r * n, target, n)
-        if scratch != NULL:
-            store_span(dx + r * n, scratch, n, True)
-    if scratch != NULL:
-        cyb_stream_fence()
-        free(scratch)
-
-
-cdef int softmax_backward_columns(const real *dy, const real *y, real *dx, Py_ssize_t outer,
-                                  Py_ssize_t n, Py_ssize_t inner, bint log, bint stream,
-                                  int threads) noexcept nogil:
-    """Returns -1 when the per-thread buffers cannot be allocated."""
-    cdef Py_ssize_t w = strip_width(inner, threads)
-    cdef Py_ssize_t c, strips = (inner + w - 1) // w
-    cdef Py_ssize_t buffer = 2 * w + (2 * w * sizeof(real) + sizeof(double) - 1) // sizeof(double)
-    cdef double *buffers = <double *>malloc(threads * buffer * sizeof(double))
-    if buffers == NULL:
-        return -1
-    if threads > 1:
-        for c in prange(threads, num_threads=threads, schedule='static'):
-            softmax_backward_columns_chunk(dy, y, dx, n, inner, w,
-                                           chunk_start(outer * strips, c, threads),
-                                           chunk_start(outer * strips, c + 1, threads), log,
-                                           stream, buffers + c * buffer)
-    else:
-        softmax_backward_columns_chunk(dy, y, dx, n, inner, w, 0, outer * strips, log, stream,
-                                       buffers)
-    free(buffers)
-    return 0
-
-
-cdef void softmax_backward_columns_chunk(const real *dy, const real *y, real *dx, Py_ssize_t n,
-                                         Py_ssize_t inner, Py_ssize_t w, Py_ssize_t first,
-                                         Py_ssize_t last, bint log, bint stream,
-                                         double *buffer) noexcept nogil:
-    cdef Py_ssize_t t, start, strips = (inner + w - 1) // w
-    for t in range(first, last):
-        start = (t // strips) * n * inner + (t % strips) * w
-        softmax_backward_strip(dy + start, y + start, dx + start, inner, n,
-                               min(w, inner - (t % strips) * w), log, stream, buffer)
+            softmax_strip(a + start, out + start, inner, n, width, is_log(op), stream, buffer)
     if stream:
         cyb_stream_fence()
+
+
+cdef object run(Op op, cnp.ndarray a, cnp.ndarray b, cnp.ndarray out, int axis, int num_threads):
+    """out = op(a[, b]) along `axis`, for arrays checked by `operands`."""
+    cdef Operands o = operands(a, b, out, axis, num_threads)
+    cdef bint stream = o.stream and (o.inner > 1 or is_backward(op))    # see above
+    cdef int status = 0
+    with nogil:
+        if o.inner == 1 and o.is_float:
+            rows(op, <const float *>o.a, <const float *>o.b, <float *>o.out, o.outer, o.n,
+                 stream, o.threads)
+        elif o.inner == 1:
+            rows(op, <const double *>o.a, <const double *>o.b, <double *>o.out, o.outer, o.n,
+                 stream, o.threads)
+        elif o.is_float:
+            status = columns(op, <const float *>o.a, <const float *>o.b, <float *>o.out,
+                             o.outer, o.n, o.inner, stream, o.threads)
+        else:
+            status = columns(op, <const double *>o.a, <const double *>o.b, <double *>o.out,
+                             o.outer, o.n, o.inner, stream, o.threads)
+    if status:
+        raise MemoryError("cyburn: no memory for the softmax column buffers")
 
 
 # ---- Python entry points ----------------------------------------------------------------------
@@ -330,47 +316,10 @@ cdef void softmax_backward_columns_chunk(const real *dy, const real *y, real *dx
 def softmax_forward(cnp.ndarray x not None, cnp.ndarray y not None, int axis, bint log,
                     int num_threads):
     """y = softmax(x) (or log_softmax) along `axis` of C-contiguous x and y (see Operands)."""
-    cdef Operands op = operands(x, x, y, axis, num_threads)
-    cdef int status = 0
-    with nogil:
-        if op.inner == 1:
-            if op.is_float:
-                softmax_rows(<const float *>op.a, <float *>op.out, op.outer, op.n, log, op.threads)
-            else:
-                softmax_rows(<const double *>op.a, <double *>op.out, op.outer, op.n, log, op.threads)
-        else:
-            if op.is_float:
-                status = softmax_columns(<const float *>op.a, <float *>op.out, op.outer, op.n,
-                                         op.inner, log, op.stream, op.threads)
-            else:
-                status = softmax_columns(<const double *>op.a, <double *>op.out, op.outer, op.n,
-                                         op.inner, log, op.stream, op.threads)
-    if status:
-        raise MemoryError("cyburn: no memory for the softmax column buffers")
+    run(LOG_SOFTMAX if log else SOFTMAX, x, x, y, axis, num_threads)
 
 
 def softmax_backward(cnp.ndarray dy not None, cnp.ndarray y not None, cnp.ndarray dx not None,
                      int axis, bint log, int num_threads):
     """dx = softmax_backward(dy, y) (or log_softmax_backward) along `axis` (see Operands)."""
-    cdef Operands op = operands(dy, y, dx, axis, num_threads)
-    cdef int status = 0
-    with nogil:
-        if op.inner == 1:
-            if op.is_float:
-                softmax_backward_rows(<const float *>op.a, <const float *>op.b, <float *>op.out,
-                                      op.outer, op.n, log, op.stream, op.threads)
-            else:
-                softmax_backward_rows(<const double *>op.a, <const double *>op.b,
-                                      <double *>op.out, op.outer, op.n, log, op.stream,
-                                      op.threads)
-        else:
-            if op.is_float:
-                status = softmax_backward_columns(<const float *>op.a, <const float *>op.b,
-                                                  <float *>op.out, op.outer, op.n, op.inner,
-                                                  log, op.stream, op.threads)
-            else:
-                status = softmax_backward_columns(<const double *>op.a, <const double *>op.b,
-                                                  <double *>op.out, op.outer, op.n, op.inner,
-                                                  log, op.stream, op.threads)
-    if status:
-        raise MemoryError("cyburn: no memory for the softmax column buffers")
+    run(LOG_SOFTMAX_BACKWARD if log else SOFTMAX_BACKWARD, dy, y, dx, axis, num_threads)
