@@ -1,8 +1,8 @@
 """Input validation, dtype resolution and the array layout the kernels take.
 
-The kernels take C-contiguous arrays and reduce along any one axis of them (pyx/softmax.pxi
-treats the array as (outer, n, inner)). F-contiguous arrays are passed transposed, without a
-copy; any other strides are copied once.
+The kernels take aligned C-contiguous arrays and reduce along any one axis of them
+(pyx/softmax.pxi treats the array as (outer, n, inner)). Aligned F-contiguous arrays are
+passed transposed, without a copy; any other strides, and misaligned data, are copied once.
 """
 import operator
 
