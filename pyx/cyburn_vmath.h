@@ -263,6 +263,42 @@ CYB_INLINE double cyb_sum_##SUFFIX(const T *a, ptrdiff_t n)                     
         s += block;                                                                          \
     }                                                                                        \
     return s;                                                                                \
+}                                                                                            \
+/* sum((x - m)^2), blocked like cyb_sum_exp: the second pass of a two-pass variance */      \
+CYB_INLINE double cyb_sum_sq_dev_##SUFFIX(const T *x, T m, ptrdiff_t n)                      \
+{                                                                                            \
+    double s = 0.0;                                                                          \
+    for (ptrdiff_t start = 0; start < n; start += CYB_BLOCK) {                               \
+        ptrdiff_t end = n - start < CYB_BLOCK ? n : start + CYB_BLOCK;                       \
+        T block = 0;                                                                         \
+        CYB_PRAGMA(omp simd reduction(+ : block))                                            \
+        for (ptrdiff_t i = start; i < end; i++) {                                            \
+            T d = x[i] - m;                                                                  \
+            block += d * d;                                                                  \
+        }                                                                                    \
+        s += block;                                                                          \
+    }                                                                                        \
+    return s;                                                                                \
+}                                                                                            \
+/* sum(g) into *sum_g and sum(g * (x - m)) into *sum_gx in one pass, blocked like          \
+   cyb_sum_exp (the two sums of a normalization's backward) */                               \
+CYB_INLINE void cyb_sums_centered_##SUFFIX(const T *g, const T *x, T m, ptrdiff_t n,         \
+                                          double *sum_g, double *sum_gx)                     \
+{                                                                                            \
+    double s = 0.0, sx = 0.0;                                                                \
+    for (ptrdiff_t start = 0; start < n; start += CYB_BLOCK) {                               \
+        ptrdiff_t end = n - start < CYB_BLOCK ? n : start + CYB_BLOCK;                       \
+        T block = 0, block_x = 0;                                                            \
+        CYB_PRAGMA(omp simd reduction(+ : block, block_x))                                   \
+        for (ptrdiff_t i = start; i < end; i++) {                                            \
+            block += g[i];                                                                   \
+            block_x += g[i] * (x[i] - m);                                                    \
+        }                                                                                    \
+        s += block;                                                                          \
+        sx += block_x;                                                                       \
+    }                                                                                        \
+    *sum_g = s;                                                                              \
+    *sum_gx = sx;                                                                            \
 }
 
 CYB_DEFINE_REDUCTIONS(float, f32)

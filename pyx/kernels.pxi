@@ -61,3 +61,4 @@ cdef Operands operands(cnp.ndarray a, cnp.ndarray b, cnp.ndarray out, int axis,
 
 include "vmath.pxi"
 include "softmax.pxi"
+include "normalization.pxi"

@@ -13,6 +13,12 @@ cdef extern from "cyburn_vmath.h" nogil:
     double cyb_dot_f64(const double *a, const double *b, Py_ssize_t n)
     double cyb_sum_f32(const float *a, Py_ssize_t n)
     double cyb_sum_f64(const double *a, Py_ssize_t n)
+    double cyb_sum_sq_dev_f32(const float *x, float m, Py_ssize_t n)
+    double cyb_sum_sq_dev_f64(const double *x, double m, Py_ssize_t n)
+    void cyb_sums_centered_f32(const float *g, const float *x, float m, Py_ssize_t n,
+                               double *sum_g, double *sum_gx)
+    void cyb_sums_centered_f64(const double *g, const double *x, double m, Py_ssize_t n,
+                               double *sum_g, double *sum_gx)
     double cyb_sum_store_exp_f32(const float *a, const float *b, float *e, Py_ssize_t n)
     double cyb_sum_store_exp_f64(const double *a, const double *b, double *e, Py_ssize_t n)
     void cyb_prefetch(const void *p, Py_ssize_t nbytes)
@@ -89,3 +95,20 @@ cdef inline double span_sum_store_exp(const real *a, const real *b, real *e,
         return cyb_sum_store_exp_f32(a, b, e, n)
     else:
         return cyb_sum_store_exp_f64(a, b, e, n)
+
+
+cdef inline double span_sum_sq_dev(const real *x, real m, Py_ssize_t n) noexcept nogil:
+    """sum((x - m)**2), blocked like span_sum_exp."""
+    if real is float:
+        return cyb_sum_sq_dev_f32(x, m, n)
+    else:
+        return cyb_sum_sq_dev_f64(x, m, n)
+
+
+cdef inline void span_sums_centered(const real *g, const real *x, real m, Py_ssize_t n,
+                                    double *sum_g, double *sum_gx) noexcept nogil:
+    """sum(g) and sum(g * (x - m)) in one pass, blocked like span_sum_exp."""
+    if real is float:
+        cyb_sums_centered_f32(g, x, m, n, sum_g, sum_gx)
+    else:
+        cyb_sums_centered_f64(g, x, m, n, sum_g, sum_gx)

@@ -9,6 +9,9 @@ from importlib.metadata import PackageNotFoundError, version as _version
 from . import reference
 from ._config import show_config, simd_path
 from ._threads import get_num_threads, num_threads, set_num_threads
+from .normalization import (batch_norm, batch_norm_backward, group_norm, group_norm_backward,
+                            instance_norm, instance_norm_backward, layer_norm,
+                            layer_norm_backward, rms_norm, rms_norm_backward)
 from .softmax import log_softmax, log_softmax_backward, softmax, softmax_backward
 
 try:
@@ -18,6 +21,9 @@ except PackageNotFoundError:      # pragma: no cover - running from a source tre
 
 __all__ = [
     "softmax", "log_softmax", "softmax_backward", "log_softmax_backward",
+    "layer_norm", "layer_norm_backward", "rms_norm", "rms_norm_backward",
+    "group_norm", "group_norm_backward", "instance_norm", "instance_norm_backward",
+    "batch_norm", "batch_norm_backward",
     "get_num_threads", "set_num_threads", "num_threads", "show_config", "simd_path",
     "reference",
 ]

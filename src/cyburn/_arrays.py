@@ -45,6 +45,31 @@ def as_input(x, name):
     return a, result_dtype(a.dtype, name)
 
 
+def as_inputs(**named):
+    """The named array-likes as ndarrays (None stays None), and the result dtype they promote to."""
+    arrays = []
+    dtype = None
+    for name, a in named.items():
+        if a is not None:
+            a, a_dtype = as_input(a, name)
+            dtype = a_dtype if dtype is None else np.promote_types(dtype, a_dtype)
+        arrays.append(a)
+    return arrays, dtype
+
+
+def contiguous(a, dtype):
+    """`a` as an aligned, C-contiguous array of the native `dtype`: itself when it is one."""
+    if a.dtype == dtype and a.flags.c_contiguous and a.flags.aligned:
+        return a
+    return np.array(a, dtype=dtype, order="C")
+
+
+def check_shape(a, name, shape, expected_as):
+    """ValueError naming both shapes unless a.shape == shape (a None passes)."""
+    if a is not None and a.shape != shape:
+        raise ValueError(f"{name} has shape {a.shape}, expected {expected_as} = {shape}")
+
+
 def normalize_axis(axis, ndim):
     axis = operator.index(axis)
     if not -ndim <= axis < ndim:

@@ -1,0 +1,461 @@
+# Normalization kernels, forward and backward:
+#   rows      layer norm and RMSNorm: each row of n contiguous features has its own statistics
+#             and each feature its own weight and bias;
+#   channels  group, instance and batch norm of x seen as (N, C, S): statistics over sets of
+#             channel runs (S contiguous elements each), a weight and bias per channel.
+#
+# Statistics are two-pass -- the mean, then the mean of squared deviations from it -- over data
+# that the first pass brought into cache. The one-pass mean(x^2) - mean(x)^2 loses every digit
+# on rows like 1e4 + N(0, 1) in float32; two passes keep the float64 truth's first 6.
+#
+# Every statistic and every dx element is computed by one thread in an order that depends only
+# on the shape; weight and bias gradients are reduced from per-block (rows) or per-run
+# (channels) partial sums in a fixed order. Results are bitwise identical for any thread count.
+
+from libc.math cimport sqrt as c_sqrt
+
+cdef enum:
+    GRADIENT_BLOCKS = 64    # rows backward: dweight and dbias are summed in this many row blocks
+
+
+cdef void *data_of(object a, int typenum, Py_ssize_t size, bint write) except NULL:
+    """The data of `a`, after checking that it is an aligned, C-contiguous, native ndarray of
+    `size` elements of type `typenum` (and writeable when `write`). cyburn's Python layer
+    guarantees this; the checks keep misuse from crashing."""
+    if not isinstance(a, cnp.ndarray):
+        raise TypeError("cyburn kernel: expected an ndarray")
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    if (cnp.PyArray_TYPE(arr) != typenum or cnp.PyArray_SIZE(arr) != size or size == 0
+            or not cnp.PyArray_IS_C_CONTIGUOUS(arr) or not cnp.PyArray_ISBEHAVED_RO(arr)
+            or write and not cnp.PyArray_ISWRITEABLE(arr)):
+        raise ValueError("cyburn kernel: operand of the wrong type, size or layout")
+    return cnp.PyArray_DATA(arr)
+
+
+cdef int float_type(cnp.ndarray x) except -1:
+    """x's type number, which must be float32 or float64."""
+    cdef int typenum = cnp.PyArray_TYPE(x)
+    if typenum != cnp.NPY_FLOAT and typenum != cnp.NPY_DOUBLE:
+        raise ValueError("cyburn kernel: operands must be float32 or float64")
+    return typenum
+
+
+cdef int team_size(Py_ssize_t elements, int num_threads) except -1:
+    if num_threads < 1:
+        raise ValueError("cyburn kernel: num_threads must be >= 1")
+    return num_threads if elements >= PARALLEL_MIN_ELEMENTS else 1
+
+
+# ---- rows: layer norm and RMSNorm ---------------------------------------------------------
+# RMSNorm is layer norm with the mean taken as 0, the bias as 0 (the caller passes zeros)
+# and no mean(g) term in the gradient: one kernel does both, told by `centered`.
+
+cdef void norm_row(const real *x, const real *residual, const real *weight, const real *bias,
+                   real *h, real *y, real *mean, real *rstd, Py_ssize_t n, double eps,
+                   bint centered) noexcept nogil:
+    """h = x + residual (when residual != NULL; otherwise h is x itself), then
+        layer norm:  y = (h - mean(h)) * rstd * weight + bias,  rstd = 1 / sqrt(var(h) + eps)
+        RMSNorm:     y = h * rstd * weight,                     rstd = 1 / sqrt(mean(h^2) + eps)
+    storing mean(h) (layer norm) and rstd."""
+    cdef Py_ssize_t i
+    cdef real m = 0, r
+    if residual != NULL:
+        for i in range(n):
+            h[i] = x[i] + residual[i]
+        x = h
+    if centered:
+        m = <real>(span_sum(x, n) / n)
+        mean[0] = m
+    r = <real>(1.0 / c_sqrt(span_sum_sq_dev(x, m, n) / n + eps))
+    rstd[0] = r
+    for i in range(n):
+        y[i] = (x[i] - m) * r * weight[i] + bias[i]
+
+
+cdef void norm_rows_chunk(const real *x, const real *residual, const real *weight,
+                          const real *bias, real *h, real *y, real *mean, real *rstd,
+                          Py_ssize_t n, double eps, bint centered, Py_ssize_t first,
+                          Py_ssize_t last) noexcept nogil:
+    cdef Py_ssize_t r, at
+    for r in range(first, last):
+        at = r * n
+        if r + 1 < last:
+            prefetch_span(x + at + n, n)
+            if residual != NULL:
+                prefetch_span(residual + at + n, n)
+        norm_row(x + at, residual + at if residual != NULL else NULL, weight, bias,
+                 h + at if h != NULL else NULL, y + at, mean + r if mean != NULL else NULL,
+                 rstd + r, n, eps, centered)
+
+
+cdef void norm_rows(const real *x, const real *residual, const real *weight, const real *bias,
+                    real *h, real *y, real *mean, real *rstd, Py_ssize_t rows, Py_ssize_t n,
+                    double eps, bint centered, int threads) noexcept nogil:
+    cdef int c
+    if threads == 1:        # a thread team costs about 0.4 us even for one thread
+        norm_rows_chunk(x, residual, weight, bias, h, y, mean, rstd, n, eps, centered, 0, rows)
+        return
+    for c in prange(threads, num_threads=threads, schedule='static'):
+        norm_rows_chunk(x, residual, weight, bias, h, y, mean, rstd, n, eps, centered,
+                        chunk_start(rows, c, threads), chunk_start(rows, c + 1, threads))
+
+
+cdef void norm_backward_row(const real *dy, const real *x, const real *weight, real mean,
+                            real rstd, real *dx, double *dweight, double *dbias, Py_ssize_t n,
+                            bint centered) noexcept nogil:
+    """With xhat = (x - mean) * rstd and g = dy * weight (RMSNorm: mean = 0):
+        layer norm:  dx = rstd * (g - mean(g) - xhat * mean(g * xhat))
+        RMSNorm:     dx = rstd * (g - xhat * mean(g * xhat))
+    and dweight += dy * xhat, dbias += dy."""
+    cdef Py_ssize_t i
+    cdef double sum_g, sum_gx
+    cdef real g_mean, k, xhat
+    for i in range(n):
+        dx[i] = dy[i] * weight[i]                       # g, in dx until it becomes dx
+    span_sums_centered(dx, x, mean, n, &sum_g, &sum_gx)
+    g_mean = <real>(sum_g / n) if centered else 0
+    k = <real>(sum_gx / n * rstd * rstd)                 # xhat * mean(g * xhat) = (x - mean) * k
+    for i in range(n):
+        xhat = (x[i] - mean) * rstd
+        dweight[i] += dy[i] * xhat
+        dbias[i] += dy[i]
+        dx[i] = rstd * (dx[i] - g_mean - (x[i] - mean) * k)
+
+
+cdef void norm_backward_block(const real *dy, const real *x, const real *weight,
+                              const real *mean, const real *rstd, real *dx, double *partial,
+                              Py_ssize_t n, bint centered, Py_ssize_t first,
+                              Py_ssize_t last) noexcept nogil:
+    """Rows first..last-1, their dweight and dbias sums in partial[0:n] and partial[n:2n]."""
+    cdef Py_ssize_t r, at
+    for r in range(2 * n):
+        partial[r] = 0.0
+    for r in range(first, last):
+        at = r * n
+        if r + 1 < last:
+            prefetch_span(dy + at + n, n)
+            prefetch_span(x + at + n, n)
+        norm_backward_row(dy + at, x + at, weight, mean[r] if centered else 0, rstd[r],
+                          dx + at, partial, partial + n, n, centered)
+
+
+cdef int norm_rows_gradient(const real *dy, const real *x, const real *weight,
+                            const real *mean, const real *rstd, real *dx, real *dweight,
+                            real *dbias, Py_ssize_t rows, Py_ssize_t n, bint centered,
+                            int threads) noexcept nogil:
+    """dx for every row; dweight and dbias (when not NULL) summed over the rows in
+    GRADIENT_BLOCKS blocks (fewer for fewer rows) whatever the thread count, each block by one
+    thread, then the blocks in order. Returns -1 when the block sums cannot be allocated."""
+    cdef Py_ssize_t blocks = min(rows, <Py_ssize_t>GRADIENT_BLOCKS), b, j
+    cdef double *partials = <double *>malloc(blocks * 2 * n * sizeof(double))
+    cdef double sum_w, sum_b
+    cdef int c
+    if partials == NULL:
+        return -1
+    threads = <int>min(<Py_ssize_t>threads, blocks)
+    if threads == 1:
+        for b in range(blocks):
+            norm_backward_block(dy, x, weight, mean, rstd, dx, partials + b * 2 * n, n,
+                                centered, chunk_start(rows, b, blocks),
+                                chunk_start(rows, b + 1, blocks))
+    else:
+        for c in prange(threads, num_threads=threads, schedule='static'):
+            for b in range(chunk_start(blocks, c, threads), chunk_start(blocks, c + 1, threads)):
+                norm_backward_block(dy, x, weight, mean, rstd, dx, partials + b * 2 * n, n,
+                                    centered, chunk_start(rows, b, blocks),
+                                    chunk_start(rows, b + 1, blocks))
+    if dweight != NULL:
+        for j in range(n):
+            sum_w = 0.0
+            sum_b = 0.0
+            for b in range(blocks):
+                sum_w += partials[b * 2 * n + j]
+                sum_b += partials[b * 2 * n + n + j]
+            dweight[j] = <real>sum_w
+            if dbias != NULL:
+                dbias[j] = <real>sum_b
+    free(partials)
+    return 0
+
+
+# ---- channels: group, instance and batch norm -------------------------------------------
+# x is (N, C, S): N samples, C channels, S = prod(spatial) contiguous elements per channel
+# "run". One statistic ("stat") covers a set of runs:
+#   group norm (groups = G):  stat n * G + g = the C / G consecutive runs of group g of sample n
+#                             (instance norm: G = C);
+#   batch norm (groups = 0):  stat c = run c of every sample.
+
+cdef struct Grouping:
+    Py_ssize_t N, C, S
+    Py_ssize_t groups           # G, or 0 for batch norm
+
+
+cdef inline Py_ssize_t stat_count(Grouping g) noexcept nogil:
+    return g.N * g.groups if g.groups else g.C
+
+
+cdef inline Py_ssize_t runs_per_stat(Grouping g) noexcept nogil:
+    return g.C // g.groups if g.groups else g.N
+
+
+cdef inline Py_ssize_t run_index(Grouping g, Py_ssize_t k, Py_ssize_t j) noexcept nogil:
+    """n * C + c for the j-th run of stat k: the run starts at element S * (n * C + c)."""
+    if g.groups:
+        return (k // g.groups) * g.C + (k % g.groups) * (g.C // g.groups) + j
+    return j * g.C + k
+
+
+cdef inline Py_ssize_t stat_of_run(Grouping g, Py_ssize_t run) noexcept nogil:
+    """The stat that run n * C + c belongs to."""
+    if g.groups:
+        return (run // g.C) * g.groups + (run % g.C) // (g.C // g.groups)
+    return run % g.C
+
+
+cdef void channel_norm_stat(const real *x, const real *weight, const real *bias, real *y,
+                            real *mean, real *rstd, real *var, Grouping g, Py_ssize_t k,
+                            bint compute_stats, double eps) noexcept nogil:
+    """y = (x - mean) * rstd * weight[c] + bias[c] over the runs of stat k. With
+    `compute_stats`, first mean = mean(x), var = mean((x - mean)^2) over those runs (stored,
+    var only when var != NULL) and rstd = 1 / sqrt(var + eps); otherwise they are given."""
+    cdef Py_ssize_t j, s, at, c, runs = runs_per_stat(g)
+    cdef double total, variance
+    cdef real m, r, a
+    if compute_stats:
+        total = 0.0
+        for j in range(runs):
+            total += span_sum(x + run_index(g, k, j) * g.S, g.S)
+        m = <real>(total / (runs * g.S))
+        total = 0.0
+        for j in range(runs):
+            total += span_sum_sq_dev(x + run_index(g, k, j) * g.S, m, g.S)
+        variance = total / (runs * g.S)
+        mean[k] = m
+        rstd[k] = <real>(1.0 / c_sqrt(variance + eps))
+        if var != NULL:
+            var[k] = <real>variance
+    m = mean[k]
+    r = rstd[k]
+    for j in range(runs):
+        at = run_index(g, k, j)
+        c = at % g.C
+        a = r * weight[c]
+        at = at * g.S
+        for s in range(g.S):
+            y[at + s] = (x[at + s] - m) * a + bias[c]
+
+
+cdef void channel_norm_backward_stat(const real *dy, const real *x, const real *weight,
+                                     const real *mean, const real *rstd, real *dx,
+                                     double *run_dy, double *run_dyx, Grouping g,
+                                     Py_ssize_t k) noexcept nogil:
+    """dx over the runs of stat k, as norm_backward_row with the means over the stat's M
+    elements and g = dy * weight[c]:  dx = rstd * (g - mean(g) - xhat * mean(g * xhat)).
+    Also stores each run's sum(dy) and sum(dy * (x - mean)), for dbias and dweight."""
+    cdef Py_ssize_t j, s, at, c, runs = runs_per_stat(g)
+    cdef double sum_g = 0.0, sum_gx = 0.0, count = <double>(runs * g.S)
+    cdef real m = mean[k], r = rstd[k], g_mean, q, a
+    for j in range(runs):
+        at = run_index(g, k, j)
+        span_sums_centered(dy + at * g.S, x + at * g.S, m, g.S, &run_dy[at], &run_dyx[at])
+        sum_g += weight[at % g.C] * run_dy[at]
+        sum_gx += weight[at % g.C] * run_dyx[at]
+    g_mean = <real>(sum_g / count)
+    q = <real>(sum_gx / count * r * r)                   # xhat * mean(g * xhat) = (x - mean) * q
+    for j in range(runs):
+        at = run_index(g, k, j)
+        c = at % g.C
+        a = r * weight[c]
+        at = at * g.S
+        for s in range(g.S):
+            dx[at + s] = a * dy[at + s] - r * (g_mean + (x[at + s] - m) * q)
+
+
+cdef void norm_channels(const real *x, const real *weight, const real *bias, real *y,
+                       real *mean, real *rstd, real *var, Grouping g, bint compute_stats,
+                       double eps, int threads) noexcept nogil:
+    cdef Py_ssize_t k, stats = stat_count(g)
+    cdef int c
+    if threads == 1:
+        for k in range(stats):
+            channel_norm_stat(x, weight, bias, y, mean, rstd, var, g, k, compute_stats, eps)
+        return
+    for c in prange(threads, num_threads=threads, schedule='static'):
+        for k in range(chunk_start(stats, c, threads), chunk_start(stats, c + 1, threads)):
+            channel_norm_stat(x, weight, bias, y, mean, rstd, var, g, k, compute_stats, eps)
+
+
+cdef int norm_channels_gradient(const real *dy, const real *x, const real *weight,
+                               const real *mean, const real *rstd, real *dx, real *dweight,
+                               real *dbias, Grouping g, int threads) noexcept nogil:
+    """dx per stat; then, when dweight != NULL, dweight[c] = sum over samples of
+    rstd * sum(dy * (x - mean)) and dbias[c] = sum(dy) from the per-run sums, in sample order.
+    Returns -1 when the per-run sums cannot be allocated."""
+    cdef Py_ssize_t k, n, c, run, stats = stat_count(g)
+    cdef double *run_dy = <double *>malloc(2 * g.N * g.C * sizeof(double))
+    cdef double *run_dyx = run_dy + g.N * g.C
+    cdef double sum_w, sum_b
+    cdef int t
+    if run_dy == NULL:
+        return -1
+    if threads == 1:
+        for k in range(stats):
+            channel_norm_backward_stat(dy, x, weight, mean, rstd, dx, run_dy, run_dyx, g, k)
+    else:
+        for t in prange(threads, num_threads=threads, schedule='static'):
+            for k in range(chunk_start(stats, t, threads), chunk_start(stats, t + 1, threads)):
+                channel_norm_backward_stat(dy, x, weight, mean, rstd, dx, run_dy, run_dyx, g, k)
+    if dweight != NULL:
+        for c in range(g.C):
+            sum_w = 0.0
+            sum_b = 0.0
+            for n in range(g.N):
+                run = n * g.C + c
+                sum_w += rstd[stat_of_run(g, run)] * run_dyx[run]
+                sum_b += run_dy[run]
+            dweight[c] = <real>sum_w
+            dbias[c] = <real>sum_b
+    free(run_dy)
+    return 0
+
+
+# ---- Python entry points ----------------------------------------------------------------------
+# Arrays are aligned, C-contiguous, non-empty and of x's (or dy's) float type (checked by
+# data_of); optional ones may be None. Callers pass weight = ones and bias = zeros when the
+# user gave none.
+
+def row_norm_forward(cnp.ndarray x not None, residual, cnp.ndarray weight not None,
+                     cnp.ndarray bias not None, cnp.ndarray y not None, h, mean,
+                     cnp.ndarray rstd not None, bint centered, double eps, int num_threads):
+    """Layer norm (centered) or RMSNorm of the rows of x, n = weight.size features each:
+    y, and h = x + residual when residual is not None; mean (when centered) and rstd per row."""
+    cdef int t = float_type(x)
+    cdef Py_ssize_t size = cnp.PyArray_SIZE(x), n = cnp.PyArray_SIZE(weight)
+    if n == 0 or size % n:
+        raise ValueError("cyburn kernel: x does not hold whole rows of weight.size")
+    cdef Py_ssize_t rows = size // n
+    cdef void *px = data_of(x, t, size, False)
+    cdef void *pr = NULL if residual is None else data_of(residual, t, size, False)
+    cdef void *pw = data_of(weight, t, n, False)
+    cdef void *pb = data_of(bias, t, n, False)
+    cdef void *py = data_of(y, t, size, True)
+    cdef void *ph = NULL if residual is None else data_of(h, t, size, True)
+    cdef void *pm = data_of(mean, t, rows, True) if centered else NULL
+    cdef void *ps = data_of(rstd, t, rows, True)
+    cdef int threads = team_size(size, num_threads)
+    with nogil:
+        if t == cnp.NPY_FLOAT:
+            norm_rows(<const float *>px, <const float *>pr, <const float *>pw, <const float *>pb,
+                      <float *>ph, <float *>py, <float *>pm, <float *>ps, rows, n, eps, centered,
+                      threads)
+        else:
+            norm_rows(<const double *>px, <const double *>pr, <const double *>pw,
+                      <const double *>pb, <double *>ph, <double *>py, <double *>pm, <double *>ps,
+                      rows, n, eps, centered, threads)
+
+
+def row_norm_backward(cnp.ndarray dy not None, cnp.ndarray x not None,
+                      cnp.ndarray weight not None, mean, cnp.ndarray rstd not None,
+                      cnp.ndarray dx not None, dweight, dbias, bint centered, int num_threads):
+    """dx of layer norm (centered) or RMSNorm; dweight and dbias, when not None, summed over
+    the rows."""
+    cdef int t = float_type(dy)
+    cdef Py_ssize_t size = cnp.PyArray_SIZE(dy), n = cnp.PyArray_SIZE(weight)
+    if n == 0 or size % n:
+        raise ValueError("cyburn kernel: dy does not hold whole rows of weight.size")
+    cdef Py_ssize_t rows = size // n
+    cdef void *pdy = data_of(dy, t, size, False)
+    cdef void *px = data_of(x, t, size, False)
+    cdef void *pw = data_of(weight, t, n, False)
+    cdef void *pm = data_of(mean, t, rows, False) if centered else NULL
+    cdef void *ps = data_of(rstd, t, rows, False)
+    cdef void *pdx = data_of(dx, t, size, True)
+    cdef void *pdw = NULL if dweight is None else data_of(dweight, t, n, True)
+    cdef void *pdb = NULL if dbias is None else data_of(dbias, t, n, True)
+    cdef int threads = team_size(size, num_threads), status
+    with nogil:
+        if t == cnp.NPY_FLOAT:
+            status = norm_rows_gradient(<const float *>pdy, <const float *>px, <const float *>pw,
+                                        <const float *>pm, <const float *>ps, <float *>pdx,
+                                        <float *>pdw, <float *>pdb, rows, n, centered, threads)
+        else:
+            status = norm_rows_gradient(<const double *>pdy, <const double *>px,
+                                        <const double *>pw, <const double *>pm,
+                                        <const double *>ps, <double *>pdx, <double *>pdw,
+                                        <double *>pdb, rows, n, centered, threads)
+    if status:
+        raise MemoryError("cyburn: no memory for the weight-gradient block sums")
+
+
+cdef Grouping grouping(cnp.ndarray x, Py_ssize_t N, Py_ssize_t C, Py_ssize_t groups) except *:
+    cdef Grouping g
+    if (N < 1 or C < 1 or cnp.PyArray_SIZE(x) % (N * C) or groups < 0
+            or groups and C % groups):
+        raise ValueError("cyburn kernel: inconsistent (N, C, S) or groups")
+    g.N = N
+    g.C = C
+    g.S = cnp.PyArray_SIZE(x) // (N * C)
+    g.groups = groups
+    return g
+
+
+def channel_norm_forward(cnp.ndarray x not None, Py_ssize_t N, Py_ssize_t C, Py_ssize_t groups,
+                         cnp.ndarray weight not None, cnp.ndarray bias not None,
+                         cnp.ndarray y not None, cnp.ndarray mean not None,
+                         cnp.ndarray rstd not None, var, bint compute_stats, double eps,
+                         int num_threads):
+    """Group norm (groups > 0) or batch norm (groups == 0) of x seen as (N, C, S): y, and
+    with `compute_stats` the statistics mean, rstd and (when not None) the biased var;
+    otherwise mean and rstd are given."""
+    cdef int t = float_type(x)
+    cdef Grouping g = grouping(x, N, C, groups)
+    cdef Py_ssize_t size = cnp.PyArray_SIZE(x), stats = stat_count(g)
+    cdef void *px = data_of(x, t, size, False)
+    cdef void *pw = data_of(weight, t, C, False)
+    cdef void *pb = data_of(bias, t, C, False)
+    cdef void *py = data_of(y, t, size, True)
+    cdef void *pm = data_of(mean, t, stats, compute_stats)
+    cdef void *ps = data_of(rstd, t, stats, compute_stats)
+    cdef void *pv = NULL if var is None else data_of(var, t, stats, True)
+    cdef int threads = team_size(size, num_threads)
+    with nogil:
+        if t == cnp.NPY_FLOAT:
+            norm_channels(<const float *>px, <const float *>pw, <const float *>pb, <float *>py,
+                          <float *>pm, <float *>ps, <float *>pv, g, compute_stats, eps, threads)
+        else:
+            norm_channels(<const double *>px, <const double *>pw, <const double *>pb,
+                          <double *>py, <double *>pm, <double *>ps, <double *>pv, g,
+                          compute_stats, eps, threads)
+
+
+def channel_norm_backward(cnp.ndarray dy not None, cnp.ndarray x not None, Py_ssize_t N,
+                          Py_ssize_t C, Py_ssize_t groups, cnp.ndarray weight not None,
+                          cnp.ndarray mean not None, cnp.ndarray rstd not None,
+                          cnp.ndarray dx not None, dweight, dbias, int num_threads):
+    """dx of group norm (groups > 0) or batch norm (groups == 0) of x seen as (N, C, S);
+    dweight and dbias, when not None, summed over samples and positions."""
+    cdef int t = float_type(dy)
+    cdef Grouping g = grouping(dy, N, C, groups)
+    cdef Py_ssize_t size = cnp.PyArray_SIZE(dy), stats = stat_count(g)
+    cdef void *pdy = data_of(dy, t, size, False)
+    cdef void *px = data_of(x, t, size, False)
+    cdef void *pw = data_of(weight, t, C, False)
+    cdef void *pm = data_of(mean, t, stats, False)
+    cdef void *ps = data_of(rstd, t, stats, False)
+    cdef void *pdx = data_of(dx, t, size, True)
+    cdef void *pdw = NULL if dweight is None else data_of(dweight, t, C, True)
+    cdef void *pdb = NULL if dweight is None else data_of(dbias, t, C, True)
+    cdef int threads = team_size(size, num_threads), status
+    with nogil:
+        if t == cnp.NPY_FLOAT:
+            status = norm_channels_gradient(<const float *>pdy, <const float *>px,
+                                            <const float *>pw, <const float *>pm,
+                                            <const float *>ps, <float *>pdx, <float *>pdw,
+                                            <float *>pdb, g, threads)
+        else:
+            status = norm_channels_gradient(<const double *>pdy, <const double *>px,
+                                            <const double *>pw, <const double *>pm,
+                                            <const double *>ps, <double *>pdx, <double *>pdw,
+                                            <double *>pdb, g, threads)
+    if status:
+        raise MemoryError("cyburn: no memory for the per-channel gradient sums")

@@ -1,0 +1,292 @@
+"""Layer norm and RMSNorm over the last axis; group, instance and batch norm of (N, C, *spatial).
+
+Each forward function returns its statistics on request (`return_stats`), and the matching
+backward function takes them back. Statistics are returned in the dtype the kernels compute in
+(float32 for float16/bfloat16 inputs), so that the backward pass loses nothing to rounding.
+"""
+import operator
+
+import numpy as np
+
+from . import _arrays, _threads
+from ._dispatch import kernels
+
+
+def _results(*values):
+    """One result alone, several as a tuple."""
+    return values[0] if len(values) == 1 else values
+
+
+def _as(a, dtype):
+    return a if a.dtype == dtype else a.astype(dtype)
+
+
+def _optional(a, work, default, n):
+    """`a` for the kernels, or `default` (np.ones / np.zeros) of n elements when None."""
+    return default(n, work) if a is None else _arrays.contiguous(a, work)
+
+
+# ---- layer norm and RMSNorm --------------------------------------------------------------------
+
+def _row_norm(x, weight, bias, eps, residual, return_stats, out, centered):
+    (x, weight, bias, residual), dtype = _arrays.as_inputs(
+        x=x, weight=weight, bias=bias, residual=residual)
+    if x.ndim == 0:
+        raise ValueError("x must have at least one dimension: the normalized last axis")
+    _arrays.check_shape(weight, "weight", x.shape[-1:], "x.shape[-1:]")
+    _arrays.check_shape(bias, "bias", x.shape[-1:], "x.shape[-1:]")
+    _arrays.check_shape(residual, "residual", x.shape, "x.shape")
+    eps = float(eps)
+    if out is not None:
+        _arrays.check_out(out, x.shape, dtype)
+    work = _arrays.compute_dtype(dtype)
+    n = x.shape[-1]
+    if x.size == 0:         # statistics over no features are NaN, as torch.mean of nothing
+        y = out if out is not None else np.empty(x.shape, dtype)
+        h = np.empty(x.shape, dtype)
+        mean = np.full(x.shape[:-1], np.nan, work)
+        rstd = np.full(x.shape[:-1], np.nan, work)
+    else:
+        x = _arrays.contiguous(x, work)
+        inputs = (x,)
+        if residual is not None:
+            residual = _arrays.contiguous(residual, work)
+            inputs = (x, residual)
+        y, y_is_out = _arrays.output_for(inputs, out, work, False)
+        h = None if residual is None else np.empty(x.shape, work)
+        mean = np.empty(x.shape[:-1], work) if centered else None
+        rstd = np.empty(x.shape[:-1], work)
+        kernels.row_norm_forward(x, residual, _optional(weight, work, np.ones, n),
+                                 _optional(bias, work, np.zeros, n), y, h, mean, rstd,
+                                 centered, eps, _threads.current())
+        y = _arrays.finish(y, y_is_out, out, dtype, False)
+    results = [y]
+    if residual is not None:
+        results.append(_as(h, dtype))
+    if return_stats:
+        results += [mean, rstd] if centered else [rstd]
+    return _results(*results)
+
+
+def _row_norm_backward(dy, x, weight, mean, rstd, centered):
+    (dy, x, weight), dtype = _arrays.as_inputs(dy=dy, x=x, weight=weight)
+    (mean, rstd), _ = _arrays.as_inputs(mean=mean, rstd=rstd)
+    if x.ndim == 0:
+        raise ValueError("x must have at least one dimension: the normalized last axis")
+    _arrays.check_shape(dy, "dy", x.shape, "x.shape")
+    _arrays.check_shape(weight, "weight", x.shape[-1:], "x.shape[-1:]")
+    _arrays.check_shape(mean, "mean", x.shape[:-1], "x.shape[:-1]")
+    _arrays.check_shape(rstd, "rstd", x.shape[:-1], "x.shape[:-1]")
+    work = _arrays.compute_dtype(dtype)
+    n = x.shape[-1]
+    gradients = weight is not None
+    dweight = np.zeros(n, work) if gradients else None
+    dbias = np.zeros(n, work) if gradients and centered else None
+    if x.size == 0:
+        dx = np.empty(x.shape, work)
+    else:
+        dy = _arrays.contiguous(dy, work)
+        dx = np.empty(x.shape, work)
+        kernels.row_norm_backward(
+            dy, _arrays.contiguous(x, work), _optional(weight, work, np.ones, n),
+            _arrays.contiguous(mean, work) if centered else None,
+            _arrays.contiguous(rstd, work), dx, dweight, dbias, centered, _threads.current())
+    results = [_as(a, dtype) if a is not None else None for a in (dx, dweight, dbias)]
+    return tuple(results) if centered else tuple(results[:2])
+
+
+def layer_norm(x, weight=None, bias=None, *, eps=1e-5, residual=None, return_stats=False,
+               out=None):
+    """Layer norm over the last axis, of h = x + residual (or of x):
+        y = (h - mean) * rstd * weight + bias,   rstd = 1 / sqrt(var + eps)   (biased var).
+    Returns y; (y, h) with a residual; with return_stats also mean and rstd, of x.shape[:-1]."""
+    return _row_norm(x, weight, bias, eps, residual, return_stats, out, True)
+
+
+def layer_norm_backward(dy, x, weight, mean, rstd):
+    """Gradients of layer_norm given its input x (h with a residual) and statistics:
+    with xhat = (x - mean) * rstd and g = dy * weight,
+        dx = rstd * (g - mean(g) - xhat * mean(g * xhat))   (means over the last axis),
+        dweight = sum(dy * xhat), dbias = sum(dy)           (sums over the other axes).
+    Returns (dx, dweight, dbias); the last two are None when weight is None."""
+    return _row_norm_backward(dy, x, weight, mean, rstd, True)
+
+
+def rms_norm(x, weight=None, *, eps=1e-6, residual=None, return_stats=False, out=None):
+    """RMSNorm over the last axis, of h = x + residual (or of x):
+        y = h * rstd * weight,   rstd = 1 / sqrt(mean(h**2) + eps).
+    Returns y; (y, h) with a residual; with return_stats also rstd, of x.shape[:-1]."""
+    return _row_norm(x, weight, None, eps, residual, return_stats, out, False)
+
+
+def rms_norm_backward(dy, x, weight, rstd):
+    """Gradients of rms_norm given its input x (h with a residual) and rstd: with
+    xhat = x * rstd and g = dy * weight,
+        dx = rstd * (g - xhat * mean(g * xhat)),   dweight = sum(dy * xhat).
+    Returns (dx, dweight); dweight is None when weight is None."""
+    return _row_norm_backward(dy, x, weight, None, rstd, False)
+
+
+# ---- group, instance and batch norm -----------------------------------------------------------
+# The kernels see x as (N, C, S), S = prod(spatial); `groups` > 0 is group norm with statistics
+# per (sample, group), 0 is batch norm with statistics per channel.
+
+def _channels(x):
+    if x.ndim < 2:
+        raise ValueError(f"x must be (N, C, *spatial), got shape {x.shape}")
+    return x.shape[0], x.shape[1]
+
+
+def _stats_shape(N, C, groups):
+    return (N, groups) if groups else (C,)
+
+
+def _check_num_groups(num_groups, C):
+    try:
+        groups = operator.index(num_groups)
+    except TypeError:
+        raise TypeError(f"num_groups must be an integer, not {type(num_groups).__name__}") from None
+    if groups < 1 or C % groups:
+        raise ValueError(f"num_groups={groups} must be at least 1 and divide the {C} channels")
+    return groups
+
+
+def _channel_norm(x, weight, bias, dtype, groups, eps, given_stats=None, want_var=False):
+    """y, mean, rstd, var (var only with want_var) of group norm (groups > 0) or batch norm
+    (groups == 0); with given_stats = (mean, rstd) those are used instead of computed."""
+    N, C = _channels(x)
+    _arrays.check_shape(weight, "weight", (C,), "(C,)")
+    _arrays.check_shape(bias, "bias", (C,), "(C,)")
+    eps = float(eps)
+    work = _arrays.compute_dtype(dtype)
+    shape = _stats_shape(N, C, groups)
+    if given_stats is not None:
+        mean, rstd = given_stats
+    else:
+        mean = np.empty(shape, work)
+        rstd = np.empty(shape, work)
+    var = np.empty(shape, work) if want_var else None
+    if x.size == 0:
+        if given_stats is None:
+            for a in (mean, rstd, var):
+                if a is not None:
+                    a.fill(np.nan)
+        return np.empty(x.shape, dtype), mean, rstd, var
+    x = _arrays.contiguous(x, work)
+    y = np.empty(x.shape, work)
+    kernels.channel_norm_forward(x, N, C, groups, _optional(weight, work, np.ones, C),
+                                 _optional(bias, work, np.zeros, C), y, mean, rstd, var,
+                                 given_stats is None, eps, _threads.current())
+    return _as(y, dtype), mean, rstd, var
+
+
+def _channel_norm_backward(dy, x, weight, mean, rstd, groups_of_C):
+    """(dx, dweight, dbias) of group norm (groups_of_C(C) > 0) or batch norm (0)."""
+    (dy, x, weight), dtype = _arrays.as_inputs(dy=dy, x=x, weight=weight)
+    (mean, rstd), _ = _arrays.as_inputs(mean=mean, rstd=rstd)
+    N, C = _channels(x)
+    groups = groups_of_C(C)
+    shape = _stats_shape(N, C, groups)
+    _arrays.check_shape(dy, "dy", x.shape, "x.shape")
+    _arrays.check_shape(weight, "weight", (C,), "(C,)")
+    _arrays.check_shape(mean, "mean", shape, "the statistics' shape")
+    _arrays.check_shape(rstd, "rstd", shape, "the statistics' shape")
+    work = _arrays.compute_dtype(dtype)
+    dweight = np.zeros(C, work) if weight is not None else None
+    dbias = np.zeros(C, work) if weight is not None else None
+    dx = np.empty(x.shape, work)
+    if x.size:
+        kernels.channel_norm_backward(
+            _arrays.contiguous(dy, work), _arrays.contiguous(x, work), N, C, groups,
+            _optional(weight, work, np.ones, C), _arrays.contiguous(mean, work),
+            _arrays.contiguous(rstd, work), dx, dweight, dbias, _threads.current())
+    return tuple(_as(a, dtype) if a is not None else None for a in (dx, dweight, dbias))
+
+
+def group_norm(x, num_groups, weight=None, bias=None, *, eps=1e-5, return_stats=False):
+    """Group norm of x (N, C, *spatial): the C channels form num_groups groups of C / num_groups,
+    and each (sample, group) is normalized over its channels and positions:
+        y = (x - mean) * rstd * weight[c] + bias[c],   rstd = 1 / sqrt(var + eps)   (biased var).
+    Returns y, or (y, mean, rstd) with statistics of shape (N, num_groups)."""
+    (x, weight, bias), dtype = _arrays.as_inputs(x=x, weight=weight, bias=bias)
+    groups = _check_num_groups(num_groups, _channels(x)[1])
+    y, mean, rstd, _ = _channel_norm(x, weight, bias, dtype, groups, eps)
+    return (y, mean, rstd) if return_stats else y
+
+
+def group_norm_backward(dy, x, num_groups, weight, mean, rstd):
+    """Gradients of group_norm: as layer_norm_backward with the means over each (sample, group)
+    and g = dy * weight[c]; dweight and dbias sum over samples and positions.
+    Returns (dx, dweight, dbias); the last two are None when weight is None."""
+    return _channel_norm_backward(dy, x, weight, mean, rstd,
+                                  lambda C: _check_num_groups(num_groups, C))
+
+
+def instance_norm(x, weight=None, bias=None, *, eps=1e-5, return_stats=False):
+    """Instance norm: group_norm with one group per channel; statistics of shape (N, C)."""
+    (x, weight, bias), dtype = _arrays.as_inputs(x=x, weight=weight, bias=bias)
+    y, mean, rstd, _ = _channel_norm(x, weight, bias, dtype, _channels(x)[1], eps)
+    return (y, mean, rstd) if return_stats else y
+
+
+def instance_norm_backward(dy, x, weight, mean, rstd):
+    """Gradients of instance_norm (group_norm_backward with one group per channel)."""
+    return _channel_norm_backward(dy, x, weight, mean, rstd, lambda C: C)
+
+
+def _check_running(a, name, C):
+    if a is None:
+        return
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{name} must be a numpy.ndarray updated in place, not {type(a).__name__}")
+    _arrays.check_shape(a, name, (C,), "(C,)")
+    if a.dtype.kind != "f" and not _arrays._is_half(a.dtype):
+        raise TypeError(f"{name} must have a floating dtype, not {a.dtype}")
+    if not a.flags.writeable:
+        raise ValueError(f"{name} is read-only")
+
+
+def batch_norm(x, weight=None, bias=None, *, running_mean=None, running_var=None, training=True,
+               momentum=0.1, eps=1e-5, return_stats=False):
+    """Batch norm of x (N, C, *spatial): each channel normalized over samples and positions,
+        y = (x - mean) * rstd * weight[c] + bias[c],   rstd = 1 / sqrt(var + eps).
+    training: batch statistics (biased var); running_mean and running_var, when given, are
+    updated in place as in PyTorch:
+        running_mean = (1 - momentum) * running_mean + momentum * mean
+        running_var  = (1 - momentum) * running_var  + momentum * var * M / (M - 1)
+    with M = N * prod(spatial) values per channel. Not training: mean = running_mean and
+    var = running_var. Returns y, or (y, mean, rstd) with statistics of shape (C,)."""
+    (x, weight, bias), dtype = _arrays.as_inputs(x=x, weight=weight, bias=bias)
+    N, C = _channels(x)
+    _check_running(running_mean, "running_mean", C)
+    _check_running(running_var, "running_var", C)
+    work = _arrays.compute_dtype(dtype)
+    if training:
+        values = x.size // C if C else 0
+        if values == 1:
+            raise ValueError(f"batch_norm in training needs more than 1 value per channel, "
+                             f"got x of shape {x.shape}")
+        momentum = float(momentum)
+        y, mean, rstd, var = _channel_norm(x, weight, bias, dtype, 0, eps, want_var=True)
+        if values:
+            if running_mean is not None:
+                running_mean[...] = (momentum * mean.astype(np.float64)
+                                     + (1 - momentum) * running_mean)
+            if running_var is not None:
+                running_var[...] = (momentum * var.astype(np.float64) * values / (values - 1)
+                                    + (1 - momentum) * running_var)
+    else:
+        if running_mean is None or running_var is None:
+            raise ValueError("batch_norm with training=False needs running_mean and running_var")
+        mean = np.array(running_mean, dtype=work)
+        rstd = (1.0 / np.sqrt(running_var.astype(np.float64) + float(eps))).astype(work)
+        y, mean, rstd, _ = _channel_norm(x, weight, bias, dtype, 0, eps, given_stats=(mean, rstd))
+    return (y, mean, rstd) if return_stats else y
+
+
+def batch_norm_backward(dy, x, weight, mean, rstd):
+    """Gradients of batch_norm in training (batch statistics): as layer_norm_backward with the
+    means over each channel's samples and positions, g = dy * weight[c]; dweight and dbias sum
+    over samples and positions. Returns (dx, dweight, dbias); None for the last two when weight
+    is None."""
+    return _channel_norm_backward(dy, x, weight, mean, rstd, lambda C: 0)
