@@ -280,10 +280,11 @@ CYB_INLINE double cyb_sum_sq_dev_##SUFFIX(const T *x, T m, ptrdiff_t n)         
     }                                                                                        \
     return s;                                                                                \
 }                                                                                            \
-/* sum(g) into *sum_g and sum(g * (x - m)) into *sum_gx in one pass, blocked like          \
-   cyb_sum_exp (the two sums of a normalization's backward) */                               \
-CYB_INLINE void cyb_sums_centered_##SUFFIX(const T *g, const T *x, T m, ptrdiff_t n,         \
-                                          double *sum_g, double *sum_gx)                     \
+/* sum(g) into *sum_g and sum(g * (x - m)) into *sum_gx in one pass, where g = dy * w, or   \
+   g = dy when w is NULL (the loop is unswitched), blocked like cyb_sum_exp: the two sums   \
+   of a normalization's backward */                                                          \
+CYB_INLINE void cyb_sums_centered_##SUFFIX(const T *dy, const T *w, const T *x, T m,         \
+                                          ptrdiff_t n, double *sum_g, double *sum_gx)        \
 {                                                                                            \
     double s = 0.0, sx = 0.0;                                                                \
     for (ptrdiff_t start = 0; start < n; start += CYB_BLOCK) {                               \
@@ -291,8 +292,9 @@ CYB_INLINE void cyb_sums_centered_##SUFFIX(const T *g, const T *x, T m, ptrdiff_
         T block = 0, block_x = 0;                                                            \
         CYB_PRAGMA(omp simd reduction(+ : block, block_x))                                   \
         for (ptrdiff_t i = start; i < end; i++) {                                            \
-            block += g[i];                                                                   \
-            block_x += g[i] * (x[i] - m);                                                    \
+            T g = w ? dy[i] * w[i] : dy[i];                                                  \
+            block += g;                                                                      \
+            block_x += g * (x[i] - m);                                                       \
         }                                                                                    \
         s += block;                                                                          \
         sx += block_x;                                                                       \

@@ -13,9 +13,10 @@
 # (channels) partial sums in a fixed order. Results are bitwise identical for any thread count.
 
 from libc.math cimport sqrt as c_sqrt
+from libc.stdlib cimport calloc
 
 cdef enum:
-    GRADIENT_BLOCKS = 64    # rows backward: dweight and dbias are summed in this many row blocks
+    GRADIENT_BLOCK_ROWS = 64    # rows backward: dweight and dbias are summed in blocks of rows
 
 
 cdef void *data_of(object a, int typenum, Py_ssize_t size, bint write) except NULL:
@@ -101,7 +102,7 @@ cdef void norm_rows(const real *x, const real *residual, const real *weight, con
 
 
 cdef void norm_backward_row(const real *dy, const real *x, const real *weight, real mean,
-                            real rstd, real *dx, double *dweight, double *dbias, Py_ssize_t n,
+                            real rstd, real *dx, real *dweight, real *dbias, Py_ssize_t n,
                             bint centered) noexcept nogil:
     """With xhat = (x - mean) * rstd and g = dy * weight (RMSNorm: mean = 0):
         layer norm:  dx = rstd * (g - mean(g) - xhat * mean(g * xhat))
@@ -109,27 +110,25 @@ cdef void norm_backward_row(const real *dy, const real *x, const real *weight, r
     and dweight += dy * xhat, dbias += dy."""
     cdef Py_ssize_t i
     cdef double sum_g, sum_gx
-    cdef real g_mean, k, xhat
-    for i in range(n):
-        dx[i] = dy[i] * weight[i]                       # g, in dx until it becomes dx
-    span_sums_centered(dx, x, mean, n, &sum_g, &sum_gx)
+    cdef real g_mean, q
+    span_sums_centered(dy, weight, x, mean, n, &sum_g, &sum_gx)
     g_mean = <real>(sum_g / n) if centered else 0
-    k = <real>(sum_gx / n * rstd * rstd)                 # xhat * mean(g * xhat) = (x - mean) * k
+    q = <real>(sum_gx / n * rstd * rstd)             # xhat * mean(g * xhat) = (x - mean) * q
     for i in range(n):
-        xhat = (x[i] - mean) * rstd
-        dweight[i] += dy[i] * xhat
+        dx[i] = rstd * (dy[i] * weight[i] - g_mean - (x[i] - mean) * q)
+    for i in range(n):             # a loop of its own: with dx in it, GCC would not vectorize
+        dweight[i] += dy[i] * ((x[i] - mean) * rstd)
         dbias[i] += dy[i]
-        dx[i] = rstd * (dx[i] - g_mean - (x[i] - mean) * k)
 
 
 cdef void norm_backward_block(const real *dy, const real *x, const real *weight,
-                              const real *mean, const real *rstd, real *dx, double *partial,
+                              const real *mean, const real *rstd, real *dx, real *partial,
                               Py_ssize_t n, bint centered, Py_ssize_t first,
                               Py_ssize_t last) noexcept nogil:
     """Rows first..last-1, their dweight and dbias sums in partial[0:n] and partial[n:2n]."""
     cdef Py_ssize_t r, at
     for r in range(2 * n):
-        partial[r] = 0.0
+        partial[r] = 0
     for r in range(first, last):
         at = r * n
         if r + 1 < last:
@@ -143,39 +142,49 @@ cdef int norm_rows_gradient(const real *dy, const real *x, const real *weight,
                             const real *mean, const real *rstd, real *dx, real *dweight,
                             real *dbias, Py_ssize_t rows, Py_ssize_t n, bint centered,
                             int threads) noexcept nogil:
-    """dx for every row; dweight and dbias (when not NULL) summed over the rows in
-    GRADIENT_BLOCKS blocks (fewer for fewer rows) whatever the thread count, each block by one
-    thread, then the blocks in order. Returns -1 when the block sums cannot be allocated."""
-    cdef Py_ssize_t blocks = min(rows, <Py_ssize_t>GRADIENT_BLOCKS), b, j
-    cdef double *partials = <double *>malloc(blocks * 2 * n * sizeof(double))
-    cdef double sum_w, sum_b
+    """dx for every row; dweight and dbias (when not NULL) as sums of GRADIENT_BLOCK_ROWS-row
+    block sums (accumulated in real, a few dozen terms each), added in block order in double.
+    Threads take contiguous runs of whole blocks, so the sums do not depend on the thread
+    count. Returns -1 when the block sums cannot be allocated."""
+    cdef Py_ssize_t blocks = (rows + GRADIENT_BLOCK_ROWS - 1) // GRADIENT_BLOCK_ROWS, b, j
+    cdef real *partials = <real *>malloc(blocks * 2 * n * sizeof(real))
+    cdef double *totals
     cdef int c
     if partials == NULL:
         return -1
     threads = <int>min(<Py_ssize_t>threads, blocks)
     if threads == 1:
-        for b in range(blocks):
-            norm_backward_block(dy, x, weight, mean, rstd, dx, partials + b * 2 * n, n,
-                                centered, chunk_start(rows, b, blocks),
-                                chunk_start(rows, b + 1, blocks))
+        backward_blocks(dy, x, weight, mean, rstd, dx, partials, rows, n, centered, 0, blocks)
     else:
         for c in prange(threads, num_threads=threads, schedule='static'):
-            for b in range(chunk_start(blocks, c, threads), chunk_start(blocks, c + 1, threads)):
-                norm_backward_block(dy, x, weight, mean, rstd, dx, partials + b * 2 * n, n,
-                                    centered, chunk_start(rows, b, blocks),
-                                    chunk_start(rows, b + 1, blocks))
+            backward_blocks(dy, x, weight, mean, rstd, dx, partials, rows, n, centered,
+                            chunk_start(blocks, c, threads), chunk_start(blocks, c + 1, threads))
     if dweight != NULL:
+        totals = <double *>calloc(2 * n, sizeof(double))
+        if totals == NULL:
+            free(partials)
+            return -1
+        for b in range(blocks):
+            for j in range(2 * n):
+                totals[j] += partials[b * 2 * n + j]
         for j in range(n):
-            sum_w = 0.0
-            sum_b = 0.0
-            for b in range(blocks):
-                sum_w += partials[b * 2 * n + j]
-                sum_b += partials[b * 2 * n + n + j]
-            dweight[j] = <real>sum_w
+            dweight[j] = <real>totals[j]
             if dbias != NULL:
-                dbias[j] = <real>sum_b
+                dbias[j] = <real>totals[n + j]
+        free(totals)
     free(partials)
     return 0
+
+
+cdef void backward_blocks(const real *dy, const real *x, const real *weight, const real *mean,
+                          const real *rstd, real *dx, real *partials, Py_ssize_t rows,
+                          Py_ssize_t n, bint centered, Py_ssize_t first,
+                          Py_ssize_t last) noexcept nogil:
+    """Blocks first..last-1 of GRADIENT_BLOCK_ROWS rows (the last one shorter)."""
+    cdef Py_ssize_t b
+    for b in range(first, last):
+        norm_backward_block(dy, x, weight, mean, rstd, dx, partials + b * 2 * n, n, centered,
+                            b * GRADIENT_BLOCK_ROWS, min(rows, (b + 1) * GRADIENT_BLOCK_ROWS))
 
 
 # ---- channels: group, instance and batch norm -------------------------------------------
@@ -220,7 +229,7 @@ cdef void channel_norm_stat(const real *x, const real *weight, const real *bias,
     var only when var != NULL) and rstd = 1 / sqrt(var + eps); otherwise they are given."""
     cdef Py_ssize_t j, s, at, c, runs = runs_per_stat(g)
     cdef double total, variance
-    cdef real m, r, a
+    cdef real m, r, a, b
     if compute_stats:
         total = 0.0
         for j in range(runs):
@@ -240,9 +249,10 @@ cdef void channel_norm_stat(const real *x, const real *weight, const real *bias,
         at = run_index(g, k, j)
         c = at % g.C
         a = r * weight[c]
+        b = bias[c]
         at = at * g.S
         for s in range(g.S):
-            y[at + s] = (x[at + s] - m) * a + bias[c]
+            y[at + s] = (x[at + s] - m) * a + b
 
 
 cdef void channel_norm_backward_stat(const real *dy, const real *x, const real *weight,
@@ -257,7 +267,7 @@ cdef void channel_norm_backward_stat(const real *dy, const real *x, const real *
     cdef real m = mean[k], r = rstd[k], g_mean, q, a
     for j in range(runs):
         at = run_index(g, k, j)
-        span_sums_centered(dy + at * g.S, x + at * g.S, m, g.S, &run_dy[at], &run_dyx[at])
+        span_sums_centered(dy + at * g.S, NULL, x + at * g.S, m, g.S, &run_dy[at], &run_dyx[at])
         sum_g += weight[at % g.C] * run_dy[at]
         sum_gx += weight[at % g.C] * run_dyx[at]
     g_mean = <real>(sum_g / count)

@@ -15,10 +15,10 @@ cdef extern from "cyburn_vmath.h" nogil:
     double cyb_sum_f64(const double *a, Py_ssize_t n)
     double cyb_sum_sq_dev_f32(const float *x, float m, Py_ssize_t n)
     double cyb_sum_sq_dev_f64(const double *x, double m, Py_ssize_t n)
-    void cyb_sums_centered_f32(const float *g, const float *x, float m, Py_ssize_t n,
-                               double *sum_g, double *sum_gx)
-    void cyb_sums_centered_f64(const double *g, const double *x, double m, Py_ssize_t n,
-                               double *sum_g, double *sum_gx)
+    void cyb_sums_centered_f32(const float *dy, const float *w, const float *x, float m,
+                               Py_ssize_t n, double *sum_g, double *sum_gx)
+    void cyb_sums_centered_f64(const double *dy, const double *w, const double *x, double m,
+                               Py_ssize_t n, double *sum_g, double *sum_gx)
     double cyb_sum_store_exp_f32(const float *a, const float *b, float *e, Py_ssize_t n)
     double cyb_sum_store_exp_f64(const double *a, const double *b, double *e, Py_ssize_t n)
     void cyb_prefetch(const void *p, Py_ssize_t nbytes)
@@ -105,10 +105,11 @@ cdef inline double span_sum_sq_dev(const real *x, real m, Py_ssize_t n) noexcept
         return cyb_sum_sq_dev_f64(x, m, n)
 
 
-cdef inline void span_sums_centered(const real *g, const real *x, real m, Py_ssize_t n,
-                                    double *sum_g, double *sum_gx) noexcept nogil:
-    """sum(g) and sum(g * (x - m)) in one pass, blocked like span_sum_exp."""
+cdef inline void span_sums_centered(const real *dy, const real *w, const real *x, real m,
+                                    Py_ssize_t n, double *sum_g, double *sum_gx) noexcept nogil:
+    """sum(g) and sum(g * (x - m)) in one pass, g = dy * w (g = dy when w is NULL), blocked
+    like span_sum_exp."""
     if real is float:
-        cyb_sums_centered_f32(g, x, m, n, sum_g, sum_gx)
+        cyb_sums_centered_f32(dy, w, x, m, n, sum_g, sum_gx)
     else:
-        cyb_sums_centered_f64(g, x, m, n, sum_g, sum_gx)
+        cyb_sums_centered_f64(dy, w, x, m, n, sum_g, sum_gx)

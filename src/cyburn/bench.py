@@ -2,6 +2,7 @@
 
     python -m cyburn.bench            # GPT-2 small shapes, float32, all threads
     python -m cyburn.bench --quick    # fewer repetitions
+    python -m cyburn.bench norm       # one suite: softmax, norm
 
 Every case times its contenders interleaved (one call of each per round, repeated), so
 they share the machine's state; the table reports each one's best time and the ratios against
@@ -66,6 +67,18 @@ def _time_once(f, calls=1):
     return time.perf_counter() - start
 
 
+class Case:
+    """One benchmark row: the contenders (name -> callable) for one function, input and mode,
+    the bytes the function must move (inputs read once, outputs written once) and an array
+    of the operand size for the np.copyto bandwidth reference."""
+
+    def __init__(self, function, label, mode, contenders, traffic, operand):
+        copy = np.empty_like(operand)
+        self.function, self.label, self.mode, self.traffic = function, label, mode, traffic
+        self.operand_bytes = operand.nbytes
+        self.contenders = {"copyto": lambda: np.copyto(copy, operand), **contenders}
+
+
 def _torch_softmax_calls(name, arrays, axis, out):
     """The PyTorch equivalents of one cyburn call, allocating and writing into `out`."""
     t = [torch.from_numpy(a) for a in arrays]
@@ -83,42 +96,121 @@ def _torch_softmax_calls(name, arrays, axis, out):
 
 
 def softmax_cases(rng):
-    """(function name, label, inputs, axis) for every softmax-family benchmark row."""
+    """Both modes of the four softmax functions on every SOFTMAX_SHAPES entry."""
     for label, shape, axis in SOFTMAX_SHAPES:
         x = rng.standard_normal(shape, dtype=np.float32)
-        y = cb.softmax(x, axis)
-        logy = cb.log_softmax(x, axis)
         dy = rng.standard_normal(shape, dtype=np.float32)
-        yield "softmax", label, (x,), axis
-        yield "log_softmax", label, (x,), axis
-        yield "softmax_backward", label, (dy, y), axis
-        yield "log_softmax_backward", label, (dy, logy), axis
+        out = np.empty_like(x)
+        for name, inputs in [("softmax", (x,)), ("log_softmax", (x,)),
+                             ("softmax_backward", (dy, cb.softmax(x, axis))),
+                             ("log_softmax_backward", (dy, cb.log_softmax(x, axis)))]:
+            ours, ref = getattr(cb, name), getattr(reference, name)
+            torch_calls = _torch_softmax_calls(name, inputs, axis, out) if torch else None
+            for mode in ("alloc", "out="):
+                kw = {"out": out} if mode == "out=" else {}
+                contenders = {"cyburn": lambda f=ours, kw=kw: f(*inputs, axis, **kw),
+                              "numpy": lambda f=ref, kw=kw: f(*inputs, axis, **kw)}
+                if torch_calls:
+                    contenders["torch"] = torch_calls[mode == "out="]
+                yield Case(name, f"{label} {shape} axis={axis}", mode, contenders,
+                           (len(inputs) + 1) * x.nbytes, x)
 
 
-def run_softmax(args):
-    rows = []
-    rng = np.random.default_rng(0)
-    for name, label, inputs, axis in softmax_cases(rng):
-        ours = getattr(cb, name)
-        ref = getattr(reference, name)
-        out = np.empty_like(inputs[0])
-        copy = np.empty_like(inputs[0])
-        operands = len(inputs) + 1          # arrays read, plus the one written
-        for mode in ("alloc", "out="):
-            contenders = {"copyto": lambda: np.copyto(copy, inputs[0])}
-            if mode == "alloc":
-                contenders["cyburn"] = lambda: ours(*inputs, axis)
-                contenders["numpy"] = lambda: ref(*inputs, axis)
-            else:
-                contenders["cyburn"] = lambda: ours(*inputs, axis, out=out)
-                contenders["numpy"] = lambda: ref(*inputs, axis, out=out)
-            if torch is not None:
-                alloc_call, out_call = _torch_softmax_calls(name, inputs, axis, out)
-                contenders["torch"] = alloc_call if mode == "alloc" else out_call
-            times = best_times(contenders, args.seconds, args.rounds)
-            rows.append((name, f"{label} {inputs[0].shape} axis={axis}", mode, times,
-                         operands, out.nbytes))
-    print_table(rows)
+NORM_ROWS = (8192, 768)                 # GPT-2 small: 8 sequences of 1024 tokens, 768 features
+NORM_CHANNELS = (32, 64, 56, 56)        # a ResNet-style activation, for group and batch norm
+
+
+def row_norm_cases(rng):
+    """layer_norm and rms_norm on NORM_ROWS: forward (alloc and out=) and backward."""
+    x = rng.standard_normal(NORM_ROWS, dtype=np.float32)
+    dy = rng.standard_normal(NORM_ROWS, dtype=np.float32)
+    n = NORM_ROWS[-1]
+    w = rng.standard_normal(n, dtype=np.float32)
+    b = rng.standard_normal(n, dtype=np.float32)
+    out = np.empty_like(x)
+    label = f"rows {NORM_ROWS}"
+    _, mean, rstd = cb.layer_norm(x, w, b, return_stats=True)
+    _, rms_rstd = cb.rms_norm(x, w, return_stats=True)
+    if torch:
+        X, DY, W, B, O = (torch.from_numpy(a) for a in (x, dy, w, b, out))
+        aten = torch.ops.aten
+        _, TM, TS = aten.native_layer_norm(X, [n], W, B, 1e-5)
+        M, S = torch.empty_like(TM), torch.empty_like(TS)
+        XR, WR = X.clone().requires_grad_(), W.clone().requires_grad_()
+        YR = torch.nn.functional.rms_norm(XR, (n,), WR, 1e-6)
+    for mode in ("alloc", "out="):
+        kw = {"out": out} if mode == "out=" else {}
+        ln = {"cyburn": lambda kw=kw: cb.layer_norm(x, w, b, **kw),
+              "numpy": lambda kw=kw: reference.layer_norm(x, w, b, **kw)}
+        rms = {"cyburn": lambda kw=kw: cb.rms_norm(x, w, **kw),
+               "numpy": lambda kw=kw: reference.rms_norm(x, w, **kw)}
+        if torch:
+            ln["torch"] = ((lambda: aten.native_layer_norm(X, [n], W, B, 1e-5)) if not kw else
+                           (lambda: aten.native_layer_norm.out(X, [n], W, B, 1e-5,
+                                                               out0=O, out1=M, out2=S)))
+            rms["torch"] = lambda: torch.nn.functional.rms_norm(X, (n,), W, 1e-6)  # no out=
+        yield Case("layer_norm", label, mode, ln, 2 * x.nbytes, x)
+        yield Case("rms_norm", label, mode, rms, 2 * x.nbytes, x)
+    ln = {"cyburn": lambda: cb.layer_norm_backward(dy, x, w, mean, rstd),
+          "numpy": lambda: reference.layer_norm_backward(dy, x, w, mean, rstd)}
+    rms = {"cyburn": lambda: cb.rms_norm_backward(dy, x, w, rms_rstd),
+           "numpy": lambda: reference.rms_norm_backward(dy, x, w, rms_rstd)}
+    if torch:
+        ln["torch"] = lambda: aten.native_layer_norm_backward(DY, X, [n], TM, TS, W, B,
+                                                             [True, True, True])
+        rms["torch"] = lambda: torch.autograd.grad(YR, (XR, WR), DY, retain_graph=True)
+    yield Case("layer_norm_backward", label, "alloc", ln, 3 * x.nbytes, x)
+    yield Case("rms_norm_backward", label, "alloc", rms, 3 * x.nbytes, x)
+
+
+def channel_norm_cases(rng):
+    """group_norm (32 groups) and batch_norm (training, with running statistics) on
+    NORM_CHANNELS, forward and backward."""
+    x = rng.standard_normal(NORM_CHANNELS, dtype=np.float32)
+    dy = rng.standard_normal(NORM_CHANNELS, dtype=np.float32)
+    N, C = NORM_CHANNELS[:2]
+    S = x.size // (N * C)
+    G = 32
+    w = rng.standard_normal(C, dtype=np.float32)
+    b = rng.standard_normal(C, dtype=np.float32)
+    running = [np.zeros(C, np.float32), np.ones(C, np.float32)]
+    label = f"(N, C, H, W) {NORM_CHANNELS}"
+    _, gmean, grstd = cb.group_norm(x, G, w, b, return_stats=True)
+    _, bmean, brstd = cb.batch_norm(x, w, b, return_stats=True)
+    gn = {"cyburn": lambda: cb.group_norm(x, G, w, b),
+          "numpy": lambda: reference.group_norm(x, G, w, b)}
+    gnb = {"cyburn": lambda: cb.group_norm_backward(dy, x, G, w, gmean, grstd),
+           "numpy": lambda: reference.group_norm_backward(dy, x, G, w, gmean, grstd)}
+    bn = {"cyburn": lambda: cb.batch_norm(x, w, b, running_mean=running[0],
+                                          running_var=running[1]),
+          "numpy": lambda: reference.batch_norm(x, w, b, running_mean=running[0],
+                                                running_var=running[1])}
+    bnb = {"cyburn": lambda: cb.batch_norm_backward(dy, x, w, bmean, brstd),
+           "numpy": lambda: reference.batch_norm_backward(dy, x, w, bmean, brstd)}
+    if torch:
+        aten = torch.ops.aten
+        X, DY, W, B, RM, RV = (torch.from_numpy(a) for a in (x, dy, w, b, *running))
+        _, TGM, TGS = aten.native_group_norm(X, W, B, N, C, S, G, 1e-5)
+        _, TBM, TBS = aten.native_batch_norm(X, W, B, None, None, True, 0.1, 1e-5)
+        gn["torch"] = lambda: aten.native_group_norm(X, W, B, N, C, S, G, 1e-5)
+        gnb["torch"] = lambda: aten.native_group_norm_backward(DY, X, TGM, TGS, W, N, C, S, G,
+                                                              [True, True, True])
+        bn["torch"] = lambda: aten.native_batch_norm(X, W, B, RM, RV, True, 0.1, 1e-5)
+        bnb["torch"] = lambda: aten.native_batch_norm_backward(DY, X, W, RM, RV, TBM, TBS, True,
+                                                              1e-5, [True, True, True])
+    yield Case("group_norm", label, "alloc", gn, 2 * x.nbytes, x)
+    yield Case("group_norm_backward", label, "alloc", gnb, 3 * x.nbytes, x)
+    yield Case("batch_norm", label, "alloc", bn, 2 * x.nbytes, x)
+    yield Case("batch_norm_backward", label, "alloc", bnb, 3 * x.nbytes, x)
+
+
+SUITES = {"softmax": softmax_cases, "norm": lambda rng: [*row_norm_cases(rng),
+                                                          *channel_norm_cases(rng)]}
+
+
+def run_cases(cases, args):
+    print_table([(case, best_times(case.contenders, args.seconds, args.rounds))
+                 for case in cases])
 
 
 def _fmt_time(seconds):
@@ -134,16 +226,17 @@ def print_table(rows):
               + f" {'GB/s':>6} {'%copyto':>7}")
     print(header)
     print("-" * len(header))
-    for name, case, mode, times, operands, operand_bytes in rows:
+    for case, times in rows:
         ours = times["cyburn"]
-        cells = " ".join(f"{_fmt_time(times[p])} {times[p] / ours:6.2f}x" for p in peers)
-        gbs = operands * operand_bytes / ours / 1e9
-        copy_gbs = 2 * operand_bytes / times["copyto"] / 1e9
-        print(f"{name:<21} {case:<38} {mode:<6} {_fmt_time(ours)} {cells} "
+        cells = " ".join(f"{_fmt_time(times[p])} {times[p] / ours:6.2f}x" if p in times
+                         else f"{'-':>11} {'-':>7}" for p in peers)
+        gbs = case.traffic / ours / 1e9
+        copy_gbs = 2 * case.operand_bytes / times["copyto"] / 1e9
+        print(f"{case.function:<21} {case.label:<38} {case.mode:<6} {_fmt_time(ours)} {cells} "
               f"{gbs:6.1f} {100 * gbs / copy_gbs:6.0f}%")
     print("x<peer> = peer time / cyburn time (higher: cyburn faster). GB/s counts each input "
-          "read once and the output written once; %copyto compares it with np.copyto of one "
-          "operand, timed in the same rounds.")
+          "read once and each output written once; %copyto compares it with np.copyto of one "
+          "operand, timed in the same rounds.\n")
 
 
 SIMD_PROBE = """
@@ -179,7 +272,13 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer rounds")
     parser.add_argument("--threads", type=int, default=None, help="threads for cyburn and torch")
+    parser.add_argument("suites", nargs="*", metavar="SUITE",
+                        help=f"what to run: {', '.join(SUITES)} (default: all)")
     args = parser.parse_args(argv)
+    args.suites = args.suites or list(SUITES)
+    for suite in args.suites:
+        if suite not in SUITES:
+            parser.error(f"unknown suite {suite!r}; choose from {', '.join(SUITES)}")
     args.seconds, args.rounds = (0.2, 15) if args.quick else (1.0, 50)
     if args.threads:
         cb.set_num_threads(args.threads)
@@ -189,8 +288,10 @@ def main(argv=None):
     print(f"numpy {np.__version__}; torch {torch.__version__ if torch else 'not installed'}; "
           f"threads {cb.get_num_threads()}")
     print()
-    run_softmax(args)
-    run_simd_levels(args)
+    for suite in args.suites:
+        run_cases(SUITES[suite](np.random.default_rng(0)), args)
+    if "softmax" in args.suites:
+        run_simd_levels(args)
 
 
 if __name__ == "__main__":
