@@ -234,7 +234,7 @@ def instance_norm_backward(dy, x, weight, mean, rstd):
     return _channel_norm_backward(dy, x, weight, mean, rstd, lambda C: C)
 
 
-def _check_running(a, name, C):
+def _check_running(a, name, C, training):
     if a is None:
         return
     if not isinstance(a, np.ndarray):
@@ -242,8 +242,8 @@ def _check_running(a, name, C):
     _arrays.check_shape(a, name, (C,), "(C,)")
     if a.dtype.kind != "f" and not _arrays._is_half(a.dtype):
         raise TypeError(f"{name} must have a floating dtype, not {a.dtype}")
-    if not a.flags.writeable:
-        raise ValueError(f"{name} is read-only")
+    if training and not a.flags.writeable:
+        raise ValueError(f"{name} is read-only; batch_norm updates it in place")
 
 
 def batch_norm(x, weight=None, bias=None, *, running_mean=None, running_var=None, training=True,
@@ -258,8 +258,10 @@ def batch_norm(x, weight=None, bias=None, *, running_mean=None, running_var=None
     var = running_var. Returns y, or (y, mean, rstd) with statistics of shape (C,)."""
     (x, weight, bias), dtype = _arrays.as_inputs(x=x, weight=weight, bias=bias)
     N, C = _channels(x)
-    _check_running(running_mean, "running_mean", C)
-    _check_running(running_var, "running_var", C)
+    _check_running(running_mean, "running_mean", C, training)
+    _check_running(running_var, "running_var", C, training)
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("running_mean and running_var must both be given or both be None")
     work = _arrays.compute_dtype(dtype)
     if training:
         values = x.size // C if C else 0
@@ -267,14 +269,13 @@ def batch_norm(x, weight=None, bias=None, *, running_mean=None, running_var=None
             raise ValueError(f"batch_norm in training needs more than 1 value per channel, "
                              f"got x of shape {x.shape}")
         momentum = float(momentum)
-        y, mean, rstd, var = _channel_norm(x, weight, bias, dtype, 0, eps, want_var=True)
-        if values:
-            if running_mean is not None:
-                running_mean[...] = (momentum * mean.astype(np.float64)
-                                     + (1 - momentum) * running_mean)
-            if running_var is not None:
-                running_var[...] = (momentum * var.astype(np.float64) * values / (values - 1)
-                                    + (1 - momentum) * running_var)
+        y, mean, rstd, var = _channel_norm(x, weight, bias, dtype, 0, eps,
+                                           want_var=running_var is not None)
+        if values and running_mean is not None:        # no update from an empty batch
+            running_mean[...] = (momentum * mean.astype(np.float64)
+                                 + (1 - momentum) * running_mean)
+            running_var[...] = (momentum * var.astype(np.float64) * values / (values - 1)
+                                + (1 - momentum) * running_var)
     else:
         if running_mean is None or running_var is None:
             raise ValueError("batch_norm with training=False needs running_mean and running_var")
