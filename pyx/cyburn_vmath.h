@@ -219,6 +219,20 @@ CYB_INLINE double cyb_sum_exp_##SUFFIX(const T *x, T shift, T *y, int shifted, p
     }                                                                                        \
     return s;                                                                                \
 }                                                                                            \
+/* sum(exp(x - shift)), blocked like cyb_sum_exp, storing nothing */                       \
+CYB_INLINE double cyb_sum_of_exp_##SUFFIX(const T *x, T shift, ptrdiff_t n)                  \
+{                                                                                            \
+    double s = 0.0;                                                                          \
+    for (ptrdiff_t start = 0; start < n; start += CYB_BLOCK) {                               \
+        ptrdiff_t end = n - start < CYB_BLOCK ? n : start + CYB_BLOCK;                       \
+        T block = 0;                                                                         \
+        CYB_PRAGMA(omp simd reduction(+ : block))                                            \
+        for (ptrdiff_t i = start; i < end; i++)                                              \
+            block += cyb_exp_##SUFFIX(x[i] - shift);                                         \
+        s += block;                                                                          \
+    }                                                                                        \
+    return s;                                                                                \
+}                                                                                            \
 /* sum(a * b), blocked like cyb_sum_exp */                                                   \
 CYB_INLINE double cyb_dot_##SUFFIX(const T *a, const T *b, ptrdiff_t n)                      \
 {                                                                                            \

@@ -62,3 +62,4 @@ cdef Operands operands(cnp.ndarray a, cnp.ndarray b, cnp.ndarray out, int axis,
 include "vmath.pxi"
 include "softmax.pxi"
 include "normalization.pxi"
+include "cross_entropy.pxi"

@@ -9,6 +9,8 @@ cdef extern from "cyburn_vmath.h" nogil:
     double cyb_max_f64(const double *x, Py_ssize_t n)
     double cyb_sum_exp_f32(const float *x, float shift, float *y, bint shifted, Py_ssize_t n)
     double cyb_sum_exp_f64(const double *x, double shift, double *y, bint shifted, Py_ssize_t n)
+    double cyb_sum_of_exp_f32(const float *x, float shift, Py_ssize_t n)
+    double cyb_sum_of_exp_f64(const double *x, double shift, Py_ssize_t n)
     double cyb_dot_f32(const float *a, const float *b, Py_ssize_t n)
     double cyb_dot_f64(const double *a, const double *b, Py_ssize_t n)
     double cyb_sum_f32(const float *a, Py_ssize_t n)
@@ -70,6 +72,14 @@ cdef inline double span_sum_exp(const real *x, real shift, real *y, bint shifted
         return cyb_sum_exp_f32(x, shift, y, shifted, n)
     else:
         return cyb_sum_exp_f64(x, shift, y, shifted, n)
+
+
+cdef inline double span_sum_of_exp(const real *x, real shift, Py_ssize_t n) noexcept nogil:
+    """sum(exp(x - shift)), blocked like span_sum_exp, storing nothing."""
+    if real is float:
+        return cyb_sum_of_exp_f32(x, shift, n)
+    else:
+        return cyb_sum_of_exp_f64(x, shift, n)
 
 
 cdef inline double span_dot(const real *a, const real *b, Py_ssize_t n) noexcept nogil:

@@ -9,6 +9,7 @@ from importlib.metadata import PackageNotFoundError, version as _version
 from . import reference
 from ._config import show_config, simd_path
 from ._threads import get_num_threads, num_threads, set_num_threads
+from .cross_entropy import cross_entropy, cross_entropy_backward, linear_cross_entropy
 from .normalization import (batch_norm, batch_norm_backward, group_norm, group_norm_backward,
                             instance_norm, instance_norm_backward, layer_norm,
                             layer_norm_backward, rms_norm, rms_norm_backward)
@@ -24,6 +25,7 @@ __all__ = [
     "layer_norm", "layer_norm_backward", "rms_norm", "rms_norm_backward",
     "group_norm", "group_norm_backward", "instance_norm", "instance_norm_backward",
     "batch_norm", "batch_norm_backward",
+    "cross_entropy", "cross_entropy_backward", "linear_cross_entropy",
     "get_num_threads", "set_num_threads", "num_threads", "show_config", "simd_path",
     "reference",
 ]

@@ -1,0 +1,189 @@
+# Cross-entropy over the rows of (N, C) logits, fused with its gradient.
+#
+# Per row, with z = softcap * tanh(logits / softcap) (or z = logits), lse = logsumexp(z),
+# weights w (ones when none were given), label smoothing e and a target distribution q
+# (one-hot for a class index t):
+#     q'   = (1 - e) q + e / C
+#     loss = sum_c w_c q'_c (lse - z_c) + z_loss lse^2
+#     dz_j = p_j (sum_c w_c q'_c + 2 z_loss lse) - w_j q'_j,      p = softmax(z)
+# which for a class index is PyTorch's weighted, label-smoothed loss. A row is read from
+# memory once (its max); the sum of exponentials and the gradient re-read it from cache
+# (a row of 50257 float32 is 200 KB: L2). The gradient may be written over the logits.
+
+from libc.math cimport tanh as c_tanh
+from libc.stdint cimport int64_t
+
+cdef struct LossOptions:
+    double smoothing            # e
+    double z_loss
+    double softcap              # 0: none
+    double weight_sum           # sum_c w_c
+
+
+cdef double cross_entropy_row(const real *x, const real *q, Py_ssize_t t, const real *w,
+                              real *z_buffer, real *grad, Py_ssize_t C, LossOptions o,
+                              double scale) noexcept nogil:
+    """The loss of one row with target q (probabilities) or, when q is NULL, class t; when
+    grad is not NULL, also grad = scale * dloss/dlogits (grad may be x itself).
+    z_buffer has room for C elements when o.softcap."""
+    cdef const real *z = x
+    cdef Py_ssize_t j
+    cdef real m, a, b, e_over_c = <real>(o.smoothing / C), keep = <real>(1.0 - o.smoothing)
+    cdef double s, lse, wq, wqz, wz, loss
+    if o.softcap:
+        for j in range(C):
+            z_buffer[j] = <real>(o.softcap * c_tanh(x[j] / o.softcap))
+        z = z_buffer
+    m = span_max(z, C)
+    # wq = sum_c w_c q'_c and wqz = sum_c w_c q'_c (z_c - m): shifted by the max, so that
+    # logits of 1e30 still give a loss of their differences
+    if o.smoothing:
+        span_sums_centered(w, NULL, z, m, C, &s, &wz)         # wz = sum_c w_c (z_c - m)
+    else:
+        wz = 0.0
+    if q == NULL:
+        wq = w[t]
+        wqz = wq * <double>(z[t] - m)
+    else:
+        wq = 0.0
+        wqz = 0.0
+        for j in range(C):
+            wq += w[j] * q[j]
+            wqz += w[j] * q[j] * <double>(z[j] - m)
+    wq = (1.0 - o.smoothing) * wq + o.smoothing / C * o.weight_sum
+    wqz = (1.0 - o.smoothing) * wqz + o.smoothing / C * wz
+    if grad == NULL:
+        s = span_sum_of_exp(z, m, C)
+    else:
+        s = span_sum_exp(z, m, grad, False, C)             # grad = exp(z - m), for p
+    lse = m + c_log(s)
+    loss = wq * c_log(s) - wqz + o.z_loss * lse * lse     # = sum_c w_c q'_c (lse - z_c) + ...
+    if grad == NULL:
+        return loss
+    # dz_j = scale * (p_j * (wq + 2 z_loss lse) - w_j q'_j), p_j = grad_j / s
+    a = <real>(scale * (wq + 2.0 * o.z_loss * lse) / s)
+    b = <real>scale
+    if q == NULL:
+        if o.smoothing:
+            for j in range(C):
+                grad[j] = grad[j] * a - b * e_over_c * w[j]
+        else:
+            for j in range(C):
+                grad[j] = grad[j] * a
+        grad[t] -= b * keep * w[t]
+    else:
+        for j in range(C):
+            grad[j] = grad[j] * a - b * w[j] * (keep * q[j] + e_over_c)
+    if o.softcap:                                          # dlogits = dz * (1 - (z / c)^2)
+        for j in range(C):
+            grad[j] = grad[j] * <real>(1.0 - (z[j] / o.softcap) * (z[j] / o.softcap))
+    return loss
+
+
+cdef int cross_entropy_chunk(const real *x, const real *q, const int64_t *target,
+                             int64_t ignore_index, const real *w, real *grad, double *losses,
+                             const double *row_scale, double scale, Py_ssize_t C,
+                             LossOptions o, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
+    """Rows first..last-1: losses[r] and, when grad is not NULL, their gradient rows scaled by
+    scale * row_scale[r] (row_scale may be NULL). Ignored rows: loss 0, gradient 0.
+    Returns -1 when the softcap buffer cannot be allocated."""
+    cdef Py_ssize_t r, j, at
+    cdef real *z_buffer = NULL
+    if o.softcap:
+        z_buffer = <real *>malloc(C * sizeof(real))
+        if z_buffer == NULL:
+            return -1
+    for r in range(first, last):
+        at = r * C
+        if r + 1 < last:
+            prefetch_span(x + at + C, C)
+        if target != NULL and target[r] == ignore_index:
+            losses[r] = 0.0
+            if grad != NULL:
+                for j in range(C):
+                    grad[at + j] = 0
+            continue
+        losses[r] = cross_entropy_row(
+            x + at, q + at if q != NULL else NULL, target[r] if target != NULL else 0, w,
+            z_buffer, grad + at if grad != NULL else NULL, C, o,
+            scale * row_scale[r] if row_scale != NULL else scale)
+    free(z_buffer)
+    return 0
+
+
+cdef int cross_entropy_rows(const real *x, const real *q, const int64_t *target,
+                            int64_t ignore_index, const real *w, real *grad, double *losses,
+                            const double *row_scale, double scale, Py_ssize_t N, Py_ssize_t C,
+                            LossOptions o, int threads) noexcept nogil:
+    cdef int c, status = 0
+    if threads == 1:
+        return cross_entropy_chunk(x, q, target, ignore_index, w, grad, losses, row_scale,
+                                   scale, C, o, 0, N)
+    for c in prange(threads, num_threads=threads, schedule='static'):
+        if cross_entropy_chunk(x, q, target, ignore_index, w, grad, losses, row_scale, scale,
+                               C, o, chunk_start(N, c, threads), chunk_start(N, c + 1, threads)):
+            status = -1
+    return status
+
+
+# ---- Python entry points ----------------------------------------------------------------------
+
+def check_targets(cnp.ndarray target not None, weight, int64_t ignore_index, Py_ssize_t C):
+    """For int64 class indices: (index of the first row whose target is neither in [0, C) nor
+    ignore_index, or -1; the sum of weight[t] over the other rows, or their count when weight
+    is None). Runs without the GIL."""
+    cdef Py_ssize_t N = cnp.PyArray_SIZE(target), r, bad = -1
+    cdef const int64_t *t = <const int64_t *>data_of(target, cnp.NPY_INT64, N, False) if N else NULL
+    cdef const double *w = NULL if weight is None else <const double *>data_of(
+        weight, cnp.NPY_DOUBLE, C, False)
+    cdef double total = 0.0
+    with nogil:
+        for r in range(N):
+            if t[r] == ignore_index:
+                continue
+            if t[r] < 0 or t[r] >= C:
+                bad = r
+                break
+            total += w[t[r]] if w != NULL else 1.0
+    return bad, total
+
+
+def cross_entropy_forward(cnp.ndarray logits not None, target, probabilities,
+                          cnp.ndarray weight not None, int64_t ignore_index, double smoothing,
+                          double z_loss, double softcap, double weight_sum, double scale,
+                          row_scale, cnp.ndarray losses not None, grad, int num_threads):
+    """Per-row losses (float64) of (N, C) logits against int64 class indices `target` (checked
+    by check_targets first) or `probabilities`; with grad, their gradient times scale (and
+    row_scale[r] when not None); grad may be logits itself."""
+    cdef int t = float_type(logits)
+    if cnp.PyArray_NDIM(logits) != 2 or cnp.PyArray_DIM(logits, 1) == 0:
+        raise ValueError("cyburn kernel: logits must be (N, C) with C > 0")
+    cdef Py_ssize_t N = cnp.PyArray_DIM(logits, 0), C = cnp.PyArray_DIM(logits, 1)
+    if (target is None) == (probabilities is None):
+        raise ValueError("cyburn kernel: give exactly one of target and probabilities")
+    cdef LossOptions o
+    o.smoothing = smoothing
+    o.z_loss = z_loss
+    o.softcap = softcap
+    o.weight_sum = weight_sum
+    cdef void *px = data_of(logits, t, N * C, False)
+    cdef const int64_t *pt = NULL if target is None else <const int64_t *>data_of(
+        target, cnp.NPY_INT64, N, False)
+    cdef void *pq = NULL if probabilities is None else data_of(probabilities, t, N * C, False)
+    cdef void *pw = data_of(weight, t, C, False)
+    cdef void *pg = NULL if grad is None else data_of(grad, t, N * C, True)
+    cdef double *pl = <double *>data_of(losses, cnp.NPY_DOUBLE, N, True)
+    cdef const double *ps = NULL if row_scale is None else <const double *>data_of(
+        row_scale, cnp.NPY_DOUBLE, N, False)
+    cdef int threads = team_size(N * C, num_threads), status
+    with nogil:
+        if t == cnp.NPY_FLOAT:
+            status = cross_entropy_rows(<const float *>px, <const float *>pq, pt, ignore_index,
+                                        <const float *>pw, <float *>pg, pl, ps, scale, N, C, o,
+                                        threads)
+        else:
+            status = cross_entropy_rows(<const double *>px, <const double *>pq, pt,
+                                        ignore_index, <const double *>pw, <double *>pg, pl, ps,
+                                        scale, N, C, o, threads)
+    if status:
+        raise MemoryError("cyburn: no memory for the softcap buffers")

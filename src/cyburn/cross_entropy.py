@@ -1,0 +1,217 @@
+"""Cross-entropy with PyTorch's options plus z-loss and softcap, fused with its gradient, and
+fused with the final linear layer (the LM head) so that the (N, C) logits never exist whole.
+
+Per row, with z = softcap * tanh(logits / softcap) (or the logits), lse = logsumexp(z),
+class weights w and label smoothing e:
+    class index t:          loss = (1 - e) w_t (lse - z_t) + e / C * sum_c w_c (lse - z_c)
+    probabilities q:        loss = sum_c w_c ((1 - e) q_c + e / C) (lse - z_c)
+    plus z_loss * lse**2 on every row that is not ignored.
+"mean" divides the sum by the summed weight of the non-ignored class targets (PyTorch), or
+by the number of rows for probability targets.
+"""
+import numpy as np
+
+from . import _arrays, _threads
+from ._dispatch import kernels
+
+REDUCTIONS = ("mean", "sum", "none")
+CHUNK_BYTES = 32 << 20      # linear_cross_entropy: logits per chunk, when chunk_size is None
+CLASS_BLOCK = 4096          # linear_cross_entropy: dweight is accumulated this many classes at a time
+
+
+class _Problem:
+    """The validated targets and options of one cross-entropy call on logits of `shape`,
+    seen as N rows of C classes."""
+
+    def __init__(self, shape, dtype, target, weight, ignore_index, reduction, label_smoothing,
+                 z_loss, softcap):
+        if len(shape) == 0:
+            raise ValueError("logits must have at least one dimension: the class axis, last")
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+        self.smoothing = float(label_smoothing)
+        if not 0.0 <= self.smoothing <= 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
+        self.softcap = 0.0 if softcap is None else float(softcap)
+        if softcap is not None and not self.softcap > 0:
+            raise ValueError(f"softcap must be positive, got {softcap}")
+        self.z_loss = float(z_loss)
+        self.ignore_index = int(ignore_index)
+        self.reduction = reduction
+        self.shape, self.dtype = shape, dtype
+        self.work = work = _arrays.compute_dtype(dtype)
+        self.C = C = shape[-1]
+        self.N = N = int(np.prod(shape[:-1]))
+        if C == 0 and N > 0:
+            raise ValueError(f"logits of shape {shape} have no classes")
+        _arrays.check_shape(weight, "weight", (C,), "(C,) = logits.shape[-1:]")
+        self.weight = np.ones(C, work) if weight is None else _arrays.contiguous(weight, work)
+        self.weight_sum = float(C) if weight is None else float(np.sum(weight, dtype=np.float64))
+        target = np.asarray(target)
+        if target.shape == shape and (target.dtype.kind == "f" or _arrays._is_half(target.dtype)):
+            self.target = None
+            self.probabilities = _arrays.contiguous(target, work).reshape(N, C)
+        elif target.shape == shape[:-1]:
+            if target.dtype.kind not in "iu":
+                raise TypeError(f"class-index targets must have an integer dtype, got "
+                                f"{target.dtype}")
+            self.target = _arrays.contiguous(target, np.dtype(np.int64)).reshape(N)
+            self.probabilities = None
+        else:
+            raise ValueError(f"target has shape {target.shape}, expected {shape[:-1]} "
+                             f"(class indices) or {shape} (probabilities) for logits "
+                             f"of shape {shape}")
+        self.denominator = self._denominator(weight is not None)
+
+    def _denominator(self, weighted):
+        """What "mean" divides by; raises IndexError for a class index out of range."""
+        if self.target is None:
+            return float(self.N)
+        if self.N == 0:
+            return 0.0
+        bad, total = kernels.check_targets(
+            self.target, self.weight.astype(np.float64) if weighted else None,
+            self.ignore_index, self.C)
+        if bad >= 0:
+            raise IndexError(f"target {self.target[bad]} is out of range for {self.C} classes "
+                             f"(row {bad}; ignore_index is {self.ignore_index})")
+        return total
+
+    def grad_scale(self, dloss):
+        """(scale, row_scale) of the gradient rows, for the upstream gradient dloss."""
+        dloss = np.asarray(dloss, dtype=np.float64)
+        if self.reduction == "none" and dloss.shape == self.shape[:-1] != ():
+            return 1.0, _arrays.contiguous(dloss, np.dtype(np.float64)).reshape(self.N)
+        if dloss.shape != ():
+            expected = f"() or {self.shape[:-1]}" if self.reduction == "none" else "()"
+            raise ValueError(f"dloss has shape {dloss.shape}, expected {expected} for "
+                             f"reduction={self.reduction!r}")
+        if self.reduction == "mean":
+            return (float(dloss) / self.denominator if self.denominator else np.nan), None
+        return float(dloss), None
+
+    def run(self, logits, grad, losses, rows=slice(None), scale=1.0, row_scale=None):
+        """Per-row losses of the (n, C) `logits`, which are the rows `rows` of the problem, into
+        `losses` (float64) and, with `grad` (which may be `logits`), their scaled gradient."""
+        kernels.cross_entropy_forward(
+            logits, None if self.target is None else self.target[rows],
+            None if self.probabilities is None else self.probabilities[rows], self.weight,
+            self.ignore_index, self.smoothing, self.z_loss, self.softcap, self.weight_sum,
+            scale, row_scale, losses, grad, _threads.current())
+
+    def reduce(self, losses):
+        """The loss to return, from the per-row losses."""
+        if self.reduction == "none":
+            return losses.reshape(self.shape[:-1]).astype(self.dtype)
+        total = np.sum(losses)
+        if self.reduction == "mean":
+            with np.errstate(invalid="ignore", divide="ignore"):
+                total = total / np.float64(self.denominator)
+        return np.asarray(total, dtype=self.dtype)
+
+
+def _prepare(logits, target, weight, *options):
+    """(problem, the logits as aligned C-contiguous rows in the compute dtype)."""
+    (logits, weight), dtype = _arrays.as_inputs(logits=logits, weight=weight)
+    p = _Problem(logits.shape, dtype, target, weight, *options)
+    return p, _arrays.contiguous(logits, p.work)
+
+
+def _gradient_target(p, logits, out):
+    """The array the kernel writes the gradient into (`out` when it fits: it may be the
+    logits themselves) and whether it is `out`."""
+    if out is not None:
+        _arrays.check_out(out, p.shape, p.dtype)
+    return _arrays.output_for((logits,), out, p.work, False)
+
+
+def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="mean",
+                  label_smoothing=0.0, z_loss=0.0, softcap=None, return_grad=False,
+                  grad_out=None):
+    """Cross-entropy of logits (..., C) against class indices (logits.shape[:-1]) or
+    probabilities (logits.shape); see the module docstring for the formulas.
+    With return_grad, returns (loss, dlogits) from one fused pass: dlogits is the gradient of
+    the returned loss (of their sum for reduction="none"), written into grad_out when given,
+    which may be logits itself."""
+    p, logits = _prepare(logits, target, weight, ignore_index, reduction, label_smoothing,
+                         z_loss, softcap)
+    losses = np.zeros(p.N, np.float64)
+    if not return_grad:
+        if p.N:
+            p.run(logits.reshape(p.N, p.C), None, losses)
+        return p.reduce(losses)
+    grad, grad_is_out = _gradient_target(p, logits, grad_out)
+    if p.N:
+        scale, row_scale = p.grad_scale(1.0)
+        p.run(logits.reshape(p.N, p.C), grad.reshape(p.N, p.C), losses, scale=scale)
+    return p.reduce(losses), _arrays.finish(grad, grad_is_out, grad_out, p.dtype, False)
+
+
+def cross_entropy_backward(logits, target, dloss=1.0, *, weight=None, ignore_index=-100,
+                           reduction="mean", label_smoothing=0.0, z_loss=0.0, softcap=None,
+                           out=None):
+    """dlogits = dloss * d(cross_entropy)/d(logits), recomputed from the logits: with
+    p = softmax(z) and q' the smoothed target,
+        dz_j = s * (p_j * (sum_c w_c q'_c + 2 z_loss lse) - w_j q'_j),
+    s = dloss / denominator ("mean"), dloss ("sum") or dloss per row ("none"), and softcap's
+    chain rule dlogits = dz * (1 - (z / softcap)**2). Ignored rows get 0."""
+    p, logits = _prepare(logits, target, weight, ignore_index, reduction, label_smoothing,
+                         z_loss, softcap)
+    scale, row_scale = p.grad_scale(dloss)
+    grad, grad_is_out = _gradient_target(p, logits, out)
+    if p.N:
+        p.run(logits.reshape(p.N, p.C), grad.reshape(p.N, p.C), np.empty(p.N),
+              scale=scale, row_scale=row_scale)
+    return _arrays.finish(grad, grad_is_out, out, p.dtype, False)
+
+
+def linear_cross_entropy(hidden, weight, target, *, bias=None, chunk_size=None,
+                         ignore_index=-100, reduction="mean", label_smoothing=0.0, z_loss=0.0,
+                         softcap=None, return_grad=False):
+    """cross_entropy(hidden @ weight.T + bias, target, ...) for hidden (N, D), weight (C, D),
+    computed chunk_size rows at a time (by default as many as fit in 32 MiB of logits): the
+    logits of a chunk go through NumPy's matmul into one reused buffer, the fused kernel turns
+    them into losses and, in place, their gradient, which is multiplied back:
+        dhidden = dlogits @ weight,  dweight = dlogits.T @ hidden,  dbias = sum(dlogits, 0).
+    Returns loss, or (loss, dhidden, dweight, dbias) with return_grad (dbias None without bias)."""
+    (hidden, weight, bias), dtype = _arrays.as_inputs(hidden=hidden, weight=weight, bias=bias)
+    if hidden.ndim != 2 or weight.ndim != 2 or hidden.shape[1] != weight.shape[1]:
+        raise ValueError(f"hidden must be (N, D) and weight (C, D), got hidden.shape="
+                         f"{hidden.shape} and weight.shape={weight.shape}")
+    (N, D), C = hidden.shape, weight.shape[0]
+    _arrays.check_shape(bias, "bias", (C,), "(C,) = weight.shape[:1]")
+    p = _Problem((N, C), dtype, target, None, ignore_index, reduction, label_smoothing,
+                 z_loss, softcap)
+    hidden, weight = _arrays.contiguous(hidden, p.work), _arrays.contiguous(weight, p.work)
+    bias = None if bias is None else _arrays.contiguous(bias, p.work)
+    if chunk_size is None:
+        chunk_size = CHUNK_BYTES // max(1, C * p.work.itemsize)
+    chunk_size = max(1, min(int(chunk_size), N))
+    losses = np.zeros(N, np.float64)
+    scale = p.grad_scale(1.0)[0] if return_grad else 1.0
+    if return_grad:
+        dhidden = np.empty((N, D), p.work)
+        dweight = np.zeros((C, D), p.work)
+        dbias = None if bias is None else np.zeros(C, np.float64)
+        block = np.empty((min(C, CLASS_BLOCK), D), p.work)
+    buffer = np.empty((chunk_size, C), p.work)
+    for start in range(0, N, chunk_size):
+        rows = slice(start, min(N, start + chunk_size))
+        logits = buffer[:rows.stop - start]
+        np.matmul(hidden[rows], weight.T, out=logits)
+        if bias is not None:
+            logits += bias
+        p.run(logits, logits if return_grad else None, losses[rows], rows, scale)
+        if return_grad:                         # logits now hold their gradient
+            np.matmul(logits, weight, out=dhidden[rows])
+            for c0 in range(0, C, CLASS_BLOCK):
+                c1 = min(C, c0 + CLASS_BLOCK)
+                np.matmul(logits[:, c0:c1].T, hidden[rows], out=block[:c1 - c0])
+                dweight[c0:c1] += block[:c1 - c0]
+            if dbias is not None:
+                dbias += logits.sum(axis=0, dtype=np.float64)
+    loss = p.reduce(losses)
+    if not return_grad:
+        return loss
+    return loss, *(None if a is None else a.astype(dtype, copy=False)
+                   for a in (dhidden, dweight, dbias))
