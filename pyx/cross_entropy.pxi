@@ -175,7 +175,7 @@ def cross_entropy_forward(cnp.ndarray logits not None, target, probabilities,
     cdef double *pl = <double *>data_of(losses, cnp.NPY_DOUBLE, N, True)
     cdef const double *ps = NULL if row_scale is None else <const double *>data_of(
         row_scale, cnp.NPY_DOUBLE, N, False)
-    cdef int threads = team_size(N * C, num_threads), status
+    cdef int threads = team_size(N * C, N, num_threads), status
     with nogil:
         if t == cnp.NPY_FLOAT:
             status = cross_entropy_rows(<const float *>px, <const float *>pq, pt, ignore_index,

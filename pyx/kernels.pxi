@@ -10,6 +10,7 @@ cnp.import_array()
 cdef enum:
     PARALLEL_MIN_ELEMENTS = 32768   # below this, a thread team costs more than it saves
     STREAM_MIN_BYTES = 16777216     # outputs this large bypass the caches when stored
+    MAX_TEAM = 1024                 # threads a kernel starts at most, whatever it is asked
 
 
 # The entry points take whole C-contiguous ndarrays and read their data pointers through the
@@ -55,7 +56,7 @@ cdef Operands operands(cnp.ndarray a, cnp.ndarray b, cnp.ndarray out, int axis,
         raise ValueError("cyburn kernel: empty operands")
     op.is_float = typenum == cnp.NPY_FLOAT
     op.stream = cnp.PyArray_NBYTES(out) >= STREAM_MIN_BYTES
-    op.threads = num_threads if cnp.PyArray_SIZE(a) >= PARALLEL_MIN_ELEMENTS else 1
+    op.threads = min(num_threads, MAX_TEAM) if cnp.PyArray_SIZE(a) >= PARALLEL_MIN_ELEMENTS else 1
     return op
 
 

@@ -41,10 +41,14 @@ cdef int float_type(cnp.ndarray x) except -1:
     return typenum
 
 
-cdef int team_size(Py_ssize_t elements, int num_threads) except -1:
+cdef int team_size(Py_ssize_t elements, Py_ssize_t items, int num_threads) except -1:
+    """Threads for `items` independent pieces of work over `elements` elements: one below
+    PARALLEL_MIN_ELEMENTS, never more than the pieces."""
     if num_threads < 1:
         raise ValueError("cyburn kernel: num_threads must be >= 1")
-    return num_threads if elements >= PARALLEL_MIN_ELEMENTS else 1
+    if elements < PARALLEL_MIN_ELEMENTS:
+        return 1
+    return <int>min(<Py_ssize_t>num_threads, max(items, 1))
 
 
 # ---- rows: layer norm and RMSNorm ---------------------------------------------------------
@@ -114,11 +118,11 @@ cdef void norm_backward_row(const real *dy, const real *x, const real *weight, r
     span_sums_centered(dy, weight, x, mean, n, &sum_g, &sum_gx)
     g_mean = <real>(sum_g / n) if centered else 0
     q = <real>(sum_gx / n * rstd * rstd)             # xhat * mean(g * xhat) = (x - mean) * q
-    for i in range(n):
-        dx[i] = rstd * (dy[i] * weight[i] - g_mean - (x[i] - mean) * q)
     for i in range(n):             # a loop of its own: with dx in it, GCC would not vectorize
         dweight[i] += dy[i] * ((x[i] - mean) * rstd)
         dbias[i] += dy[i]
+    for i in range(n):
+        dx[i] = rstd * (dy[i] * weight[i] - g_mean - (x[i] - mean) * q)
 
 
 cdef void norm_backward_block(const real *dy, const real *x, const real *weight,
@@ -228,16 +232,18 @@ cdef void channel_norm_stat(const real *x, const real *weight, const real *bias,
     `compute_stats`, first mean = mean(x), var = mean((x - mean)^2) over those runs (stored,
     var only when var != NULL) and rstd = 1 / sqrt(var + eps); otherwise they are given."""
     cdef Py_ssize_t j, s, at, c, runs = runs_per_stat(g)
+    # a group's runs are consecutive: its statistics take one span of all of them
+    cdef Py_ssize_t spans = 1 if g.groups else runs, length = runs * g.S // spans
     cdef double total, variance
     cdef real m, r, a, b
     if compute_stats:
         total = 0.0
-        for j in range(runs):
-            total += span_sum(x + run_index(g, k, j) * g.S, g.S)
+        for j in range(spans):
+            total += span_sum(x + run_index(g, k, j) * g.S, length)
         m = <real>(total / (runs * g.S))
         total = 0.0
-        for j in range(runs):
-            total += span_sum_sq_dev(x + run_index(g, k, j) * g.S, m, g.S)
+        for j in range(spans):
+            total += span_sum_sq_dev(x + run_index(g, k, j) * g.S, m, length)
         variance = total / (runs * g.S)
         mean[k] = m
         rstd[k] = <real>(1.0 / c_sqrt(variance + eps))
@@ -352,7 +358,7 @@ def row_norm_forward(cnp.ndarray x not None, residual, cnp.ndarray weight not No
     cdef void *ph = NULL if residual is None else data_of(h, t, size, True)
     cdef void *pm = data_of(mean, t, rows, True) if centered else NULL
     cdef void *ps = data_of(rstd, t, rows, True)
-    cdef int threads = team_size(size, num_threads)
+    cdef int threads = team_size(size, rows, num_threads)
     with nogil:
         if t == cnp.NPY_FLOAT:
             norm_rows(<const float *>px, <const float *>pr, <const float *>pw, <const float *>pb,
@@ -382,7 +388,8 @@ def row_norm_backward(cnp.ndarray dy not None, cnp.ndarray x not None,
     cdef void *pdx = data_of(dx, t, size, True)
     cdef void *pdw = NULL if dweight is None else data_of(dweight, t, n, True)
     cdef void *pdb = NULL if dbias is None else data_of(dbias, t, n, True)
-    cdef int threads = team_size(size, num_threads), status
+    cdef int threads = team_size(size, (rows + GRADIENT_BLOCK_ROWS - 1) // GRADIENT_BLOCK_ROWS,
+                                 num_threads), status
     with nogil:
         if t == cnp.NPY_FLOAT:
             status = norm_rows_gradient(<const float *>pdy, <const float *>px, <const float *>pw,
@@ -399,7 +406,8 @@ def row_norm_backward(cnp.ndarray dy not None, cnp.ndarray x not None,
 
 cdef Grouping grouping(cnp.ndarray x, Py_ssize_t N, Py_ssize_t C, Py_ssize_t groups) except *:
     cdef Grouping g
-    if (N < 1 or C < 1 or cnp.PyArray_SIZE(x) % (N * C) or groups < 0
+    cdef Py_ssize_t size = cnp.PyArray_SIZE(x)
+    if (N < 1 or C < 1 or N > size or C > size // N or size % (N * C) or groups < 0
             or groups and C % groups):
         raise ValueError("cyburn kernel: inconsistent (N, C, S) or groups")
     g.N = N
@@ -427,7 +435,7 @@ def channel_norm_forward(cnp.ndarray x not None, Py_ssize_t N, Py_ssize_t C, Py_
     cdef void *pm = data_of(mean, t, stats, compute_stats)
     cdef void *ps = data_of(rstd, t, stats, compute_stats)
     cdef void *pv = NULL if var is None else data_of(var, t, stats, True)
-    cdef int threads = team_size(size, num_threads)
+    cdef int threads = team_size(size, stats, num_threads)
     with nogil:
         if t == cnp.NPY_FLOAT:
             norm_channels(<const float *>px, <const float *>pw, <const float *>pb, <float *>py,
@@ -455,7 +463,7 @@ def channel_norm_backward(cnp.ndarray dy not None, cnp.ndarray x not None, Py_ss
     cdef void *pdx = data_of(dx, t, size, True)
     cdef void *pdw = NULL if dweight is None else data_of(dweight, t, C, True)
     cdef void *pdb = NULL if dweight is None else data_of(dbias, t, C, True)
-    cdef int threads = team_size(size, num_threads), status
+    cdef int threads = team_size(size, stats, num_threads), status
     with nogil:
         if t == cnp.NPY_FLOAT:
             status = norm_channels_gradient(<const float *>pdy, <const float *>px,

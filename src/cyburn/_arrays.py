@@ -52,7 +52,10 @@ def as_inputs(**named):
     for name, a in named.items():
         if a is not None:
             a, a_dtype = as_input(a, name)
-            dtype = a_dtype if dtype is None else np.promote_types(dtype, a_dtype)
+            if dtype is None or dtype == a_dtype:
+                dtype = a_dtype
+            else:
+                dtype = np.promote_types(dtype, a_dtype)
         arrays.append(a)
     return arrays, dtype
 

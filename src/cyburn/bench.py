@@ -2,7 +2,7 @@
 
     python -m cyburn.bench            # GPT-2 small shapes, float32, all threads
     python -m cyburn.bench --quick    # fewer repetitions
-    python -m cyburn.bench norm       # one suite: softmax, norm
+    python -m cyburn.bench norm       # one suite: softmax, norm, xent
 
 Every case times its contenders interleaved (one call of each per round, repeated), so
 they share the machine's state; the table reports each one's best time and the ratios against
@@ -204,8 +204,95 @@ def channel_norm_cases(rng):
     yield Case("batch_norm_backward", label, "alloc", bnb, 3 * x.nbytes, x)
 
 
-SUITES = {"softmax": softmax_cases, "norm": lambda rng: [*row_norm_cases(rng),
-                                                          *channel_norm_cases(rng)]}
+CE_LOGITS = (2048, 50257)               # GPT-2's vocabulary, 2048 token positions
+LM_HEAD = (1024, 768, 50257)            # hidden (N, D) x weight (C, D)
+
+
+def cross_entropy_cases(rng):
+    """cross_entropy forward, and forward + backward into grad_out, on CE_LOGITS."""
+    x = rng.standard_normal(CE_LOGITS, dtype=np.float32)
+    target = rng.integers(0, CE_LOGITS[1], CE_LOGITS[0])
+    grad = np.empty_like(x)
+    label = f"logits {CE_LOGITS}"
+    forward = {"cyburn": lambda: cb.cross_entropy(x, target),
+               "numpy": lambda: reference.cross_entropy(x, target)}
+    both = {"cyburn": lambda: cb.cross_entropy(x, target, return_grad=True, grad_out=grad),
+            "numpy": lambda: reference.cross_entropy(x, target, return_grad=True)}
+    if torch:
+        X, T = torch.from_numpy(x), torch.from_numpy(target)
+        forward["torch"] = lambda: torch.nn.functional.cross_entropy(X, T)
+        both["torch"] = lambda: _torch_loss_and_grad(lambda a: torch.nn.functional.cross_entropy(a, T), X)
+    yield Case("cross_entropy", label, "alloc", forward, x.nbytes, x)
+    yield Case("cross_entropy", label, "grad", both, 2 * x.nbytes, x)
+
+
+def _torch_loss_and_grad(loss_of, *tensors):
+    leaves = [t.detach().requires_grad_() for t in tensors]
+    loss_of(*leaves).backward()
+    return [t.grad for t in leaves]
+
+
+def linear_cross_entropy_cases(rng):
+    """linear_cross_entropy forward + backward for GPT-2's LM head (LM_HEAD)."""
+    N, D, C = LM_HEAD
+    hidden = rng.standard_normal((N, D), dtype=np.float32)
+    weight = rng.standard_normal((C, D), dtype=np.float32) * np.float32(0.02)
+    target = rng.integers(0, C, N)
+    both = {"cyburn": lambda: cb.linear_cross_entropy(hidden, weight, target, return_grad=True),
+            "numpy": lambda: reference.linear_cross_entropy(hidden, weight, target,
+                                                            return_grad=True)}
+    if torch:
+        H, W, T = (torch.from_numpy(a) for a in (hidden, weight, target))
+        both["torch"] = lambda: _torch_loss_and_grad(
+            lambda h, w: torch.nn.functional.cross_entropy(h @ w.T, T), H, W)
+    yield Case("linear_cross_entropy", f"hidden {(N, D)}, weight {(C, D)}", "grad", both,
+               hidden.nbytes * 2 + weight.nbytes * 2, weight)
+
+
+PEAK_PROBE = """
+import resource, numpy as np
+N, D, C = {shape}
+rng = np.random.default_rng(0)
+hidden = rng.standard_normal((N, D), dtype=np.float32)
+weight = rng.standard_normal((C, D), dtype=np.float32)
+weight *= 0.02
+target = rng.integers(0, C, N)
+{setup}
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+{call}
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
+"""
+PEAK_CALLS = {
+    "cyburn": ("import cyburn as cb",
+               "cb.linear_cross_entropy(hidden, weight, target, return_grad=True)"),
+    "torch": ("import torch\nH, W, T = (torch.from_numpy(a) for a in (hidden, weight, target))"
+              "\nH.requires_grad_(); W.requires_grad_()",
+              "torch.nn.functional.cross_entropy(H @ W.T, T).backward()"),
+}
+
+
+def run_linear_cross_entropy_memory(args):
+    """Peak memory a linear_cross_entropy forward + backward adds to its process (its
+    outputs included), measured in fresh processes by the resident-set high-water mark."""
+    peaks = {}
+    for name, (setup, call) in PEAK_CALLS.items():
+        if name == "torch" and torch is None:
+            continue
+        code = PEAK_PROBE.format(shape=LM_HEAD, setup=setup, call=call)
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                check=True)
+        peaks[name] = int(result.stdout.split()[-1])
+    print(f"linear_cross_entropy {LM_HEAD[:2]} x {LM_HEAD[2]} forward + backward, peak extra "
+          f"memory (outputs included; dweight alone is {LM_HEAD[1] * LM_HEAD[2] * 4 >> 20} MiB):")
+    for name, peak in peaks.items():
+        ratio = f"   {peak / peaks['cyburn']:.2f}x cyburn's" if name != "cyburn" else ""
+        print(f"  {name:<7} {peak / 2**20:8.0f} MiB{ratio}")
+    print()
+
+
+SUITES = {"softmax": softmax_cases,
+          "norm": lambda rng: [*row_norm_cases(rng), *channel_norm_cases(rng)],
+          "xent": lambda rng: [*cross_entropy_cases(rng), *linear_cross_entropy_cases(rng)]}
 
 
 def run_cases(cases, args):
@@ -290,6 +377,8 @@ def main(argv=None):
     print()
     for suite in args.suites:
         run_cases(SUITES[suite](np.random.default_rng(0)), args)
+    if "xent" in args.suites:
+        run_linear_cross_entropy_memory(args)
     if "softmax" in args.suites:
         run_simd_levels(args)
 

@@ -48,10 +48,10 @@ def _row_norm(x, weight, bias, eps, residual, return_stats, out, centered):
         rstd = np.full(x.shape[:-1], np.nan, work)
     else:
         x = _arrays.contiguous(x, work)
-        inputs = (x,)
         if residual is not None:
             residual = _arrays.contiguous(residual, work)
-            inputs = (x, residual)
+        # out may be x or residual (in place), but must not overlap weight or bias
+        inputs = [a for a in (x, residual, weight, bias) if a is not None]
         y, y_is_out = _arrays.output_for(inputs, out, work, False)
         h = None if residual is None else np.empty(x.shape, work)
         mean = np.empty(x.shape[:-1], work) if centered else None
@@ -128,8 +128,11 @@ def rms_norm_backward(dy, x, weight, rstd):
 
 
 # ---- group, instance and batch norm -----------------------------------------------------------
-# The kernels see x as (N, C, S), S = prod(spatial); `groups` > 0 is group norm with statistics
-# per (sample, group), 0 is batch norm with statistics per channel.
+# The kernels see x as (N, C, S), S = prod(spatial); `groups` is group norm's number of groups
+# (statistics per sample and group), or BATCH for batch norm (statistics per channel).
+
+BATCH = None
+BATCH_RUN_MIN = 256     # batch norm of shorter runs (e.g. (N, C) input) goes channels-first
 
 def _channels(x):
     if x.ndim < 2:
@@ -138,7 +141,26 @@ def _channels(x):
 
 
 def _stats_shape(N, C, groups):
-    return (N, groups) if groups else (C,)
+    return (C,) if groups is BATCH else (N, groups)
+
+
+def _channels_first(a, N, C):
+    """(N, C, S) data as a (1, C, N * S) C-contiguous array: each channel one long run."""
+    return np.ascontiguousarray(a.reshape(N, C, -1).transpose(1, 0, 2)).reshape(1, C, -1)
+
+
+def _from_channels_first(a, shape):
+    N, C = shape[:2]
+    return np.ascontiguousarray(a.reshape(C, N, -1).transpose(1, 0, 2)).reshape(shape)
+
+
+def _kernel_layout(arrays, N, C, groups):
+    """(arrays, N, groups, transposed) for the kernels: batch norm of short runs is computed on
+    channels-first copies, where every channel is one run of N * S elements."""
+    S = arrays[0].size // (N * C)
+    if groups is BATCH and S < BATCH_RUN_MIN and N > 1:
+        return [_channels_first(a, N, C) for a in arrays], 1, 0, True
+    return arrays, N, 0 if groups is BATCH else groups, False
 
 
 def _check_num_groups(num_groups, C):
@@ -152,8 +174,8 @@ def _check_num_groups(num_groups, C):
 
 
 def _channel_norm(x, weight, bias, dtype, groups, eps, given_stats=None, want_var=False):
-    """y, mean, rstd, var (var only with want_var) of group norm (groups > 0) or batch norm
-    (groups == 0); with given_stats = (mean, rstd) those are used instead of computed."""
+    """y, mean, rstd, var (var only with want_var) of group norm (`groups` groups) or batch norm
+    (BATCH); with given_stats = (mean, rstd) those are used instead of computed."""
     N, C = _channels(x)
     _arrays.check_shape(weight, "weight", (C,), "(C,)")
     _arrays.check_shape(bias, "bias", (C,), "(C,)")
@@ -172,16 +194,18 @@ def _channel_norm(x, weight, bias, dtype, groups, eps, given_stats=None, want_va
                 if a is not None:
                     a.fill(np.nan)
         return np.empty(x.shape, dtype), mean, rstd, var
-    x = _arrays.contiguous(x, work)
-    y = np.empty(x.shape, work)
-    kernels.channel_norm_forward(x, N, C, groups, _optional(weight, work, np.ones, C),
+    (xk,), Nk, groups, transposed = _kernel_layout([_arrays.contiguous(x, work)], N, C, groups)
+    y = np.empty(xk.shape, work)
+    kernels.channel_norm_forward(xk, Nk, C, groups, _optional(weight, work, np.ones, C),
                                  _optional(bias, work, np.zeros, C), y, mean, rstd, var,
                                  given_stats is None, eps, _threads.current())
+    if transposed:
+        y = _from_channels_first(y, x.shape)
     return _as(y, dtype), mean, rstd, var
 
 
 def _channel_norm_backward(dy, x, weight, mean, rstd, groups_of_C):
-    """(dx, dweight, dbias) of group norm (groups_of_C(C) > 0) or batch norm (0)."""
+    """(dx, dweight, dbias) of group norm (groups_of_C(C) groups) or batch norm (BATCH)."""
     (dy, x, weight), dtype = _arrays.as_inputs(dy=dy, x=x, weight=weight)
     (mean, rstd), _ = _arrays.as_inputs(mean=mean, rstd=rstd)
     N, C = _channels(x)
@@ -194,12 +218,18 @@ def _channel_norm_backward(dy, x, weight, mean, rstd, groups_of_C):
     work = _arrays.compute_dtype(dtype)
     dweight = np.zeros(C, work) if weight is not None else None
     dbias = np.zeros(C, work) if weight is not None else None
-    dx = np.empty(x.shape, work)
-    if x.size:
+    if x.size == 0:
+        dx = np.empty(x.shape, work)
+    else:
+        (dyk, xk), Nk, kernel_groups, transposed = _kernel_layout(
+            [_arrays.contiguous(dy, work), _arrays.contiguous(x, work)], N, C, groups)
+        dx = np.empty(xk.shape, work)
         kernels.channel_norm_backward(
-            _arrays.contiguous(dy, work), _arrays.contiguous(x, work), N, C, groups,
-            _optional(weight, work, np.ones, C), _arrays.contiguous(mean, work),
-            _arrays.contiguous(rstd, work), dx, dweight, dbias, _threads.current())
+            dyk, xk, Nk, C, kernel_groups, _optional(weight, work, np.ones, C),
+            _arrays.contiguous(mean, work), _arrays.contiguous(rstd, work), dx, dweight, dbias,
+            _threads.current())
+        if transposed:
+            dx = _from_channels_first(dx, x.shape)
     return tuple(_as(a, dtype) if a is not None else None for a in (dx, dweight, dbias))
 
 
@@ -269,7 +299,7 @@ def batch_norm(x, weight=None, bias=None, *, running_mean=None, running_var=None
             raise ValueError(f"batch_norm in training needs more than 1 value per channel, "
                              f"got x of shape {x.shape}")
         momentum = float(momentum)
-        y, mean, rstd, var = _channel_norm(x, weight, bias, dtype, 0, eps,
+        y, mean, rstd, var = _channel_norm(x, weight, bias, dtype, BATCH, eps,
                                            want_var=running_var is not None)
         if values and running_mean is not None:        # no update from an empty batch
             running_mean[...] = (momentum * mean.astype(np.float64)
@@ -281,7 +311,8 @@ def batch_norm(x, weight=None, bias=None, *, running_mean=None, running_var=None
             raise ValueError("batch_norm with training=False needs running_mean and running_var")
         mean = np.array(running_mean, dtype=work)
         rstd = (1.0 / np.sqrt(running_var.astype(np.float64) + float(eps))).astype(work)
-        y, mean, rstd, _ = _channel_norm(x, weight, bias, dtype, 0, eps, given_stats=(mean, rstd))
+        y, mean, rstd, _ = _channel_norm(x, weight, bias, dtype, BATCH, eps,
+                                         given_stats=(mean, rstd))
     return (y, mean, rstd) if return_stats else y
 
 
@@ -290,4 +321,4 @@ def batch_norm_backward(dy, x, weight, mean, rstd):
     means over each channel's samples and positions, g = dy * weight[c]; dweight and dbias sum
     over samples and positions. Returns (dx, dweight, dbias); None for the last two when weight
     is None."""
-    return _channel_norm_backward(dy, x, weight, mean, rstd, lambda C: 0)
+    return _channel_norm_backward(dy, x, weight, mean, rstd, lambda C: BATCH)

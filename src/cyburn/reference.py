@@ -417,3 +417,271 @@ def batch_norm_backward(dy, x, weight, mean, rstd):
     Returns (dx, dweight, dbias); dweight and dbias are None when weight is None.
     """
     return _sets_backward(dy, x, weight, mean, rstd, None)
+
+
+# ---- cross-entropy ------------------------------------------------------------------------------
+#
+# The class axis is last: logits (..., C) are taken as N rows of C classes. With z the logits
+# (after the optional softcap), lse = logsumexp(z) and logp = z - lse per row, both kinds of
+# target become class coefficients r[i, c] >= 0 of the row's loss,
+#
+#     loss_i = sum_c r[i, c] * (-logp[i, c]) + z_loss * lse_i**2
+#     dloss_i / dz[i, j] = softmax(z[i])_j * (sum_c r[i, c] + 2 * z_loss * lse_i) - r[i, j]
+#
+#   class index t:        r[i, c] = (1 - eps) * w[t] * [c == t] + (eps / C) * w[c]
+#   probabilities q:      r[i, c] = w[c] * ((1 - eps) * q[i, c] + eps / C)
+#
+# (w: the class weights, 1 without them; eps: label_smoothing), as in PyTorch's F.cross_entropy.
+# log_softmax is computed in the compute dtype (float32 for half logits) after subtracting the
+# row's maximum; the sum of exponentials, the per-row losses and the reductions in float64.
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+def _ce_options(reduction, label_smoothing, z_loss, softcap):
+    """The scalar options, checked, as Python floats (softcap None when off)."""
+    if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+    eps = float(label_smoothing)
+    if not 0.0 <= eps <= 1.0:
+        raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
+    if softcap is not None:
+        softcap = float(softcap)
+        if not 0.0 < softcap < math.inf:
+            raise ValueError(f"softcap must be a positive finite number or None, got {softcap!r}")
+    return eps, float(z_loss), softcap
+
+
+def _ce_logits(logits):
+    """logits as rows (N, C) in the compute dtype, the dtype to return and logits' shape."""
+    logits = np.asarray(logits)
+    dtype = _arrays.result_dtype(logits.dtype, "logits")
+    if logits.ndim == 0:
+        raise ValueError("logits must have at least one dimension (the classes), got a scalar")
+    rows = logits.astype(_arrays.compute_dtype(dtype)).reshape(math.prod(logits.shape[:-1]),
+                                                                logits.shape[-1])
+    return rows, dtype, logits.shape
+
+
+def _ce_target(target, shape, ignore_index, work):
+    """The target as (t, valid, q): integer class indices give t (N,) int64 (0 where ignored)
+    and valid (N,) bool, q None; floating class probabilities give q (N, C) in the compute
+    dtype, t None and every row valid."""
+    target = np.asarray(target)
+    batch, classes = tuple(shape[:-1]), shape[-1]
+    if target.dtype.kind in "iu":
+        if target.shape != batch:
+            raise ValueError(f"target of class indices has shape {target.shape}, expected "
+                             f"logits.shape[:-1] = {batch} (logits of shape {tuple(shape)})")
+        t = target.reshape(-1)
+        valid = t != ignore_index
+        bad = valid & ((t < 0) | (t >= classes))
+        if bad.any():
+            value = t[np.flatnonzero(bad)[0]]
+            raise IndexError(f"target {value} is out of bounds for {classes} classes (valid: "
+                             f"0 to {classes - 1}, or ignore_index={ignore_index})")
+        return np.where(valid, t, 0).astype(np.int64), valid, None
+    if target.dtype.kind == "f" or _arrays._is_half(target.dtype):
+        if target.shape != tuple(shape):
+            raise ValueError(f"target of class probabilities has shape {target.shape}, expected "
+                             f"logits' shape {tuple(shape)} (class indices must be integers)")
+        return None, np.ones(math.prod(batch), bool), target.astype(work).reshape(-1, classes)
+    raise TypeError(f"target has unsupported dtype {target.dtype}: class indices must be "
+                    f"integers, class probabilities floating point")
+
+
+def _ce_class_weights(weight, shape, work):
+    """The class weights (C,) in the compute dtype, or None."""
+    if weight is None:
+        return None
+    w = np.asarray(weight)
+    _arrays.result_dtype(w.dtype, "weight")                # TypeError for complex, object, str
+    if w.shape != tuple(shape[-1:]):
+        raise ValueError(f"weight has shape {w.shape}, expected (C,) = {tuple(shape[-1:])} "
+                         f"for logits of shape {tuple(shape)}")
+    return w.astype(work)
+
+
+def _ce_rows(x, t, valid, q, w, eps, z_loss, softcap, need_grad):
+    """Per row of x (N, C), in float64: the loss, the row's part of the mean's denominator
+    (w[t], or 1 for probabilities; 0 when ignored) and, when need_grad, the gradient of the
+    row's loss with respect to the row's logits (zero for ignored rows)."""
+    n, classes = x.shape
+    if n == 0:
+        return np.zeros(0), np.zeros(0), np.zeros((0, classes)) if need_grad else None
+    work = x.dtype
+    z = x if softcap is None else softcap * np.tanh(x / softcap)
+    m = np.max(z, axis=-1, keepdims=True)
+    shifted = z - m
+    sumexp = np.sum(np.exp(shifted), axis=-1, keepdims=True, dtype=np.float64)
+    logp = shifted - np.log(sumexp).astype(work)                 # log_softmax(z), compute dtype
+    lse = m[:, 0].astype(np.float64) + np.log(sumexp[:, 0])
+    nlogp = -logp.astype(np.float64)
+    wc = np.ones(classes) if w is None else w.astype(np.float64)
+
+    if q is None:                        # class indices; PyTorch's terms, each only when used
+        rows = np.arange(n)
+        share = np.where(valid, wc[t], 0.0)                      # w[t_i]
+        loss = (1 - eps) * share * nlogp[rows, t]
+        r = np.zeros((n, classes)) if eps == 0 else np.tile(eps / classes * wc, (n, 1))
+        r[rows, t] += (1 - eps) * share
+        if eps > 0:
+            loss = loss + eps / classes * np.sum(wc * nlogp, axis=-1)
+    else:                                # class probabilities
+        share = np.ones(n)
+        r = wc * ((1 - eps) * q.astype(np.float64) + eps / classes)
+        loss = np.sum(r * nlogp, axis=-1)
+    if z_loss != 0:
+        loss = loss + z_loss * lse ** 2
+    loss = np.where(valid, loss, 0.0)
+    if not need_grad:
+        return loss, share, None
+
+    p = np.exp(logp).astype(np.float64)                          # softmax(z)
+    dz = p * (np.sum(r, axis=-1) + 2 * z_loss * lse)[:, None] - r
+    if softcap is not None:
+        dz = dz * (1 - (z.astype(np.float64) / softcap) ** 2)    # d(c tanh(x / c))/dx
+    return loss, share, np.where(valid[:, None], dz, 0.0)
+
+
+def _ce_dloss(dloss, reduction, batch):
+    """dloss as float64: a scalar, or for reduction 'none' also one value per row (N,)."""
+    d = np.asarray(dloss)
+    _arrays.result_dtype(d.dtype, "dloss")
+    if d.ndim == 0:
+        return d.astype(np.float64)
+    if reduction != "none":
+        raise ValueError(f"dloss of reduction={reduction!r} must be a scalar, got shape {d.shape}")
+    if d.shape != tuple(batch):
+        raise ValueError(f"dloss has shape {d.shape}, expected () or logits.shape[:-1] = "
+                         f"{tuple(batch)}")
+    return d.astype(np.float64).reshape(-1)
+
+
+def _cross_entropy(x, shape, target, weight, ignore_index, reduction, label_smoothing, z_loss,
+                   softcap, dloss):
+    """The cross-entropy of rows x (N, C) (logits of `shape`) reduced, in float64, and the
+    gradient (N, C) of dloss * loss when dloss is not None."""
+    eps, z_loss, softcap = _ce_options(reduction, label_smoothing, z_loss, softcap)
+    ignore_index = operator.index(ignore_index)
+    if x.shape[1] == 0 and x.shape[0] > 0:
+        raise ValueError(f"logits of shape {tuple(shape)} have no classes")
+    t, valid, q = _ce_target(target, shape, ignore_index, x.dtype)
+    w = _ce_class_weights(weight, shape, x.dtype)
+    if dloss is not None:
+        dloss = _ce_dloss(dloss, reduction, shape[:-1])
+    with np.errstate(all="ignore"):          # inf and NaN propagate, a mean of nothing is NaN
+        loss, share, grad = _ce_rows(x, t, valid, q, w, eps, z_loss, softcap, dloss is not None)
+        if reduction == "none":
+            result, scale = loss.reshape(shape[:-1]), dloss
+        elif reduction == "sum":
+            result, scale = np.sum(loss), dloss
+        else:
+            denominator = np.sum(share)
+            result, scale = np.sum(loss) / denominator, None if dloss is None else (
+                dloss / denominator)
+        if dloss is not None:
+            scale = np.broadcast_to(scale, loss.shape)[:, None]
+            grad = np.where(valid[:, None], scale * grad, 0.0)    # 0 even when scale is inf
+    return result, grad
+
+
+def _ce_loss_result(loss, dtype):
+    """The loss in the result dtype: a 0-d array when reduced, else the per-row array."""
+    with np.errstate(over="ignore"):
+        return np.asarray(loss, dtype=np.float64).astype(dtype)
+
+
+def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="mean",
+                  label_smoothing=0.0, z_loss=0.0, softcap=None, return_grad=False,
+                  grad_out=None):
+    """Cross-entropy of logits (..., C), class axis last, as torch.nn.functional.cross_entropy:
+
+        z = softcap * tanh(logits / softcap)  (z = logits when softcap is None)
+        lse = logsumexp(z) = m + log(sum(exp(z - m))),  m = max(z),  logp = z - lse
+        class index t (integer target of shape logits.shape[:-1]; t == ignore_index: ignored,
+        loss 0, not counted):
+            loss_i = (1 - eps) * w[t] * (-logp[t]) + (eps / C) * sum_c w[c] * (-logp[c])
+                     + z_loss * lse**2
+        class probabilities q (floating target of logits' shape), q' = (1 - eps) * q + eps / C:
+            loss_i = sum_c w[c] * q'[c] * (-logp[c]) + z_loss * lse**2
+        eps = label_smoothing, w = weight (ones when None).
+        reduction "none": loss_i (shape logits.shape[:-1]); "sum": sum_i loss_i;
+        "mean": sum_i loss_i / sum_i w[t_i] over the rows not ignored (class indices), or / N
+        (probabilities); a mean over no rows is NaN.
+
+    Returns the loss (a 0-d array when reduced) in the logits' result dtype; with
+    return_grad=True, (loss, dlogits) as cross_entropy_backward with dloss = 1 gives it,
+    written into grad_out when given (which may be logits itself).
+    """
+    x, dtype, shape = _ce_logits(logits)
+    loss, grad = _cross_entropy(x, shape, target, weight, ignore_index, reduction,
+                                label_smoothing, z_loss, softcap, 1.0 if return_grad else None)
+    loss = _ce_loss_result(loss, dtype)
+    if not return_grad:
+        if grad_out is not None:
+            raise ValueError("grad_out is only written with return_grad=True")
+        return loss
+    return loss, _result(grad.reshape(shape), dtype, grad_out)
+
+
+def cross_entropy_backward(logits, target, dloss=1.0, *, weight=None, ignore_index=-100,
+                           reduction="mean", label_smoothing=0.0, z_loss=0.0, softcap=None,
+                           out=None):
+    """Gradient of dloss * cross_entropy(logits, target, ...) with respect to the logits,
+    with p = softmax(z) and z, lse, w, eps as in cross_entropy, per row i:
+
+        class index t:  dz_j = s_i * (p_j * ((1 - eps) * w[t] + (eps / C) * sum(w)
+                                             + 2 * z_loss * lse) - (1 - eps) * w[t] * [j == t]
+                                      - (eps / C) * w[j]),   0 for ignored rows
+        probabilities:  dz_j = s_i * (p_j * (sum_c w[c] * q'[c] + 2 * z_loss * lse) - w[j] * q'[j])
+        dlogits = dz * (1 - (z / softcap)**2)  with softcap, else dz
+        s_i = dloss / (the mean's denominator) for "mean", dloss for "sum", dloss[i] for "none"
+        (dloss a scalar, or of shape logits.shape[:-1] for "none").
+
+    Returns dlogits (logits' shape and result dtype), into out= when given.
+    """
+    x, dtype, shape = _ce_logits(logits)
+    _, grad = _cross_entropy(x, shape, target, weight, ignore_index, reduction, label_smoothing,
+                             z_loss, softcap, dloss)
+    return _result(grad.reshape(shape), dtype, out)
+
+
+def linear_cross_entropy(hidden, weight, target, *, bias=None, chunk_size=None,
+                         ignore_index=-100, reduction="mean", label_smoothing=0.0, z_loss=0.0,
+                         softcap=None, return_grad=False):
+    """cross_entropy(hidden @ weight.T + bias, target, ...) for hidden (N, D), weight (C, D) and
+    bias (C,) (the options as in cross_entropy; no class weights). cyburn's kernel computes
+    the logits chunk_size rows at a time; this oracle materializes all of them, in the
+    compute dtype, and checks chunk_size only (None or an integer >= 1).
+
+    With return_grad=True returns (loss, dhidden, dweight, dbias) by the chain rule from
+    dlogits = cross_entropy_backward(logits, target, 1, ...), in float64:
+
+        dhidden = dlogits @ weight,  dweight = dlogits.T @ hidden,  dbias = sum_i dlogits[i]
+
+    dbias is None without a bias; all in the result dtype of hidden, weight and bias.
+    """
+    (hidden, weight, bias), dtype = _prepare_optional(hidden=hidden, weight=weight, bias=bias)
+    if hidden.ndim != 2:
+        raise ValueError(f"hidden must have shape (N, D), got shape {hidden.shape}")
+    if weight.ndim != 2 or weight.shape[1] != hidden.shape[1]:
+        raise ValueError(f"weight has shape {weight.shape}, expected (C, D) with D = "
+                         f"{hidden.shape[1]} for hidden of shape {hidden.shape}")
+    if bias is not None and bias.shape != weight.shape[:1]:
+        raise ValueError(f"bias has shape {bias.shape}, expected (C,) = {weight.shape[:1]} "
+                         f"for weight of shape {weight.shape}")
+    if chunk_size is not None and operator.index(chunk_size) < 1:
+        raise ValueError(f"chunk_size must be None or an integer >= 1, got {chunk_size!r}")
+    logits = hidden @ weight.T
+    if bias is not None:
+        logits = logits + bias
+    loss, grad = _cross_entropy(logits, logits.shape, target, None, ignore_index, reduction,
+                                label_smoothing, z_loss, softcap, 1.0 if return_grad else None)
+    loss = _ce_loss_result(loss, dtype)
+    if not return_grad:
+        return loss
+    dhidden = grad @ weight.astype(np.float64)
+    dweight = grad.T @ hidden.astype(np.float64)
+    dbias = None if bias is None else np.sum(grad, axis=0).astype(dtype)
+    return loss, dhidden.astype(dtype), dweight.astype(dtype), dbias
