@@ -49,13 +49,13 @@ EXAMPLES = max(10, settings.default.max_examples // 3)
 
 def eps_of(dtype):
     dtype = np.dtype(dtype)
-    return float((ml_dtypes.finfo if dtype == BF16 else np.finfo)(dtype).eps)
+    return float((ml_dtypes.finfo if BF16 is not None and dtype == BF16 else np.finfo)(dtype).eps)
 
 
 def ulp_floor(dtype):
     """The spacing of the subnormals: the rounding error of a tiny result."""
     dtype = np.dtype(dtype)
-    return float((ml_dtypes.finfo if dtype == BF16 else np.finfo)(dtype).smallest_subnormal)
+    return float((ml_dtypes.finfo if BF16 is not None and dtype == BF16 else np.finfo)(dtype).smallest_subnormal)
 
 
 def compute_dtype(dtype):

@@ -9,14 +9,16 @@ class weights w and label smoothing e:
 "mean" divides the sum by the summed weight of the non-ignored class targets (PyTorch), or
 by the number of rows for probability targets.
 """
+import operator
+
 import numpy as np
 
 from . import _arrays, _threads
 from ._dispatch import kernels
 
 REDUCTIONS = ("mean", "sum", "none")
-CHUNK_BYTES = 32 << 20      # linear_cross_entropy: logits per chunk, when chunk_size is None
-CLASS_BLOCK = 4096          # linear_cross_entropy: dweight is accumulated this many classes at a time
+CHUNK_BYTES = 16 << 20      # linear_cross_entropy: logits per chunk, when chunk_size is None
+CLASS_BLOCK = 2048          # linear_cross_entropy: dweight is accumulated this many classes at a time
 
 
 class _Problem:
@@ -33,8 +35,8 @@ class _Problem:
         if not 0.0 <= self.smoothing <= 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
         self.softcap = 0.0 if softcap is None else float(softcap)
-        if softcap is not None and not self.softcap > 0:
-            raise ValueError(f"softcap must be positive, got {softcap}")
+        if softcap is not None and not 0 < self.softcap < np.inf:
+            raise ValueError(f"softcap must be positive and finite, got {softcap}")
         self.z_loss = float(z_loss)
         self.ignore_index = int(ignore_index)
         self.reduction = reduction
@@ -111,8 +113,10 @@ class _Problem:
 
 
 def _prepare(logits, target, weight, *options):
-    """(problem, the logits as aligned C-contiguous rows in the compute dtype)."""
-    (logits, weight), dtype = _arrays.as_inputs(logits=logits, weight=weight)
+    """(problem, the logits as aligned C-contiguous rows in the compute dtype). The logits
+    alone set the result dtype; class weights are cast to it."""
+    logits, dtype = _arrays.as_input(logits, "logits")
+    weight = None if weight is None else _arrays.as_input(weight, "weight")[0]
     p = _Problem(logits.shape, dtype, target, weight, *options)
     return p, _arrays.contiguous(logits, p.work)
 
@@ -133,6 +137,8 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="
     With return_grad, returns (loss, dlogits) from one fused pass: dlogits is the gradient of
     the returned loss (of their sum for reduction="none"), written into grad_out when given,
     which may be logits itself."""
+    if grad_out is not None and not return_grad:
+        raise ValueError("grad_out is only written with return_grad=True")
     p, logits = _prepare(logits, target, weight, ignore_index, reduction, label_smoothing,
                          z_loss, softcap)
     losses = np.zeros(p.N, np.float64)
@@ -169,7 +175,7 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, chunk_size=None,
                          ignore_index=-100, reduction="mean", label_smoothing=0.0, z_loss=0.0,
                          softcap=None, return_grad=False):
     """cross_entropy(hidden @ weight.T + bias, target, ...) for hidden (N, D), weight (C, D),
-    computed chunk_size rows at a time (by default as many as fit in 32 MiB of logits): the
+    computed chunk_size rows at a time (by default as many as fit in 16 MiB of logits): the
     logits of a chunk go through NumPy's matmul into one reused buffer, the fused kernel turns
     them into losses and, in place, their gradient, which is multiplied back:
         dhidden = dlogits @ weight,  dweight = dlogits.T @ hidden,  dbias = sum(dlogits, 0).
@@ -185,8 +191,10 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, chunk_size=None,
     hidden, weight = _arrays.contiguous(hidden, p.work), _arrays.contiguous(weight, p.work)
     bias = None if bias is None else _arrays.contiguous(bias, p.work)
     if chunk_size is None:
-        chunk_size = CHUNK_BYTES // max(1, C * p.work.itemsize)
-    chunk_size = max(1, min(int(chunk_size), N))
+        chunk_size = max(1, CHUNK_BYTES // max(1, C * p.work.itemsize))
+    elif operator.index(chunk_size) < 1:
+        raise ValueError(f"chunk_size must be a positive number of rows, got {chunk_size}")
+    chunk_size = max(1, min(operator.index(chunk_size), N))
     losses = np.zeros(N, np.float64)
     scale = p.grad_scale(1.0)[0] if return_grad else 1.0
     if return_grad:
