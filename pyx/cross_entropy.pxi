@@ -7,8 +7,10 @@
 #     loss = sum_c w_c q'_c (lse - z_c) + z_loss lse^2
 #     dz_j = p_j (sum_c w_c q'_c + 2 z_loss lse) - w_j q'_j,      p = softmax(z)
 # which for a class index is PyTorch's weighted, label-smoothed loss. A row is read from
-# memory once (its max); the sum of exponentials and the gradient re-read it from cache
-# (a row of 50257 float32 is 200 KB: L2). The gradient may be written over the logits.
+# memory once: for the loss alone, the max and the sum of exponentials come from one read
+# (block by block, rescaling the sum when the max rises); with the gradient, the max is taken
+# first and the sum and gradient passes re-read the row from cache (50257 float32 are
+# 200 KB: L2). The gradient may be written over the logits.
 
 from libc.math cimport tanh as c_tanh
 from libc.stdint cimport int64_t
@@ -34,7 +36,10 @@ cdef double cross_entropy_row(const real *x, const real *q, Py_ssize_t t, const 
         for j in range(C):
             z_buffer[j] = <real>(o.softcap * c_tanh(x[j] / o.softcap))
         z = z_buffer
-    m = span_max(z, C)
+    if grad == NULL:
+        s = span_sum_exp_online(z, C, &m)                 # the row is read once
+    else:
+        m = span_max(z, C)
     # wq = sum_c w_c q'_c and wqz = sum_c w_c q'_c (z_c - m): shifted by the max, so that
     # logits of 1e30 still give a loss of their differences
     if o.smoothing:
@@ -52,9 +57,7 @@ cdef double cross_entropy_row(const real *x, const real *q, Py_ssize_t t, const 
             wqz += w[j] * q[j] * <double>(z[j] - m)
     wq = (1.0 - o.smoothing) * wq + o.smoothing / C * o.weight_sum
     wqz = (1.0 - o.smoothing) * wqz + o.smoothing / C * wz
-    if grad == NULL:
-        s = span_sum_of_exp(z, m, C)
-    else:
+    if grad != NULL:
         s = span_sum_exp(z, m, grad, False, C)             # grad = exp(z - m), for p
     lse = m + c_log(s)
     loss = wq * c_log(s) - wqz + o.z_loss * lse * lse     # = sum_c w_c q'_c (lse - z_c) + ...

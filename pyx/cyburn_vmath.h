@@ -30,6 +30,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
+#include <math.h>
 #if defined(__SSE2__)
 #include <immintrin.h>
 #endif
@@ -219,18 +220,28 @@ CYB_INLINE double cyb_sum_exp_##SUFFIX(const T *x, T shift, T *y, int shifted, p
     }                                                                                        \
     return s;                                                                                \
 }                                                                                            \
-/* sum(exp(x - shift)), blocked like cyb_sum_exp, storing nothing */                       \
-CYB_INLINE double cyb_sum_of_exp_##SUFFIX(const T *x, T shift, ptrdiff_t n)                  \
+/* sum(exp(x - m)) with m = max(x) (stored in *max), in one read of x: each block of         \
+   CYB_BLOCK elements (in L1) gets its max, and the sum so far is rescaled when it rises.     \
+   Blocks of -inf add nothing (their exp(-inf - -inf) would be NaN). */                      \
+CYB_INLINE double cyb_sum_exp_online_##SUFFIX(const T *x, ptrdiff_t n, T *max)               \
 {                                                                                            \
     double s = 0.0;                                                                          \
+    T m = -(T)INFINITY;                                                                      \
     for (ptrdiff_t start = 0; start < n; start += CYB_BLOCK) {                               \
         ptrdiff_t end = n - start < CYB_BLOCK ? n : start + CYB_BLOCK;                       \
-        T block = 0;                                                                         \
+        T block_max = cyb_max_##SUFFIX(x + start, end - start), block = 0;                   \
+        if (block_max == -(T)INFINITY)                                                       \
+            continue;                                                                        \
+        if (!(block_max <= m)) {             /* a new max, or NaN: rescale to it */          \
+            s *= cyb_exp_##SUFFIX(m - block_max);                                            \
+            m = block_max;                                                                   \
+        }                                                                                    \
         CYB_PRAGMA(omp simd reduction(+ : block))                                            \
         for (ptrdiff_t i = start; i < end; i++)                                              \
-            block += cyb_exp_##SUFFIX(x[i] - shift);                                         \
+            block += cyb_exp_##SUFFIX(x[i] - m);                                             \
         s += block;                                                                          \
     }                                                                                        \
+    *max = m;                                                                                \
     return s;                                                                                \
 }                                                                                            \
 /* sum(a * b), blocked like cyb_sum_exp */                                                   \

@@ -9,8 +9,8 @@ cdef extern from "cyburn_vmath.h" nogil:
     double cyb_max_f64(const double *x, Py_ssize_t n)
     double cyb_sum_exp_f32(const float *x, float shift, float *y, bint shifted, Py_ssize_t n)
     double cyb_sum_exp_f64(const double *x, double shift, double *y, bint shifted, Py_ssize_t n)
-    double cyb_sum_of_exp_f32(const float *x, float shift, Py_ssize_t n)
-    double cyb_sum_of_exp_f64(const double *x, double shift, Py_ssize_t n)
+    double cyb_sum_exp_online_f32(const float *x, Py_ssize_t n, float *max)
+    double cyb_sum_exp_online_f64(const double *x, Py_ssize_t n, double *max)
     double cyb_dot_f32(const float *a, const float *b, Py_ssize_t n)
     double cyb_dot_f64(const double *a, const double *b, Py_ssize_t n)
     double cyb_sum_f32(const float *a, Py_ssize_t n)
@@ -74,12 +74,12 @@ cdef inline double span_sum_exp(const real *x, real shift, real *y, bint shifted
         return cyb_sum_exp_f64(x, shift, y, shifted, n)
 
 
-cdef inline double span_sum_of_exp(const real *x, real shift, Py_ssize_t n) noexcept nogil:
-    """sum(exp(x - shift)), blocked like span_sum_exp, storing nothing."""
+cdef inline double span_sum_exp_online(const real *x, Py_ssize_t n, real *max) noexcept nogil:
+    """sum(exp(x - max(x))) in one read of x, storing max(x) in *max (see cyburn_vmath.h)."""
     if real is float:
-        return cyb_sum_of_exp_f32(x, shift, n)
+        return cyb_sum_exp_online_f32(x, n, max)
     else:
-        return cyb_sum_of_exp_f64(x, shift, n)
+        return cyb_sum_exp_online_f64(x, n, max)
 
 
 cdef inline double span_dot(const real *a, const real *b, Py_ssize_t n) noexcept nogil:

@@ -250,7 +250,7 @@ def linear_cross_entropy_cases(rng):
 
 
 PEAK_PROBE = """
-import resource, numpy as np
+import numpy as np
 N, D, C = {shape}
 rng = np.random.default_rng(0)
 hidden = rng.standard_normal((N, D), dtype=np.float32)
@@ -258,9 +258,12 @@ weight = rng.standard_normal((C, D), dtype=np.float32)
 weight *= 0.02
 target = rng.integers(0, C, N)
 {setup}
-before = int(open("/proc/self/statm").read().split()[1]) * resource.getpagesize()  # resident now
+def status(field):       # Linux: this process's VmRSS (resident now) or VmHWM (its peak), bytes
+    line = next(l for l in open("/proc/self/status") if l.startswith(field + ":"))
+    return int(line.split()[1]) * 1024
+before = status("VmRSS")
 {call}
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before)
+print(status("VmHWM") - before)
 """
 PEAK_CALLS = {
     "cyburn": ("import cyburn as cb",
@@ -274,7 +277,7 @@ PEAK_CALLS = {
 def run_linear_cross_entropy_memory(args):
     """Peak memory a linear_cross_entropy forward + backward adds to its process (its
     outputs included), measured in fresh processes: the resident-set high-water mark after
-    the call less the resident set before it (Linux's /proc)."""
+    the call less the resident set before it (Linux's /proc/self/status)."""
     peaks = {}
     for name, (setup, call) in PEAK_CALLS.items():
         if name == "torch" and torch is None:

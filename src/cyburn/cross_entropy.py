@@ -17,7 +17,7 @@ from . import _arrays, _threads
 from ._dispatch import kernels
 
 REDUCTIONS = ("mean", "sum", "none")
-CHUNK_BYTES = 16 << 20      # linear_cross_entropy: logits per chunk, when chunk_size is None
+CHUNK_BYTES = 48 << 20      # linear_cross_entropy: logits per chunk, when chunk_size is None
 CLASS_BLOCK = 2048          # linear_cross_entropy: dweight is accumulated this many classes at a time
 
 
@@ -175,7 +175,7 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, chunk_size=None,
                          ignore_index=-100, reduction="mean", label_smoothing=0.0, z_loss=0.0,
                          softcap=None, return_grad=False):
     """cross_entropy(hidden @ weight.T + bias, target, ...) for hidden (N, D), weight (C, D),
-    computed chunk_size rows at a time (by default as many as fit in 16 MiB of logits): the
+    computed chunk_size rows at a time (by default as many as fit in 48 MiB of logits): the
     logits of a chunk go through NumPy's matmul into one reused buffer, the fused kernel turns
     them into losses and, in place, their gradient, which is multiplied back:
         dhidden = dlogits @ weight,  dweight = dlogits.T @ hidden,  dbias = sum(dlogits, 0).
