@@ -31,7 +31,7 @@ cdef double cross_entropy_row(const real *x, const real *q, Py_ssize_t t, const 
     cdef const real *z = x
     cdef Py_ssize_t j
     cdef real m, a, b, e_over_c = <real>(o.smoothing / C), keep = <real>(1.0 - o.smoothing)
-    cdef double s, lse, wq, wqz, wz, loss
+    cdef double s, lse, wq, wqz, wz, w_sum, loss
     if o.softcap:
         for j in range(C):
             z_buffer[j] = <real>(o.softcap * c_tanh(x[j] / o.softcap))
@@ -43,7 +43,7 @@ cdef double cross_entropy_row(const real *x, const real *q, Py_ssize_t t, const 
     # wq = sum_c w_c q'_c and wqz = sum_c w_c q'_c (z_c - m): shifted by the max, so that
     # logits of 1e30 still give a loss of their differences
     if o.smoothing:
-        span_sums_centered(w, NULL, z, m, C, &s, &wz)         # wz = sum_c w_c (z_c - m)
+        span_sums_centered(w, NULL, z, m, C, &w_sum, &wz)     # wz = sum_c w_c (z_c - m)
     else:
         wz = 0.0
     if q == NULL:
