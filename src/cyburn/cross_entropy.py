@@ -17,7 +17,7 @@ from . import _arrays, _threads
 from ._dispatch import kernels
 
 REDUCTIONS = ("mean", "sum", "none")
-CHUNK_BYTES = 48 << 20      # linear_cross_entropy: logits per chunk, when chunk_size is None
+CHUNK_BYTES = 80 << 20      # linear_cross_entropy: logits per chunk, when chunk_size is None
 CLASS_BLOCK = 2048          # linear_cross_entropy: dweight is accumulated this many classes at a time
 
 
@@ -175,7 +175,7 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, chunk_size=None,
                          ignore_index=-100, reduction="mean", label_smoothing=0.0, z_loss=0.0,
                          softcap=None, return_grad=False):
     """cross_entropy(hidden @ weight.T + bias, target, ...) for hidden (N, D), weight (C, D),
-    computed chunk_size rows at a time (by default as many as fit in 48 MiB of logits): the
+    computed chunk_size rows at a time (by default in equal chunks of at most 80 MiB of logits): the
     logits of a chunk go through NumPy's matmul into one reused buffer, the fused kernel turns
     them into losses and, in place, their gradient, which is multiplied back:
         dhidden = dlogits @ weight,  dweight = dlogits.T @ hidden,  dbias = sum(dlogits, 0).
@@ -190,8 +190,9 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, chunk_size=None,
                  z_loss, softcap)
     hidden, weight = _arrays.contiguous(hidden, p.work), _arrays.contiguous(weight, p.work)
     bias = None if bias is None else _arrays.contiguous(bias, p.work)
-    if chunk_size is None:
-        chunk_size = max(1, CHUNK_BYTES // max(1, C * p.work.itemsize))
+    if chunk_size is None:              # equal chunks, each within CHUNK_BYTES of logits
+        chunks = -(-N // max(1, CHUNK_BYTES // max(1, C * p.work.itemsize)))
+        chunk_size = -(-N // max(1, chunks))
     elif operator.index(chunk_size) < 1:
         raise ValueError(f"chunk_size must be a positive number of rows, got {chunk_size}")
     chunk_size = max(1, min(operator.index(chunk_size), N))
@@ -199,7 +200,7 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, chunk_size=None,
     scale = p.grad_scale(1.0)[0] if return_grad else 1.0
     if return_grad:
         dhidden = np.empty((N, D), p.work)
-        dweight = np.zeros((C, D), p.work)
+        dweight = np.zeros((C, D), p.work) if N == 0 else np.empty((C, D), p.work)
         dbias = None if bias is None else np.zeros(C, np.float64)
         block = np.empty((min(C, CLASS_BLOCK), D), p.work)
     buffer = np.empty((chunk_size, C), p.work)
@@ -212,10 +213,12 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, chunk_size=None,
         p.run(logits, logits if return_grad else None, losses[rows], rows, scale)
         if return_grad:                         # logits now hold their gradient
             np.matmul(logits, weight, out=dhidden[rows])
-            for c0 in range(0, C, CLASS_BLOCK):
+            for c0 in range(0, C, CLASS_BLOCK):     # the first chunk writes dweight itself
                 c1 = min(C, c0 + CLASS_BLOCK)
-                np.matmul(logits[:, c0:c1].T, hidden[rows], out=block[:c1 - c0])
-                dweight[c0:c1] += block[:c1 - c0]
+                target = dweight[c0:c1] if start == 0 else block[:c1 - c0]
+                np.matmul(logits[:, c0:c1].T, hidden[rows], out=target)
+                if start:
+                    dweight[c0:c1] += target
             if dbias is not None:
                 dbias += logits.sum(axis=0, dtype=np.float64)
     loss = p.reduce(losses)
