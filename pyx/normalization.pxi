@@ -61,7 +61,7 @@ cdef void norm_row(const real *x, const real *residual, const real *weight, cons
     """h = x + residual (when residual != NULL; otherwise h is x itself), then
         layer norm:  y = (h - mean(h)) * rstd * weight + bias,  rstd = 1 / sqrt(var(h) + eps)
         RMSNorm:     y = h * rstd * weight,                     rstd = 1 / sqrt(mean(h^2) + eps)
-    storing mean(h) (layer norm) and rstd."""
+    storing mean(h) (layer norm) and rstd where they are not NULL."""
     cdef Py_ssize_t i
     cdef real m = 0, r
     if residual != NULL:
@@ -70,9 +70,11 @@ cdef void norm_row(const real *x, const real *residual, const real *weight, cons
         x = h
     if centered:
         m = <real>(span_sum(x, n) / n)
-        mean[0] = m
+        if mean != NULL:
+            mean[0] = m
     r = <real>(1.0 / c_sqrt(span_sum_sq_dev(x, m, n) / n + eps))
-    rstd[0] = r
+    if rstd != NULL:
+        rstd[0] = r
     for i in range(n):
         y[i] = (x[i] - m) * r * weight[i] + bias[i]
 
@@ -90,7 +92,7 @@ cdef void norm_rows_chunk(const real *x, const real *residual, const real *weigh
                 prefetch_span(residual + at + n, n)
         norm_row(x + at, residual + at if residual != NULL else NULL, weight, bias,
                  h + at if h != NULL else NULL, y + at, mean + r if mean != NULL else NULL,
-                 rstd + r, n, eps, centered)
+                 rstd + r if rstd != NULL else NULL, n, eps, centered)
 
 
 cdef void norm_rows(const real *x, const real *residual, const real *weight, const real *bias,
@@ -341,10 +343,11 @@ cdef int norm_channels_gradient(const real *dy, const real *x, const real *weigh
 # user gave none.
 
 def row_norm_forward(cnp.ndarray x not None, residual, cnp.ndarray weight not None,
-                     cnp.ndarray bias not None, cnp.ndarray y not None, h, mean,
-                     cnp.ndarray rstd not None, bint centered, double eps, int num_threads):
+                     cnp.ndarray bias not None, cnp.ndarray y not None, h, mean, rstd,
+                     bint centered, double eps, int num_threads):
     """Layer norm (centered) or RMSNorm of the rows of x, n = weight.size features each:
-    y, and h = x + residual when residual is not None; mean (when centered) and rstd per row."""
+    y, and h = x + residual when residual is not None; mean and rstd per row when they are
+    not None."""
     cdef int t = float_type(x)
     cdef Py_ssize_t size = cnp.PyArray_SIZE(x), n = cnp.PyArray_SIZE(weight)
     if n == 0 or size % n:
@@ -356,8 +359,8 @@ def row_norm_forward(cnp.ndarray x not None, residual, cnp.ndarray weight not No
     cdef void *pb = data_of(bias, t, n, False)
     cdef void *py = data_of(y, t, size, True)
     cdef void *ph = NULL if residual is None else data_of(h, t, size, True)
-    cdef void *pm = data_of(mean, t, rows, True) if centered else NULL
-    cdef void *ps = data_of(rstd, t, rows, True)
+    cdef void *pm = NULL if mean is None else data_of(mean, t, rows, True)
+    cdef void *ps = NULL if rstd is None else data_of(rstd, t, rows, True)
     cdef int threads = team_size(size, rows, num_threads)
     with nogil:
         if t == cnp.NPY_FLOAT:

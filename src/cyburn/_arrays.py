@@ -4,6 +4,7 @@ The kernels take aligned C-contiguous arrays and reduce along any one axis of th
 (pyx/softmax.pxi treats the array as (outer, n, inner)). Aligned F-contiguous arrays are
 passed transposed, without a copy; any other strides, and misaligned data, are copied once.
 """
+import functools
 import operator
 
 import numpy as np
@@ -51,11 +52,14 @@ def as_inputs(**named):
     dtype = None
     for name, a in named.items():
         if a is not None:
-            a, a_dtype = as_input(a, name)
-            if dtype is None or dtype == a_dtype:
-                dtype = a_dtype
-            else:
-                dtype = np.promote_types(dtype, a_dtype)
+            if type(a) is not np.ndarray:
+                a = np.asarray(a)
+            if a.dtype is not dtype:        # (the usual case, arrays of one dtype, skips this)
+                a_dtype = result_dtype(a.dtype, name)
+                if dtype is None or dtype == a_dtype:
+                    dtype = a_dtype
+                else:
+                    dtype = np.promote_types(dtype, a_dtype)
         arrays.append(a)
     return arrays, dtype
 
@@ -129,7 +133,9 @@ def output_for(inputs, out, dtype, transposed, out_may_be_input=True):
     (from c_layout): `out` itself when it fits and does not overlap an input (except as the
     very same elements, when `out_may_be_input`), else a new array.
     Returns (target, target_is_out)."""
-    if out is not None and out.dtype == dtype:
+    if out is None:
+        return np.empty(inputs[0].shape, dtype), False
+    if out.dtype == dtype:
         target = out.T if transposed else out
         if target.flags.c_contiguous and target.flags.aligned and all(
                 [not np.may_share_memory(target, a)
@@ -147,3 +153,12 @@ def finish(target, target_is_out, out, dtype, transposed):
             np.copyto(out, result, casting="unsafe")
         return out
     return result if result.dtype == dtype else result.astype(dtype)
+
+
+@functools.lru_cache(maxsize=32)
+def constant(value, n, dtype):
+    """A read-only array of n copies of `value` (the default weights and biases of the
+    kernels), made once per (value, n, dtype): small calls must not pay for it each time."""
+    a = np.full(n, value, dtype)
+    a.flags.writeable = False
+    return a

@@ -47,7 +47,8 @@ class _Problem:
         if C == 0 and N > 0:
             raise ValueError(f"logits of shape {shape} have no classes")
         _arrays.check_shape(weight, "weight", (C,), "(C,) = logits.shape[-1:]")
-        self.weight = np.ones(C, work) if weight is None else _arrays.contiguous(weight, work)
+        self.weight = (_arrays.constant(1, C, work) if weight is None
+                       else _arrays.contiguous(weight, work))
         self.weight_sum = float(C) if weight is None else float(np.sum(weight, dtype=np.float64))
         target = np.asarray(target)
         if target.shape == shape and (target.dtype.kind == "f" or _arrays._is_half(target.dtype)):

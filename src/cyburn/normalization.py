@@ -22,8 +22,8 @@ def _as(a, dtype):
 
 
 def _optional(a, work, default, n):
-    """`a` for the kernels, or `default` (np.ones / np.zeros) of n elements when None."""
-    return default(n, work) if a is None else _arrays.contiguous(a, work)
+    """`a` for the kernels, or n copies of `default` (1 for a weight, 0 for a bias) when None."""
+    return _arrays.constant(default, n, work) if a is None else _arrays.contiguous(a, work)
 
 
 # ---- layer norm and RMSNorm --------------------------------------------------------------------
@@ -54,10 +54,10 @@ def _row_norm(x, weight, bias, eps, residual, return_stats, out, centered):
         inputs = [a for a in (x, residual, weight, bias) if a is not None]
         y, y_is_out = _arrays.output_for(inputs, out, work, False)
         h = None if residual is None else np.empty(x.shape, work)
-        mean = np.empty(x.shape[:-1], work) if centered else None
-        rstd = np.empty(x.shape[:-1], work)
-        kernels.row_norm_forward(x, residual, _optional(weight, work, np.ones, n),
-                                 _optional(bias, work, np.zeros, n), y, h, mean, rstd,
+        mean = np.empty(x.shape[:-1], work) if centered and return_stats else None
+        rstd = np.empty(x.shape[:-1], work) if return_stats else None
+        kernels.row_norm_forward(x, residual, _optional(weight, work, 1, n),
+                                 _optional(bias, work, 0, n), y, h, mean, rstd,
                                  centered, eps, _threads.current())
         y = _arrays.finish(y, y_is_out, out, dtype, False)
     results = [y]
@@ -88,7 +88,7 @@ def _row_norm_backward(dy, x, weight, mean, rstd, centered):
         dy = _arrays.contiguous(dy, work)
         dx = np.empty(x.shape, work)
         kernels.row_norm_backward(
-            dy, _arrays.contiguous(x, work), _optional(weight, work, np.ones, n),
+            dy, _arrays.contiguous(x, work), _optional(weight, work, 1, n),
             _arrays.contiguous(mean, work) if centered else None,
             _arrays.contiguous(rstd, work), dx, dweight, dbias, centered, _threads.current())
     results = [_as(a, dtype) if a is not None else None for a in (dx, dweight, dbias)]
@@ -196,8 +196,8 @@ def _channel_norm(x, weight, bias, dtype, groups, eps, given_stats=None, want_va
         return np.empty(x.shape, dtype), mean, rstd, var
     (xk,), Nk, groups, transposed = _kernel_layout([_arrays.contiguous(x, work)], N, C, groups)
     y = np.empty(xk.shape, work)
-    kernels.channel_norm_forward(xk, Nk, C, groups, _optional(weight, work, np.ones, C),
-                                 _optional(bias, work, np.zeros, C), y, mean, rstd, var,
+    kernels.channel_norm_forward(xk, Nk, C, groups, _optional(weight, work, 1, C),
+                                 _optional(bias, work, 0, C), y, mean, rstd, var,
                                  given_stats is None, eps, _threads.current())
     if transposed:
         y = _from_channels_first(y, x.shape)
@@ -225,7 +225,7 @@ def _channel_norm_backward(dy, x, weight, mean, rstd, groups_of_C):
             [_arrays.contiguous(dy, work), _arrays.contiguous(x, work)], N, C, groups)
         dx = np.empty(xk.shape, work)
         kernels.channel_norm_backward(
-            dyk, xk, Nk, C, kernel_groups, _optional(weight, work, np.ones, C),
+            dyk, xk, Nk, C, kernel_groups, _optional(weight, work, 1, C),
             _arrays.contiguous(mean, work), _arrays.contiguous(rstd, work), dx, dweight, dbias,
             _threads.current())
         if transposed:
