@@ -1002,8 +1002,20 @@ THREADED = {"layer": (300, 771), "rms": (300, 771), "group": (4, 8, 33, 35),
 @pytest.mark.parametrize("dtype", [F32, F64], ids=str)
 @pytest.mark.parametrize("kind", KINDS)
 def test_bitwise_identical_for_any_thread_count(kind, dtype, rng, restore_threads):
-    inputs = make_inputs(kind, rng, THREADED[kind], dtype, residual=kind in ROWS, groups=4)
-    dy = rng.standard_normal(THREADED[kind]).astype(dtype)
+    check_thread_determinism(kind, THREADED[kind], dtype, rng)
+
+
+@pytest.mark.parametrize("dtype", [F32, F64])
+@pytest.mark.parametrize("shape", [(5000, 8), (700, 8, 7)])
+def test_batch_norm_of_short_runs_bitwise_identical_for_any_thread_count(shape, dtype, rng,
+                                                                         restore_threads):
+    """Short runs (prod(spatial) < 256) take the column-sum kernels."""
+    check_thread_determinism("batch", shape, dtype, rng)
+
+
+def check_thread_determinism(kind, shape, dtype, rng):
+    inputs = make_inputs(kind, rng, shape, dtype, residual=kind in ROWS, groups=4)
+    dy = rng.standard_normal(shape).astype(dtype)
     rm0, rv0 = rng.standard_normal(8).astype(F32), (rng.random(8) + 0.5).astype(F32)
     results = {}
     for n in (1, 2, 3):

@@ -132,7 +132,7 @@ def rms_norm_backward(dy, x, weight, rstd):
 # (statistics per sample and group), or BATCH for batch norm (statistics per channel).
 
 BATCH = None
-BATCH_RUN_MIN = 256     # batch norm of shorter runs (e.g. (N, C) input) goes channels-first
+BATCH_RUN_MIN = 256     # batch norm of shorter runs (e.g. (N, C) input) goes by column sums
 
 def _channels(x):
     if x.ndim < 2:
@@ -144,23 +144,9 @@ def _stats_shape(N, C, groups):
     return (C,) if groups is BATCH else (N, groups)
 
 
-def _channels_first(a, N, C):
-    """(N, C, S) data as a (1, C, N * S) C-contiguous array: each channel one long run."""
-    return np.ascontiguousarray(a.reshape(N, C, -1).transpose(1, 0, 2)).reshape(1, C, -1)
-
-
-def _from_channels_first(a, shape):
-    N, C = shape[:2]
-    return np.ascontiguousarray(a.reshape(C, N, -1).transpose(1, 0, 2)).reshape(shape)
-
-
-def _kernel_layout(arrays, N, C, groups):
-    """(arrays, N, groups, transposed) for the kernels: batch norm of short runs is computed on
-    channels-first copies, where every channel is one run of N * S elements."""
-    S = arrays[0].size // (N * C)
-    if groups is BATCH and S < BATCH_RUN_MIN and N > 1:
-        return [_channels_first(a, N, C) for a in arrays], 1, 0, True
-    return arrays, N, 0 if groups is BATCH else groups, False
+def _by_columns(x, N, C, groups):
+    """Batch norm of short runs (e.g. an (N, C) input) goes by column sums (see the kernels)."""
+    return groups is BATCH and x.size // (N * C) < BATCH_RUN_MIN
 
 
 def _check_num_groups(num_groups, C):
@@ -194,13 +180,16 @@ def _channel_norm(x, weight, bias, dtype, groups, eps, given_stats=None, want_va
                 if a is not None:
                     a.fill(np.nan)
         return np.empty(x.shape, dtype), mean, rstd, var
-    (xk,), Nk, groups, transposed = _kernel_layout([_arrays.contiguous(x, work)], N, C, groups)
-    y = np.empty(xk.shape, work)
-    kernels.channel_norm_forward(xk, Nk, C, groups, _optional(weight, work, 1, C),
-                                 _optional(bias, work, 0, C), y, mean, rstd, var,
-                                 given_stats is None, eps, _threads.current())
-    if transposed:
-        y = _from_channels_first(y, x.shape)
+    x = _arrays.contiguous(x, work)
+    y = np.empty(x.shape, work)
+    affine = _optional(weight, work, 1, C), _optional(bias, work, 0, C)
+    if _by_columns(x, N, C, groups):
+        kernels.batch_norm_columns_forward(x, N, C, *affine, y, mean, rstd, var,
+                                           given_stats is None, eps, _threads.current())
+    else:
+        kernels.channel_norm_forward(x, N, C, 0 if groups is BATCH else groups, *affine, y,
+                                     mean, rstd, var, given_stats is None, eps,
+                                     _threads.current())
     return _as(y, dtype), mean, rstd, var
 
 
@@ -221,15 +210,16 @@ def _channel_norm_backward(dy, x, weight, mean, rstd, groups_of_C):
     if x.size == 0:
         dx = np.empty(x.shape, work)
     else:
-        (dyk, xk), Nk, kernel_groups, transposed = _kernel_layout(
-            [_arrays.contiguous(dy, work), _arrays.contiguous(x, work)], N, C, groups)
-        dx = np.empty(xk.shape, work)
-        kernels.channel_norm_backward(
-            dyk, xk, Nk, C, kernel_groups, _optional(weight, work, 1, C),
-            _arrays.contiguous(mean, work), _arrays.contiguous(rstd, work), dx, dweight, dbias,
-            _threads.current())
-        if transposed:
-            dx = _from_channels_first(dx, x.shape)
+        dy, x = _arrays.contiguous(dy, work), _arrays.contiguous(x, work)
+        dx = np.empty(x.shape, work)
+        stats = _arrays.contiguous(mean, work), _arrays.contiguous(rstd, work)
+        if _by_columns(x, N, C, groups):
+            kernels.batch_norm_columns_backward(dy, x, N, C, _optional(weight, work, 1, C),
+                                                *stats, dx, dweight, dbias, _threads.current())
+        else:
+            kernels.channel_norm_backward(dy, x, N, C, 0 if groups is BATCH else groups,
+                                          _optional(weight, work, 1, C), *stats, dx, dweight,
+                                          dbias, _threads.current())
     return tuple(_as(a, dtype) if a is not None else None for a in (dx, dweight, dbias))
 
 
