@@ -19,7 +19,6 @@ cdef struct LossOptions:
     double smoothing            # e
     double z_loss
     double softcap              # 0: none
-    double weight_sum           # sum_c w_c
 
 
 cdef double cross_entropy_row(const real *x, const real *q, Py_ssize_t t, const real *w,
@@ -30,7 +29,8 @@ cdef double cross_entropy_row(const real *x, const real *q, Py_ssize_t t, const 
     z_buffer has room for C elements when o.softcap."""
     cdef const real *z = x
     cdef Py_ssize_t j
-    cdef real m, a, b, e_over_c = <real>(o.smoothing / C), keep = <real>(1.0 - o.smoothing)
+    cdef real m, p_scale, row_scale, e_over_c = <real>(o.smoothing / C)
+    cdef real keep = <real>(1.0 - o.smoothing)
     cdef double s, lse, wq, wqz, wz, w_sum, loss
     if o.softcap:
         for j in range(C):
@@ -42,21 +42,15 @@ cdef double cross_entropy_row(const real *x, const real *q, Py_ssize_t t, const 
         m = span_max(z, C)
     # wq = sum_c w_c q'_c and wqz = sum_c w_c q'_c (z_c - m): shifted by the max, so that
     # logits of 1e30 still give a loss of their differences
-    if o.smoothing:
-        span_sums_centered(w, NULL, z, m, C, &w_sum, &wz)     # wz = sum_c w_c (z_c - m)
-    else:
-        wz = 0.0
     if q == NULL:
         wq = w[t]
         wqz = wq * <double>(z[t] - m)
     else:
-        wq = 0.0
-        wqz = 0.0
-        for j in range(C):
-            wq += w[j] * q[j]
-            wqz += w[j] * q[j] * <double>(z[j] - m)
-    wq = (1.0 - o.smoothing) * wq + o.smoothing / C * o.weight_sum
-    wqz = (1.0 - o.smoothing) * wqz + o.smoothing / C * wz
+        span_sums_centered(q, w, z, m, C, &wq, &wqz)
+    if o.smoothing:                                       # (never 0 * a NaN weight sum)
+        span_sums_centered(w, NULL, z, m, C, &w_sum, &wz)    # sum_c w_c, sum_c w_c (z_c - m)
+        wq = (1.0 - o.smoothing) * wq + o.smoothing / C * w_sum
+        wqz = (1.0 - o.smoothing) * wqz + o.smoothing / C * wz
     if grad != NULL:
         s = span_sum_exp(z, m, grad, False, C)             # grad = exp(z - m), for p
     lse = m + c_log(s)
@@ -64,19 +58,19 @@ cdef double cross_entropy_row(const real *x, const real *q, Py_ssize_t t, const 
     if grad == NULL:
         return loss
     # dz_j = scale * (p_j * (wq + 2 z_loss lse) - w_j q'_j), p_j = grad_j / s
-    a = <real>(scale * (wq + 2.0 * o.z_loss * lse) / s)
-    b = <real>scale
+    p_scale = <real>(scale * (wq + 2.0 * o.z_loss * lse) / s)
+    row_scale = <real>scale
     if q == NULL:
         if o.smoothing:
             for j in range(C):
-                grad[j] = grad[j] * a - b * e_over_c * w[j]
+                grad[j] = grad[j] * p_scale - row_scale * e_over_c * w[j]
         else:
             for j in range(C):
-                grad[j] = grad[j] * a
-        grad[t] -= b * keep * w[t]
+                grad[j] = grad[j] * p_scale
+        grad[t] -= row_scale * keep * w[t]
     else:
         for j in range(C):
-            grad[j] = grad[j] * a - b * w[j] * (keep * q[j] + e_over_c)
+            grad[j] = grad[j] * p_scale - row_scale * w[j] * (keep * q[j] + e_over_c)
     if o.softcap:                                          # dlogits = dz * (1 - (z / c)^2)
         for j in range(C):
             grad[j] = grad[j] * <real>(1.0 - (z[j] / o.softcap) * (z[j] / o.softcap))
@@ -89,7 +83,7 @@ cdef int cross_entropy_chunk(const real *x, const real *q, const int64_t *target
                              LossOptions o, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
     """Rows first..last-1: losses[r] and, when grad is not NULL, their gradient rows scaled by
     scale * row_scale[r] (row_scale may be NULL). Ignored rows: loss 0, gradient 0.
-    Returns -1 when the softcap buffer cannot be allocated."""
+    Returns -1 when the softcap buffer cannot be allocated, -2 at a class index out of range."""
     cdef Py_ssize_t r, j, at
     cdef real *z_buffer = NULL
     if o.softcap:
@@ -106,6 +100,9 @@ cdef int cross_entropy_chunk(const real *x, const real *q, const int64_t *target
                 for j in range(C):
                     grad[at + j] = 0
             continue
+        if target != NULL and not 0 <= target[r] < C:      # check_targets reports these
+            free(z_buffer)
+            return -2
         losses[r] = cross_entropy_row(
             x + at, q + at if q != NULL else NULL, target[r] if target != NULL else 0, w,
             z_buffer, grad + at if grad != NULL else NULL, C, o,
@@ -118,15 +115,19 @@ cdef int cross_entropy_rows(const real *x, const real *q, const int64_t *target,
                             int64_t ignore_index, const real *w, real *grad, double *losses,
                             const double *row_scale, double scale, Py_ssize_t N, Py_ssize_t C,
                             LossOptions o, int threads) noexcept nogil:
-    cdef int c, status = 0
+    """cross_entropy_chunk over all rows; -2 if any chunk met a bad class index, else -1 if
+    any ran out of memory, else 0."""
+    cdef int c, status, bad_index = 0, no_memory = 0
     if threads == 1:
         return cross_entropy_chunk(x, q, target, ignore_index, w, grad, losses, row_scale,
                                    scale, C, o, 0, N)
     for c in prange(threads, num_threads=threads, schedule='static'):
-        if cross_entropy_chunk(x, q, target, ignore_index, w, grad, losses, row_scale, scale,
-                               C, o, chunk_start(N, c, threads), chunk_start(N, c + 1, threads)):
-            status = -1
-    return status
+        status = cross_entropy_chunk(x, q, target, ignore_index, w, grad, losses, row_scale,
+                                     scale, C, o, chunk_start(N, c, threads),
+                                     chunk_start(N, c + 1, threads))
+        bad_index += status == -2           # reductions: every thread's outcome counts
+        no_memory += status == -1
+    return -2 if bad_index else -1 if no_memory else 0
 
 
 # ---- Python entry points ----------------------------------------------------------------------
@@ -151,13 +152,14 @@ def check_targets(cnp.ndarray target not None, weight, int64_t ignore_index, Py_
     return bad, total
 
 
-def cross_entropy_forward(cnp.ndarray logits not None, target, probabilities,
-                          cnp.ndarray weight not None, int64_t ignore_index, double smoothing,
-                          double z_loss, double softcap, double weight_sum, double scale,
-                          row_scale, cnp.ndarray losses not None, grad, int num_threads):
-    """Per-row losses (float64) of (N, C) logits against int64 class indices `target` (checked
-    by check_targets first) or `probabilities`; with grad, their gradient times scale (and
-    row_scale[r] when not None); grad may be logits itself."""
+def cross_entropy_loss_and_grad(cnp.ndarray logits not None, target, probabilities,
+                                cnp.ndarray weight not None, int64_t ignore_index,
+                                double smoothing, double z_loss, double softcap, double scale,
+                                row_scale, cnp.ndarray losses not None, grad, int num_threads):
+    """Per-row losses (float64) of (N, C) logits against int64 class indices `target` (check
+    them with check_targets first: a bad one here raises a bare IndexError) or
+    `probabilities`; with grad, their gradient times scale (and row_scale[r] when not None);
+    grad may be logits itself, but no other input."""
     cdef int t = float_type(logits)
     if cnp.PyArray_NDIM(logits) != 2 or cnp.PyArray_DIM(logits, 1) == 0:
         raise ValueError("cyburn kernel: logits must be (N, C) with C > 0")
@@ -168,7 +170,6 @@ def cross_entropy_forward(cnp.ndarray logits not None, target, probabilities,
     o.smoothing = smoothing
     o.z_loss = z_loss
     o.softcap = softcap
-    o.weight_sum = weight_sum
     cdef void *px = data_of(logits, t, N * C, False)
     cdef const int64_t *pt = NULL if target is None else <const int64_t *>data_of(
         target, cnp.NPY_INT64, N, False)
@@ -188,5 +189,7 @@ def cross_entropy_forward(cnp.ndarray logits not None, target, probabilities,
             status = cross_entropy_rows(<const double *>px, <const double *>pq, pt,
                                         ignore_index, <const double *>pw, <double *>pg, pl, ps,
                                         scale, N, C, o, threads)
+    if status == -2:
+        raise IndexError("cyburn kernel: a class index is out of range")
     if status:
         raise MemoryError("cyburn: no memory for the softcap buffers")

@@ -9,6 +9,7 @@ class weights w and label smoothing e:
 "mean" divides the sum by the summed weight of the non-ignored class targets (PyTorch), or
 by the number of rows for probability targets.
 """
+import math
 import operator
 
 import numpy as np
@@ -17,6 +18,7 @@ from . import _arrays, _threads
 from ._dispatch import kernels
 
 REDUCTIONS = ("mean", "sum", "none")
+INT64 = np.iinfo(np.int64)
 CHUNK_BYTES = 80 << 20      # linear_cross_entropy: logits per chunk, when chunk_size is None
 CLASS_BLOCK = 2048          # linear_cross_entropy: dweight is accumulated this many classes at a time
 
@@ -38,18 +40,21 @@ class _Problem:
         if softcap is not None and not 0 < self.softcap < np.inf:
             raise ValueError(f"softcap must be positive and finite, got {softcap}")
         self.z_loss = float(z_loss)
-        self.ignore_index = int(ignore_index)
+        if not math.isfinite(self.z_loss):
+            raise ValueError(f"z_loss must be finite, got {z_loss}")
+        self.ignore_index = operator.index(ignore_index)
+        if not INT64.min <= self.ignore_index <= INT64.max:
+            raise ValueError(f"ignore_index must fit in int64, got {ignore_index}")
         self.reduction = reduction
         self.shape, self.dtype = shape, dtype
         self.work = work = _arrays.compute_dtype(dtype)
         self.C = C = shape[-1]
-        self.N = N = int(np.prod(shape[:-1]))
+        self.N = N = math.prod(shape[:-1])
         if C == 0 and N > 0:
             raise ValueError(f"logits of shape {shape} have no classes")
         _arrays.check_shape(weight, "weight", (C,), "(C,) = logits.shape[-1:]")
         self.weight = (_arrays.constant(1, C, work) if weight is None
                        else _arrays.contiguous(weight, work))
-        self.weight_sum = float(C) if weight is None else float(np.sum(weight, dtype=np.float64))
         target = np.asarray(target)
         if target.shape == shape and (target.dtype.kind == "f" or _arrays._is_half(target.dtype)):
             self.target = None
@@ -58,6 +63,8 @@ class _Problem:
             if target.dtype.kind not in "iu":
                 raise TypeError(f"class-index targets must have an integer dtype, got "
                                 f"{target.dtype}")
+            if target.dtype.kind == "u" and target.size and target.max() > INT64.max:
+                raise IndexError(f"target {target.max()} is out of range for {C} classes")
             self.target = _arrays.contiguous(target, np.dtype(np.int64)).reshape(N)
             self.probabilities = None
         else:
@@ -90,26 +97,25 @@ class _Problem:
             raise ValueError(f"dloss has shape {dloss.shape}, expected {expected} for "
                              f"reduction={self.reduction!r}")
         if self.reduction == "mean":
-            return (float(dloss) / self.denominator if self.denominator else np.nan), None
+            return _divide(float(dloss), self.denominator), None
         return float(dloss), None
 
     def run(self, logits, grad, losses, rows=slice(None), scale=1.0, row_scale=None):
         """Per-row losses of the (n, C) `logits`, which are the rows `rows` of the problem, into
         `losses` (float64) and, with `grad` (which may be `logits`), their scaled gradient."""
-        kernels.cross_entropy_forward(
+        kernels.cross_entropy_loss_and_grad(
             logits, None if self.target is None else self.target[rows],
             None if self.probabilities is None else self.probabilities[rows], self.weight,
-            self.ignore_index, self.smoothing, self.z_loss, self.softcap, self.weight_sum,
-            scale, row_scale, losses, grad, _threads.current())
+            self.ignore_index, self.smoothing, self.z_loss, self.softcap, scale, row_scale,
+            losses, grad, _threads.current())
 
     def reduce(self, losses):
         """The loss to return, from the per-row losses."""
         if self.reduction == "none":
             return losses.reshape(self.shape[:-1]).astype(self.dtype)
-        total = np.sum(losses)
+        total = float(losses.sum())
         if self.reduction == "mean":
-            with np.errstate(invalid="ignore", divide="ignore"):
-                total = total / np.float64(self.denominator)
+            total = _divide(total, self.denominator)
         return np.asarray(total, dtype=self.dtype)
 
 
@@ -122,11 +128,21 @@ def _prepare(logits, target, weight, *options):
     return p, _arrays.contiguous(logits, p.work)
 
 
+def _divide(a, b):
+    """a / b with IEEE results for b == 0 (a mean over no targets is NaN, as in PyTorch)."""
+    if b:
+        return a / b
+    return math.nan if a == 0 or math.isnan(a) else math.copysign(math.inf, a) * math.copysign(1, b)
+
+
 def _gradient_target(p, logits, out):
     """The array the kernel writes the gradient into (`out` when it fits: it may be the
-    logits themselves) and whether it is `out`."""
-    if out is not None:
-        _arrays.check_out(out, p.shape, p.dtype)
+    logits themselves, but not the probability targets) and whether it is `out`."""
+    if out is None:
+        return np.empty(logits.shape, p.work), False
+    _arrays.check_out(out, p.shape, p.dtype)
+    if p.probabilities is not None and np.may_share_memory(out, p.probabilities):
+        return np.empty(logits.shape, p.work), False
     return _arrays.output_for((logits,), out, p.work, False)
 
 
