@@ -1187,3 +1187,51 @@ def test_linear_chunk_size_must_be_positive(chunk_size):
     with pytest.raises(ValueError, match="chunk_size"):
         cb.linear_cross_entropy(np.zeros((4, 2)), np.zeros((3, 2)), np.array([0, 1, 2, 0]),
                                 chunk_size=chunk_size)
+
+
+def test_gradient_over_the_probability_target_is_right(rng):
+    """grad_out / out may not reuse the target's memory: the kernel reads q after writing."""
+    x = rng.standard_normal((6, 9))
+    q = rng.random((6, 9))
+    q /= q.sum(axis=1, keepdims=True)
+    want_loss, want = cb.cross_entropy(x, q.copy(), return_grad=True)
+    target = q.copy()
+    loss, grad = cb.cross_entropy(x, target, return_grad=True, grad_out=target)
+    assert grad is target
+    assert_bitwise_equal(grad, want, "grad_out=q")
+    target = q.copy()
+    assert_bitwise_equal(cb.cross_entropy_backward(x, target, out=target), want, "out=q")
+
+
+def test_nan_weight_of_an_untargeted_class_without_smoothing(rng):
+    x = rng.standard_normal((4, 5))
+    t = np.array([0, 1, 2, 1])
+    w = np.array([1.0, 2.0, 0.5, np.nan, np.inf])
+    loss, grad = cb.cross_entropy(x, t, weight=w, return_grad=True)
+    ref_loss, ref_grad = cb.reference.cross_entropy(x, t, weight=w, return_grad=True)
+    assert np.isfinite(loss) and np.all(np.isfinite(grad[:, :3]))
+    assert_within(loss, ref_loss, 1e-12, "loss")
+
+
+def test_targets_and_options_out_of_int64_or_finite_range():
+    x = np.zeros((2, 3))
+    with pytest.raises(IndexError):
+        cb.cross_entropy(x, np.array([0, 2**64 - 100], np.uint64))
+    with pytest.raises(TypeError):
+        cb.cross_entropy(x, np.array([0, 1]), ignore_index=1.5)
+    with pytest.raises(ValueError, match="ignore_index"):
+        cb.cross_entropy(x, np.array([0, 1]), ignore_index=2**63)
+    for z_loss in (np.inf, np.nan):
+        with pytest.raises(ValueError, match="z_loss"):
+            cb.cross_entropy(x, np.array([0, 1]), z_loss=z_loss)
+
+
+def test_kernel_itself_rejects_a_class_index_out_of_range():
+    """The kernel entry checks what check_targets checks, so a direct call cannot crash."""
+    from cyburn._dispatch import kernels
+    x = np.zeros((3, 4))
+    for bad in (4, -5, 10**12):
+        with pytest.raises(IndexError):
+            kernels.cross_entropy_loss_and_grad(
+                x, np.array([0, bad, 1], np.int64), None, np.ones(4), -100, 0.0, 0.0, 0.0, 1.0,
+                None, np.empty(3), np.empty_like(x), 1)
