@@ -220,13 +220,6 @@ cdef inline Py_ssize_t run_index(Grouping g, Py_ssize_t k, Py_ssize_t j) noexcep
     return j * g.C + k
 
 
-cdef inline Py_ssize_t stat_of_run(Grouping g, Py_ssize_t run) noexcept nogil:
-    """The stat that run n * C + c belongs to."""
-    if g.groups:
-        return (run // g.C) * g.groups + (run % g.C) // (g.C // g.groups)
-    return run % g.C
-
-
 cdef void channel_norm_stat(const real *x, const real *weight, const real *bias, real *y,
                             real *mean, real *rstd, real *var, Grouping g, Py_ssize_t k,
                             bint compute_stats, double eps) noexcept nogil:
@@ -310,9 +303,10 @@ cdef int norm_channels_gradient(const real *dy, const real *x, const real *weigh
     rstd * sum(dy * (x - mean)) and dbias[c] = sum(dy) from the per-run sums, in sample order.
     Returns -1 when the per-run sums cannot be allocated."""
     cdef Py_ssize_t k, n, c, run, stats = stat_count(g)
+    cdef Py_ssize_t per_stat = g.C // g.groups if g.groups else 1   # channels of a sample's stat
     cdef double *run_dy = <double *>malloc(2 * g.N * g.C * sizeof(double))
     cdef double *run_dyx = run_dy + g.N * g.C
-    cdef double sum_w, sum_b
+    cdef double r
     cdef int t
     if run_dy == NULL:
         return -1
@@ -324,15 +318,20 @@ cdef int norm_channels_gradient(const real *dy, const real *x, const real *weigh
             for k in range(chunk_start(stats, t, threads), chunk_start(stats, t + 1, threads)):
                 channel_norm_backward_stat(dy, x, weight, mean, rstd, dx, run_dy, run_dyx, g, k)
     if dweight != NULL:
+        # sample by sample, into sample 0's sums: contiguous, one rstd per stat
+        for n in range(g.N):
+            for k in range(g.C // per_stat):              # the sample's stats, in order
+                r = rstd[n * g.groups + k] if g.groups else rstd[k]
+                for c in range(k * per_stat, (k + 1) * per_stat):
+                    run = n * g.C + c
+                    if n == 0:
+                        run_dyx[c] = r * run_dyx[c]
+                    else:
+                        run_dyx[c] += r * run_dyx[run]
+                        run_dy[c] += run_dy[run]
         for c in range(g.C):
-            sum_w = 0.0
-            sum_b = 0.0
-            for n in range(g.N):
-                run = n * g.C + c
-                sum_w += rstd[stat_of_run(g, run)] * run_dyx[run]
-                sum_b += run_dy[run]
-            dweight[c] = <real>sum_w
-            dbias[c] = <real>sum_b
+            dweight[c] = <real>run_dyx[c]
+            dbias[c] = <real>run_dy[c]
     free(run_dy)
     return 0
 
