@@ -17,6 +17,7 @@ from libc.stdlib cimport calloc
 
 cdef enum:
     GRADIENT_BLOCK_ROWS = 64    # rows backward: dweight and dbias are summed in blocks of rows
+    SHORT_RUN = 8               # channel runs shorter than this are summed inline
 
 
 cdef void *data_of(object a, int typenum, Py_ssize_t size, bint write) except NULL:
@@ -213,11 +214,20 @@ cdef inline Py_ssize_t runs_per_stat(Grouping g) noexcept nogil:
     return g.C // g.groups if g.groups else g.N
 
 
-cdef inline Py_ssize_t run_index(Grouping g, Py_ssize_t k, Py_ssize_t j) noexcept nogil:
-    """n * C + c for the j-th run of stat k: the run starts at element S * (n * C + c)."""
+cdef inline Py_ssize_t first_run(Grouping g, Py_ssize_t k) noexcept nogil:
+    """n * C + c of the first run of stat k (a run starts at element S * (n * C + c)); its
+    j-th run is first_run + j * run_step(g), of channel first_run % C + j * channel_step(g)."""
     if g.groups:
-        return (k // g.groups) * g.C + (k % g.groups) * (g.C // g.groups) + j
-    return j * g.C + k
+        return (k // g.groups) * g.C + (k % g.groups) * (g.C // g.groups)
+    return k
+
+
+cdef inline Py_ssize_t run_step(Grouping g) noexcept nogil:
+    return 1 if g.groups else g.C
+
+
+cdef inline Py_ssize_t channel_step(Grouping g) noexcept nogil:
+    return 1 if g.groups else 0
 
 
 cdef void channel_norm_stat(const real *x, const real *weight, const real *bias, real *y,
@@ -226,7 +236,8 @@ cdef void channel_norm_stat(const real *x, const real *weight, const real *bias,
     """y = (x - mean) * rstd * weight[c] + bias[c] over the runs of stat k. With
     `compute_stats`, first mean = mean(x), var = mean((x - mean)^2) over those runs (stored,
     var only when var != NULL) and rstd = 1 / sqrt(var + eps); otherwise they are given."""
-    cdef Py_ssize_t j, s, at, c, runs = runs_per_stat(g)
+    cdef Py_ssize_t j, s, at, c, runs = runs_per_stat(g), first = first_run(g, k)
+    cdef Py_ssize_t step = run_step(g), c_step = channel_step(g), c0 = first % g.C
     # a group's runs are consecutive: its statistics take one span of all of them
     cdef Py_ssize_t spans = 1 if g.groups else runs, length = runs * g.S // spans
     cdef double total, variance
@@ -234,11 +245,11 @@ cdef void channel_norm_stat(const real *x, const real *weight, const real *bias,
     if compute_stats:
         total = 0.0
         for j in range(spans):
-            total += span_sum(x + run_index(g, k, j) * g.S, length)
+            total += span_sum(x + (first + j * step) * g.S, length)
         m = <real>(total / (runs * g.S))
         total = 0.0
         for j in range(spans):
-            total += span_sum_sq_dev(x + run_index(g, k, j) * g.S, m, length)
+            total += span_sum_sq_dev(x + (first + j * step) * g.S, m, length)
         variance = total / (runs * g.S)
         mean[k] = m
         rstd[k] = <real>(1.0 / c_sqrt(variance + eps))
@@ -247,11 +258,10 @@ cdef void channel_norm_stat(const real *x, const real *weight, const real *bias,
     m = mean[k]
     r = rstd[k]
     for j in range(runs):
-        at = run_index(g, k, j)
-        c = at % g.C
+        c = c0 + j * c_step
         a = r * weight[c]
         b = bias[c]
-        at = at * g.S
+        at = (first + j * step) * g.S
         for s in range(g.S):
             y[at + s] = (x[at + s] - m) * a + b
 
@@ -263,21 +273,30 @@ cdef void channel_norm_backward_stat(const real *dy, const real *x, const real *
     """dx over the runs of stat k, as norm_backward_row with the means over the stat's M
     elements and g = dy * weight[c]:  dx = rstd * (g - mean(g) - xhat * mean(g * xhat)).
     Also stores each run's sum(dy) and sum(dy * (x - mean)), for dbias and dweight."""
-    cdef Py_ssize_t j, s, at, c, runs = runs_per_stat(g)
+    cdef Py_ssize_t j, s, at, c, runs = runs_per_stat(g), first = first_run(g, k)
+    cdef Py_ssize_t step = run_step(g), c_step = channel_step(g), c0 = first % g.C
     cdef double sum_g = 0.0, sum_gx = 0.0, count = <double>(runs * g.S)
     cdef real m = mean[k], r = rstd[k], g_mean, q, a
     for j in range(runs):
-        at = run_index(g, k, j)
-        span_sums_centered(dy + at * g.S, NULL, x + at * g.S, m, g.S, &run_dy[at], &run_dyx[at])
-        sum_g += weight[at % g.C] * run_dy[at]
-        sum_gx += weight[at % g.C] * run_dyx[at]
+        at = first + j * step
+        c = c0 + j * c_step
+        if g.S < SHORT_RUN:                 # (the call would cost more than the sums)
+            run_dy[at] = 0.0
+            run_dyx[at] = 0.0
+            for s in range(at * g.S, (at + 1) * g.S):
+                run_dy[at] += dy[s]
+                run_dyx[at] += dy[s] * (x[s] - m)
+        else:
+            span_sums_centered(dy + at * g.S, NULL, x + at * g.S, m, g.S, &run_dy[at],
+                               &run_dyx[at])
+        sum_g += weight[c] * run_dy[at]
+        sum_gx += weight[c] * run_dyx[at]
     g_mean = <real>(sum_g / count)
     q = <real>(sum_gx / count * r * r)                   # xhat * mean(g * xhat) = (x - mean) * q
     for j in range(runs):
-        at = run_index(g, k, j)
-        c = at % g.C
+        c = c0 + j * c_step
         a = r * weight[c]
-        at = at * g.S
+        at = (first + j * step) * g.S
         for s in range(g.S):
             dx[at + s] = a * dy[at + s] - r * (g_mean + (x[at + s] - m) * q)
 
