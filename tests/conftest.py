@@ -34,8 +34,15 @@ settings.load_profile(os.environ.get("CYBURN_HYPOTHESIS_PROFILE", "cyburn"))
 
 # ---- constants ----------------------------------------------------------------------------------
 
+try:
+    import ml_dtypes
+    BF16 = np.dtype(ml_dtypes.bfloat16)
+except ImportError:                 # pragma: no cover - ml_dtypes is a test dependency
+    ml_dtypes, BF16 = None, None
+
 F16, F32, F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
 NATIVE = (F32, F64)
+DTYPES = [F16, F32, F64] + ([BF16] if BF16 is not None else [])       # every dtype computed
 FORWARD = {"softmax": cb.softmax, "log_softmax": cb.log_softmax}
 BACKWARD = {"softmax_backward": cb.softmax_backward,
             "log_softmax_backward": cb.log_softmax_backward}
@@ -44,12 +51,26 @@ REFERENCE = {name: getattr(cb.reference, name) for name in ALL_FUNCS}
 LAYOUTS = ("C", "F", "transposed", "strided", "negative", "strided-transposed")
 
 
+def is_bf16(dtype):
+    return BF16 is not None and np.dtype(dtype) == BF16       # (np.dtype(...) == None: float64)
+
+
+def _finfo(dtype):
+    return (ml_dtypes.finfo if is_bf16(dtype) else np.finfo)(np.dtype(dtype))
+
+
 def eps(dtype):
-    return float(np.finfo(dtype).eps)
+    return float(_finfo(dtype).eps)
 
 
 def tiny(dtype):
-    return float(np.finfo(dtype).smallest_subnormal)
+    """The spacing of the subnormals: the rounding error of a tiny result."""
+    return float(_finfo(dtype).smallest_subnormal)
+
+
+def compute_dtype(dtype):
+    """The dtype cyburn computes a dtype in: float32 for the half types."""
+    return np.dtype(dtype) if np.dtype(dtype) in NATIVE else F32
 
 
 # ---- arrays in any memory layout ----------------------------------------------------------------

@@ -36,36 +36,14 @@ import numpy as np
 import pytest
 
 import cyburn as cb
-from conftest import assert_bitwise_equal, assert_within, in_layout
+from conftest import DTYPES, F16, F32, F64, assert_bitwise_equal, assert_within, \
+    compute_dtype, in_layout, is_bf16
+from conftest import eps as eps_of
+from conftest import tiny as ulp_floor
 
-try:
-    import ml_dtypes
-    BF16 = np.dtype(ml_dtypes.bfloat16)
-except ImportError:                 # pragma: no cover - ml_dtypes is a test dependency
-    ml_dtypes, BF16 = None, None
-
-F16, F32, F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
-DTYPES = [F16, F32, F64] + ([BF16] if BF16 is not None else [])
 REDUCTIONS = ("mean", "sum", "none")
 KINDS = ("index", "probabilities")
 FUNCTIONS = ("cross_entropy", "cross_entropy_backward", "linear_cross_entropy")
-
-
-def is_bf16(dtype):
-    return BF16 is not None and np.dtype(dtype) == BF16       # (np.dtype(...) == None: float64)
-
-
-def eps_of(dtype):
-    return float((ml_dtypes.finfo if is_bf16(dtype) else np.finfo)(np.dtype(dtype)).eps)
-
-
-def ulp_floor(dtype):
-    finfo = ml_dtypes.finfo if is_bf16(dtype) else np.finfo
-    return float(finfo(np.dtype(dtype)).smallest_subnormal)
-
-
-def compute_dtype(dtype):
-    return np.dtype(dtype) if np.dtype(dtype) in (F32, F64) else F32
 
 
 def K(n):

@@ -25,16 +25,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import cyburn as cb
-from conftest import LAYOUTS, assert_bitwise_equal, assert_within, in_layout, shapes
+from conftest import BF16, DTYPES, F16, F32, F64, LAYOUTS, assert_bitwise_equal, assert_within, \
+    compute_dtype, in_layout, shapes
+from conftest import eps as eps_of
+from conftest import tiny as ulp_floor
 
-try:
-    import ml_dtypes
-    BF16 = np.dtype(ml_dtypes.bfloat16)
-except ImportError:                 # pragma: no cover - ml_dtypes is a test dependency
-    ml_dtypes, BF16 = None, None
-
-F16, F32, F64 = np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64)
-DTYPES = [F16, F32, F64] + ([BF16] if BF16 is not None else [])
 KINDS = ("layer", "rms", "group", "instance", "batch")
 ROWS = ("layer", "rms")                          # normalized over the last axis
 NAME = {"layer": "layer_norm", "rms": "rms_norm", "group": "group_norm",
@@ -45,21 +40,6 @@ SHAPE = {"layer": (3, 10, 67), "rms": (3, 10, 67), "group": (3, 6, 5, 7),
          "instance": (3, 6, 5, 7), "batch": (3, 6, 5, 7)}
 GROUPS = 3                                       # for group_norm on SHAPE["group"]
 EXAMPLES = max(10, settings.default.max_examples // 3)
-
-
-def eps_of(dtype):
-    dtype = np.dtype(dtype)
-    return float((ml_dtypes.finfo if BF16 is not None and dtype == BF16 else np.finfo)(dtype).eps)
-
-
-def ulp_floor(dtype):
-    """The spacing of the subnormals: the rounding error of a tiny result."""
-    dtype = np.dtype(dtype)
-    return float((ml_dtypes.finfo if BF16 is not None and dtype == BF16 else np.finfo)(dtype).smallest_subnormal)
-
-
-def compute_dtype(dtype):
-    return np.dtype(dtype) if np.dtype(dtype) in (F32, F64) else F32
 
 
 def K(n):
@@ -952,9 +932,9 @@ def test_running_stats_validation():
     assert_within(y, x / np.sqrt(1 + 1e-5), 1e-15, "evaluation with read-only running stats")
     # as in PyTorch, both or neither
     for training in (True, False):
-        for given in ({"running_mean": np.zeros(4)}, {"running_var": np.ones(4)}):
+        for only_one in ({"running_mean": np.zeros(4)}, {"running_var": np.ones(4)}):
             with pytest.raises(ValueError, match="both"):
-                cb.batch_norm(x, training=training, **given)
+                cb.batch_norm(x, training=training, **only_one)
 
 
 # ================================================================================================
