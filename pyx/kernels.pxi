@@ -4,6 +4,7 @@
 
 cimport numpy as cnp
 from cython.parallel cimport prange
+from libc.stdlib cimport calloc, free, malloc
 
 cnp.import_array()
 
@@ -32,19 +33,17 @@ cdef Operands operands(cnp.ndarray a, cnp.ndarray b, cnp.ndarray out, int axis,
     """Check that a, b and out are C-contiguous, aligned arrays of one shape and one native
     float dtype (out writeable), and describe them for a reduction along `axis`.
     cyburn's Python layer guarantees this; the checks keep misuse from crashing."""
-    cdef int ndim = cnp.PyArray_NDIM(a), typenum = cnp.PyArray_TYPE(a), d
+    cdef int ndim = cnp.PyArray_NDIM(a), typenum = float_type(a), d
+    cdef Py_ssize_t size = cnp.PyArray_SIZE(a)
     cdef Operands op
-    for arr in (a, b, out):
-        if (cnp.PyArray_NDIM(arr) != ndim or not cnp.PyArray_SAMESHAPE(a, arr)
-                or cnp.PyArray_TYPE(arr) != typenum or not cnp.PyArray_IS_C_CONTIGUOUS(arr)
-                or not cnp.PyArray_ISBEHAVED_RO(arr)):      # aligned, native byte order
-            raise ValueError("cyburn kernel: operands differ in shape, dtype or layout")
-    if (typenum not in (cnp.NPY_FLOAT, cnp.NPY_DOUBLE) or not cnp.PyArray_ISWRITEABLE(out)
-            or not 0 <= axis < ndim or num_threads < 1):
-        raise ValueError("cyburn kernel: unsupported operands")
-    op.a = cnp.PyArray_DATA(a)
-    op.b = cnp.PyArray_DATA(b)
-    op.out = cnp.PyArray_DATA(out)
+    for arr in (b, out):
+        if cnp.PyArray_NDIM(arr) != ndim or not cnp.PyArray_SAMESHAPE(a, arr):
+            raise ValueError("cyburn kernel: operands differ in shape")
+    if not 0 <= axis < ndim:
+        raise ValueError("cyburn kernel: axis out of range")
+    op.a = data_of(a, typenum, size, False)
+    op.b = data_of(b, typenum, size, False)
+    op.out = data_of(out, typenum, size, True)
     op.outer = 1
     op.inner = 1
     for d in range(axis):
@@ -52,12 +51,50 @@ cdef Operands operands(cnp.ndarray a, cnp.ndarray b, cnp.ndarray out, int axis,
     for d in range(axis + 1, ndim):
         op.inner *= cnp.PyArray_DIM(a, d)
     op.n = cnp.PyArray_DIM(a, axis)
-    if op.n == 0 or op.outer == 0 or op.inner == 0:
-        raise ValueError("cyburn kernel: empty operands")
     op.is_float = typenum == cnp.NPY_FLOAT
     op.stream = cnp.PyArray_NBYTES(out) >= STREAM_MIN_BYTES
-    op.threads = min(num_threads, MAX_TEAM) if cnp.PyArray_SIZE(a) >= PARALLEL_MIN_ELEMENTS else 1
+    op.threads = team_size(size, op.outer * op.inner, num_threads)
     return op
+
+
+# ---- what every kernel module shares ------------------------------------------------------------
+
+cdef void *data_of(object a, int typenum, Py_ssize_t size, bint write) except NULL:
+    """The data of `a`, after checking that it is an aligned, C-contiguous, native ndarray of
+    `size` elements of type `typenum` (and writeable when `write`). cyburn's Python layer
+    guarantees this; the checks keep misuse from crashing."""
+    if not isinstance(a, cnp.ndarray):
+        raise TypeError("cyburn kernel: expected an ndarray")
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    if (cnp.PyArray_TYPE(arr) != typenum or cnp.PyArray_SIZE(arr) != size or size == 0
+            or not cnp.PyArray_IS_C_CONTIGUOUS(arr) or not cnp.PyArray_ISBEHAVED_RO(arr)
+            or write and not cnp.PyArray_ISWRITEABLE(arr)):
+        raise ValueError("cyburn kernel: operand of the wrong type, size or layout")
+    return cnp.PyArray_DATA(arr)
+
+
+cdef int float_type(cnp.ndarray x) except -1:
+    """x's type number, which must be float32 or float64."""
+    cdef int typenum = cnp.PyArray_TYPE(x)
+    if typenum != cnp.NPY_FLOAT and typenum != cnp.NPY_DOUBLE:
+        raise ValueError("cyburn kernel: operands must be float32 or float64")
+    return typenum
+
+
+cdef int team_size(Py_ssize_t elements, Py_ssize_t items, int num_threads) except -1:
+    """Threads for `items` independent pieces of work over `elements` elements: one below
+    PARALLEL_MIN_ELEMENTS, never more than the pieces or MAX_TEAM."""
+    if num_threads < 1:
+        raise ValueError("cyburn kernel: num_threads must be >= 1")
+    if elements < PARALLEL_MIN_ELEMENTS:
+        return 1
+    return <int>min(<Py_ssize_t>num_threads, max(items, 1), <Py_ssize_t>MAX_TEAM)
+
+
+cdef inline Py_ssize_t chunk_start(Py_ssize_t items, Py_ssize_t chunk, int chunks) noexcept nogil:
+    """The first of `items` that chunk `chunk` of `chunks` equal contiguous chunks takes."""
+    return items * chunk // chunks
+
 
 
 include "vmath.pxi"

@@ -13,43 +13,10 @@
 # (channels) partial sums in a fixed order. Results are bitwise identical for any thread count.
 
 from libc.math cimport sqrt as c_sqrt
-from libc.stdlib cimport calloc
 
 cdef enum:
     GRADIENT_BLOCK_ROWS = 64    # rows backward: dweight and dbias are summed in blocks of rows
     SHORT_RUN = 8               # channel runs shorter than this are summed inline
-
-
-cdef void *data_of(object a, int typenum, Py_ssize_t size, bint write) except NULL:
-    """The data of `a`, after checking that it is an aligned, C-contiguous, native ndarray of
-    `size` elements of type `typenum` (and writeable when `write`). cyburn's Python layer
-    guarantees this; the checks keep misuse from crashing."""
-    if not isinstance(a, cnp.ndarray):
-        raise TypeError("cyburn kernel: expected an ndarray")
-    cdef cnp.ndarray arr = <cnp.ndarray>a
-    if (cnp.PyArray_TYPE(arr) != typenum or cnp.PyArray_SIZE(arr) != size or size == 0
-            or not cnp.PyArray_IS_C_CONTIGUOUS(arr) or not cnp.PyArray_ISBEHAVED_RO(arr)
-            or write and not cnp.PyArray_ISWRITEABLE(arr)):
-        raise ValueError("cyburn kernel: operand of the wrong type, size or layout")
-    return cnp.PyArray_DATA(arr)
-
-
-cdef int float_type(cnp.ndarray x) except -1:
-    """x's type number, which must be float32 or float64."""
-    cdef int typenum = cnp.PyArray_TYPE(x)
-    if typenum != cnp.NPY_FLOAT and typenum != cnp.NPY_DOUBLE:
-        raise ValueError("cyburn kernel: operands must be float32 or float64")
-    return typenum
-
-
-cdef int team_size(Py_ssize_t elements, Py_ssize_t items, int num_threads) except -1:
-    """Threads for `items` independent pieces of work over `elements` elements: one below
-    PARALLEL_MIN_ELEMENTS, never more than the pieces."""
-    if num_threads < 1:
-        raise ValueError("cyburn kernel: num_threads must be >= 1")
-    if elements < PARALLEL_MIN_ELEMENTS:
-        return 1
-    return <int>min(<Py_ssize_t>num_threads, max(items, 1))
 
 
 # ---- rows: layer norm and RMSNorm ---------------------------------------------------------

@@ -10,7 +10,6 @@
 # so results are bitwise identical for any thread count.
 
 from libc.math cimport log as c_log
-from libc.stdlib cimport free, malloc
 
 cdef enum:
     STRIP_MIN = 1024                # columns per strip of the column kernels: at least,
@@ -210,10 +209,6 @@ cdef inline bint is_backward(Op op) noexcept nogil:
 
 cdef inline bint is_log(Op op) noexcept nogil:
     return op == LOG_SOFTMAX or op == LOG_SOFTMAX_BACKWARD
-
-
-cdef inline Py_ssize_t chunk_start(Py_ssize_t items, Py_ssize_t chunk, int chunks) noexcept nogil:
-    return items * chunk // chunks
 
 
 cdef void rows(Op op, const real *a, const real *b, real *out, Py_ssize_t count, Py_ssize_t n,
