@@ -128,19 +128,22 @@ def _same_elements(a, b):
             and a.strides == b.strides)
 
 
-def output_for(inputs, out, dtype, transposed, out_may_be_input=True):
+def output_for(inputs, out, dtype, transposed, out_may_be_input=True, read_later=()):
     """The aligned C-contiguous array the kernel writes, in the orientation of `inputs`
     (from c_layout): `out` itself when it fits and does not overlap an input (except as the
-    very same elements, when `out_may_be_input`), else a new array.
+    very same elements, when `out_may_be_input`) nor any array of `read_later` (read after
+    the output is written: weights, targets), else a new array.
     Returns (target, target_is_out)."""
     if out is None:
         return np.empty(inputs[0].shape, dtype), False
     if out.dtype == dtype:
         target = out.T if transposed else out
-        if target.flags.c_contiguous and target.flags.aligned and all(
-                [not np.may_share_memory(target, a)
-                 or out_may_be_input and (a is target or _same_elements(target, a))
-                 for a in inputs]):
+        if (target.flags.c_contiguous and target.flags.aligned
+                and all([not np.may_share_memory(target, a)
+                         or out_may_be_input and (a is target or _same_elements(target, a))
+                         for a in inputs])
+                and not any([a is not None and np.may_share_memory(target, a)
+                             for a in read_later])):
             return target, True
     return np.empty(inputs[0].shape, dtype), False
 

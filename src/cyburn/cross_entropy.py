@@ -138,12 +138,9 @@ def _divide(a, b):
 def _gradient_target(p, logits, out):
     """The array the kernel writes the gradient into (`out` when it fits: it may be the
     logits themselves, but not the probability targets) and whether it is `out`."""
-    if out is None:
-        return np.empty(logits.shape, p.work), False
-    _arrays.check_out(out, p.shape, p.dtype)
-    if p.probabilities is not None and np.may_share_memory(out, p.probabilities):
-        return np.empty(logits.shape, p.work), False
-    return _arrays.output_for((logits,), out, p.work, False)
+    if out is not None:
+        _arrays.check_out(out, p.shape, p.dtype)
+    return _arrays.output_for((logits,), out, p.work, False, read_later=(p.probabilities,))
 
 
 def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="mean",

@@ -50,9 +50,9 @@ def _row_norm(x, weight, bias, eps, residual, return_stats, out, centered):
         x = _arrays.contiguous(x, work)
         if residual is not None:
             residual = _arrays.contiguous(residual, work)
-        # out may be x or residual (in place), but must not overlap weight or bias
-        inputs = [a for a in (x, residual, weight, bias) if a is not None]
-        y, y_is_out = _arrays.output_for(inputs, out, work, False)
+        # out may be x or residual (in place); weight and bias are read for every row
+        y, y_is_out = _arrays.output_for((x,) if residual is None else (x, residual), out,
+                                         work, False, read_later=(weight, bias))
         h = None if residual is None else np.empty(x.shape, work)
         mean = np.empty(x.shape[:-1], work) if centered and return_stats else None
         rstd = np.empty(x.shape[:-1], work) if return_stats else None
