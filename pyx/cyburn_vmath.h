@@ -183,6 +183,21 @@ CYB_INLINE void cyb_stream_fence(void)
 
 #define CYB_BLOCK 256
 
+/* s = the sum of TERM over i = 0 .. n-1, accumulated in T within blocks of CYB_BLOCK
+   elements and in double across blocks; TERM may also store (y[i] = ..., as an expression). */
+#define CYB_BLOCKED_SUM(T, s, n, TERM)                                                         \
+    do {                                                                                     \
+        s = 0.0;                                                                             \
+        for (ptrdiff_t start_ = 0; start_ < (n); start_ += CYB_BLOCK) {                      \
+            ptrdiff_t end_ = (n) - start_ < CYB_BLOCK ? (n) : start_ + CYB_BLOCK;            \
+            T block_ = 0;                                                                    \
+            CYB_PRAGMA(omp simd reduction(+ : block_))                                       \
+            for (ptrdiff_t i = start_; i < end_; i++)                                        \
+                block_ += (TERM);                                                            \
+            s += block_;                                                                     \
+        }                                                                                    \
+    } while (0)
+
 #define CYB_DEFINE_REDUCTIONS(T, SUFFIX)                                                       \
 /* max(x[0:n]) (n >= 1). A NaN may or may not win here; callers let it through exp. */      \
 CYB_INLINE T cyb_max_##SUFFIX(const T *x, ptrdiff_t n)                                       \
@@ -197,27 +212,11 @@ CYB_INLINE T cyb_max_##SUFFIX(const T *x, ptrdiff_t n)                          
    log-softmax: the store then overlaps the exp arithmetic, instead of a later pass). */    \
 CYB_INLINE double cyb_sum_exp_##SUFFIX(const T *x, T shift, T *y, int shifted, ptrdiff_t n)  \
 {                                                                                            \
-    double s = 0.0;                                                                          \
-    for (ptrdiff_t start = 0; start < n; start += CYB_BLOCK) {                               \
-        ptrdiff_t end = n - start < CYB_BLOCK ? n : start + CYB_BLOCK;                       \
-        T block = 0;                                                                         \
-        if (shifted) {                                                                       \
-            CYB_PRAGMA(omp simd reduction(+ : block))                                        \
-            for (ptrdiff_t i = start; i < end; i++) {                                        \
-                T t = x[i] - shift;                                                          \
-                y[i] = t;                                                                    \
-                block += cyb_exp_##SUFFIX(t);                                                \
-            }                                                                                \
-        } else {                                                                             \
-            CYB_PRAGMA(omp simd reduction(+ : block))                                        \
-            for (ptrdiff_t i = start; i < end; i++) {                                        \
-                T e = cyb_exp_##SUFFIX(x[i] - shift);                                        \
-                y[i] = e;                                                                    \
-                block += e;                                                                  \
-            }                                                                                \
-        }                                                                                    \
-        s += block;                                                                          \
-    }                                                                                        \
+    double s;                                                                                \
+    if (shifted)                                                                             \
+        CYB_BLOCKED_SUM(T, s, n, (y[i] = x[i] - shift, cyb_exp_##SUFFIX(y[i])));             \
+    else                                                                                     \
+        CYB_BLOCKED_SUM(T, s, n, y[i] = cyb_exp_##SUFFIX(x[i] - shift));                     \
     return s;                                                                                \
 }                                                                                            \
 /* sum(exp(x - m)) with m = max(x) (stored in *max), in one read of x: each block of         \
@@ -247,62 +246,30 @@ CYB_INLINE double cyb_sum_exp_online_##SUFFIX(const T *x, ptrdiff_t n, T *max)  
 /* sum(a * b), blocked like cyb_sum_exp */                                                   \
 CYB_INLINE double cyb_dot_##SUFFIX(const T *a, const T *b, ptrdiff_t n)                      \
 {                                                                                            \
-    double s = 0.0;                                                                          \
-    for (ptrdiff_t start = 0; start < n; start += CYB_BLOCK) {                               \
-        ptrdiff_t end = n - start < CYB_BLOCK ? n : start + CYB_BLOCK;                       \
-        T block = 0;                                                                         \
-        CYB_PRAGMA(omp simd reduction(+ : block))                                            \
-        for (ptrdiff_t i = start; i < end; i++)                                              \
-            block += a[i] * b[i];                                                            \
-        s += block;                                                                          \
-    }                                                                                        \
+    double s;                                                                                \
+    CYB_BLOCKED_SUM(T, s, n, a[i] * b[i]);                                                   \
     return s;                                                                                \
 }                                                                                            \
 /* sum(a), blocked like cyb_sum_exp; also stores exp(b) into e (log-softmax backward: the   \
    exp overlaps the reads of a and b, and a second pass finds everything in cache). */       \
 CYB_INLINE double cyb_sum_store_exp_##SUFFIX(const T *a, const T *b, T *e, ptrdiff_t n)      \
 {                                                                                            \
-    double s = 0.0;                                                                          \
-    for (ptrdiff_t start = 0; start < n; start += CYB_BLOCK) {                               \
-        ptrdiff_t end = n - start < CYB_BLOCK ? n : start + CYB_BLOCK;                       \
-        T block = 0;                                                                         \
-        CYB_PRAGMA(omp simd reduction(+ : block))                                            \
-        for (ptrdiff_t i = start; i < end; i++) {                                            \
-            e[i] = cyb_exp_##SUFFIX(b[i]);                                                   \
-            block += a[i];                                                                   \
-        }                                                                                    \
-        s += block;                                                                          \
-    }                                                                                        \
+    double s;                                                                                \
+    CYB_BLOCKED_SUM(T, s, n, (e[i] = cyb_exp_##SUFFIX(b[i]), a[i]));                         \
     return s;                                                                                \
 }                                                                                            \
 /* sum(a), blocked like cyb_sum_exp */                                                      \
 CYB_INLINE double cyb_sum_##SUFFIX(const T *a, ptrdiff_t n)                                  \
 {                                                                                            \
-    double s = 0.0;                                                                          \
-    for (ptrdiff_t start = 0; start < n; start += CYB_BLOCK) {                               \
-        ptrdiff_t end = n - start < CYB_BLOCK ? n : start + CYB_BLOCK;                       \
-        T block = 0;                                                                         \
-        CYB_PRAGMA(omp simd reduction(+ : block))                                            \
-        for (ptrdiff_t i = start; i < end; i++)                                              \
-            block += a[i];                                                                   \
-        s += block;                                                                          \
-    }                                                                                        \
+    double s;                                                                                \
+    CYB_BLOCKED_SUM(T, s, n, a[i]);                                                          \
     return s;                                                                                \
 }                                                                                            \
 /* sum((x - m)^2), blocked like cyb_sum_exp: the second pass of a two-pass variance */      \
 CYB_INLINE double cyb_sum_sq_dev_##SUFFIX(const T *x, T m, ptrdiff_t n)                      \
 {                                                                                            \
-    double s = 0.0;                                                                          \
-    for (ptrdiff_t start = 0; start < n; start += CYB_BLOCK) {                               \
-        ptrdiff_t end = n - start < CYB_BLOCK ? n : start + CYB_BLOCK;                       \
-        T block = 0;                                                                         \
-        CYB_PRAGMA(omp simd reduction(+ : block))                                            \
-        for (ptrdiff_t i = start; i < end; i++) {                                            \
-            T d = x[i] - m;                                                                  \
-            block += d * d;                                                                  \
-        }                                                                                    \
-        s += block;                                                                          \
-    }                                                                                        \
+    double s;                                                                                \
+    CYB_BLOCKED_SUM(T, s, n, (x[i] - m) * (x[i] - m));                                       \
     return s;                                                                                \
 }                                                                                            \
 /* sum(g) into *sum_g and sum(g * (x - m)) into *sum_gx in one pass, where g = dy * w, or   \
