@@ -73,6 +73,20 @@ def compute_dtype(dtype):
     return np.dtype(dtype) if np.dtype(dtype) in NATIVE else F32
 
 
+# ---- gradients ----------------------------------------------------------------------------------
+
+def central_difference(loss, v, rel_step=1e-6):
+    """d loss(v) / dv by central differences, element by element (loss: array -> float)."""
+    grad = np.empty_like(v)
+    for i in np.ndindex(v.shape):
+        step = rel_step * max(1.0, abs(v[i]))
+        up, down = v.copy(), v.copy()
+        up[i] += step
+        down[i] -= step
+        grad[i] = (loss(up) - loss(down)) / (2 * step)
+    return grad
+
+
 # ---- arrays in any memory layout ----------------------------------------------------------------
 
 def in_layout(a, layout, rng):

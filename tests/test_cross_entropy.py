@@ -37,7 +37,7 @@ import pytest
 
 import cyburn as cb
 from conftest import DTYPES, F16, F32, F64, assert_bitwise_equal, assert_within, \
-    compute_dtype, in_layout, is_bf16
+    central_difference, compute_dtype, in_layout, is_bf16
 from conftest import eps as eps_of
 from conftest import tiny as ulp_floor
 
@@ -519,15 +519,8 @@ def test_gradient_is_the_derivative(options, kind, reduction, rng):
     dlosses = [1.0, -0.7] + ([rng.uniform(-2, 2, shape[:-1])] if reduction == "none" else [])
 
     def numeric(dloss):
-        grad = np.empty_like(x)
-        for i in np.ndindex(shape):
-            step = 1e-6 * max(1.0, abs(x[i]))
-            up, down = x.copy(), x.copy()
-            up[i] += step
-            down[i] -= step
-            grad[i] = np.sum(dloss * (cb.cross_entropy(up, target, **kw)
-                                      - cb.cross_entropy(down, target, **kw))) / (2 * step)
-        return grad
+        return central_difference(
+            lambda logits: np.sum(dloss * cb.cross_entropy(logits, target, **kw)), x)
 
     for dloss in dlosses:
         num = numeric(dloss)
@@ -1114,14 +1107,7 @@ def test_linear_gradient_is_the_derivative(options, reduction, rng):
                                                     bias=a["bias"], chunk_size=3, **kw)))
 
     for name, analytic in zip(("hidden", "weight", "bias"), result[1:]):
-        v = inputs[name]
-        num = np.empty_like(v)
-        for i in np.ndindex(v.shape):
-            step = 1e-6 * max(1.0, abs(v[i]))
-            up, down = v.copy(), v.copy()
-            up[i] += step
-            down[i] -= step
-            num[i] = (loss(**{name: up}) - loss(**{name: down})) / (2 * step)
+        num = central_difference(lambda v: loss(**{name: v}), inputs[name])
         assert_within(analytic, num, 1e-6 * (1 + np.max(np.abs(num))), f"d{name}")
 
 

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 
 import cyburn as cb
 from conftest import BF16, DTYPES, F16, F32, F64, LAYOUTS, assert_bitwise_equal, assert_within, \
-    compute_dtype, in_layout, shapes
+    central_difference, compute_dtype, in_layout, shapes
 from conftest import eps as eps_of
 from conftest import tiny as ulp_floor
 
@@ -518,22 +518,11 @@ def test_backward_is_the_gradient(kind, weight, bias, residual, rng):
     def loss(**change):
         return float(np.sum(dy * forward(kind, **dict(inputs, **change))[0]))
 
-    def numeric(name):
-        v = inputs[name]
-        grad = np.empty_like(v)
-        for i in np.ndindex(v.shape):
-            step = 1e-6 * max(1.0, abs(v[i]))
-            up, down = v.copy(), v.copy()
-            up[i] += step
-            down[i] -= step
-            grad[i] = (loss(**{name: up}) - loss(**{name: down})) / (2 * step)
-        return grad
-
     wanted = {"x": dx, "residual": dx, "weight": dw, "bias": db}
     for name, analytic in wanted.items():
         if inputs.get(name) is None or name == "bias" and not weight:
             continue                       # without weight, the backward gives no dbias
-        num = numeric(name)
+        num = central_difference(lambda v: loss(**{name: v}), inputs[name])
         assert analytic is not None, f"{kind}: d{name} is None"
         assert_within(analytic, num, 1e-6 * (1 + np.max(np.abs(num))), f"{kind} d{name}")
     if not weight:

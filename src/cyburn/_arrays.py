@@ -77,6 +77,18 @@ def check_shape(a, name, shape, expected_as):
         raise ValueError(f"{name} has shape {a.shape}, expected {expected_as} = {shape}")
 
 
+def check_num_groups(num_groups, channels):
+    """num_groups as an int >= 1 that divides `channels` (else TypeError / ValueError)."""
+    try:
+        groups = operator.index(num_groups)
+    except TypeError:
+        raise TypeError(f"num_groups must be an integer, not {type(num_groups).__name__}") from None
+    if groups < 1 or channels % groups:
+        raise ValueError(f"num_groups={groups} must be at least 1 and divide the {channels} "
+                         f"channels")
+    return groups
+
+
 def normalize_axis(axis, ndim):
     axis = operator.index(axis)
     if not -ndim <= axis < ndim:

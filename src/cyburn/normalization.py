@@ -4,7 +4,6 @@ Each forward function returns its statistics on request (`return_stats`), and th
 backward function takes them back. Statistics are returned in the dtype the kernels compute in
 (float32 for float16/bfloat16 inputs), so that the backward pass loses nothing to rounding.
 """
-import operator
 
 import numpy as np
 
@@ -149,16 +148,6 @@ def _by_columns(x, N, C, groups):
     return groups is BATCH and x.size // (N * C) < BATCH_RUN_MIN
 
 
-def _check_num_groups(num_groups, C):
-    try:
-        groups = operator.index(num_groups)
-    except TypeError:
-        raise TypeError(f"num_groups must be an integer, not {type(num_groups).__name__}") from None
-    if groups < 1 or C % groups:
-        raise ValueError(f"num_groups={groups} must be at least 1 and divide the {C} channels")
-    return groups
-
-
 def _channel_norm(x, weight, bias, dtype, groups, eps, given_stats=None, want_var=False):
     """y, mean, rstd, var (var only with want_var) of group norm (`groups` groups) or batch norm
     (BATCH); with given_stats = (mean, rstd) those are used instead of computed."""
@@ -229,7 +218,7 @@ def group_norm(x, num_groups, weight=None, bias=None, *, eps=1e-5, return_stats=
         y = (x - mean) * rstd * weight[c] + bias[c],   rstd = 1 / sqrt(var + eps)   (biased var).
     Returns y, or (y, mean, rstd) with statistics of shape (N, num_groups)."""
     (x, weight, bias), dtype = _arrays.as_inputs(x=x, weight=weight, bias=bias)
-    groups = _check_num_groups(num_groups, _channels(x)[1])
+    groups = _arrays.check_num_groups(num_groups, _channels(x)[1])
     y, mean, rstd, _ = _channel_norm(x, weight, bias, dtype, groups, eps)
     return (y, mean, rstd) if return_stats else y
 
@@ -239,7 +228,7 @@ def group_norm_backward(dy, x, num_groups, weight, mean, rstd):
     and g = dy * weight[c]; dweight and dbias sum over samples and positions.
     Returns (dx, dweight, dbias); the last two are None when weight is None."""
     return _channel_norm_backward(dy, x, weight, mean, rstd,
-                                  lambda C: _check_num_groups(num_groups, C))
+                                  lambda C: _arrays.check_num_groups(num_groups, C))
 
 
 def instance_norm(x, weight=None, bias=None, *, eps=1e-5, return_stats=False):

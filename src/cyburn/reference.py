@@ -248,16 +248,6 @@ def _from_sets(rows, shape, groups):
     return rows.reshape(n, c, s)
 
 
-def _num_groups(num_groups, channels):
-    try:
-        groups = operator.index(num_groups)
-    except TypeError:
-        raise TypeError(f"num_groups must be an integer, got {num_groups!r}") from None
-    if groups < 1 or channels % groups:
-        raise ValueError(f"num_groups={groups} must be >= 1 and divide the {channels} channels")
-    return groups
-
-
 def _sets_forward(x, weight, bias, eps, groups, return_stats):
     """y = (x - mean) * rstd * weight + bias with mean, rstd over each set (see _to_sets;
     groups "channels": one group per channel)."""
@@ -317,7 +307,7 @@ def group_norm(x, num_groups, weight=None, bias=None, *, eps=1e-5, return_stats=
     compute dtype).
     """
     x_shape = np.shape(x)
-    groups = _num_groups(num_groups, x_shape[1] if len(x_shape) >= 2 else 0)
+    groups = _arrays.check_num_groups(num_groups, x_shape[1] if len(x_shape) >= 2 else 0)
     return _sets_forward(x, weight, bias, eps, groups, return_stats)
 
 
@@ -331,7 +321,7 @@ def group_norm_backward(dy, x, num_groups, weight, mean, rstd):
     Returns (dx, dweight, dbias); dweight and dbias are None when weight is None.
     """
     x_shape = np.shape(x)
-    groups = _num_groups(num_groups, x_shape[1] if len(x_shape) >= 2 else 0)
+    groups = _arrays.check_num_groups(num_groups, x_shape[1] if len(x_shape) >= 2 else 0)
     return _sets_backward(dy, x, weight, mean, rstd, groups)
 
 
