@@ -16,7 +16,7 @@ FLOAT16 = np.dtype(np.float16)
 NATIVE = (FLOAT32, FLOAT64)
 
 
-def _is_half(dtype):
+def is_half(dtype):
     return dtype == FLOAT16 or (dtype.kind == "V" and dtype.name == "bfloat16")  # ml_dtypes
 
 
@@ -27,7 +27,7 @@ def result_dtype(dtype, name):
         return dtype
     if not dtype.isnative:
         dtype = dtype.newbyteorder("=")
-    if dtype in NATIVE or _is_half(dtype):
+    if dtype in NATIVE or is_half(dtype):
         return dtype
     if dtype.kind in "biu":
         return FLOAT64

@@ -221,7 +221,8 @@ def cross_entropy_cases(rng):
     if torch:
         X, T = torch.from_numpy(x), torch.from_numpy(target)
         forward["torch"] = lambda: torch.nn.functional.cross_entropy(X, T)
-        both["torch"] = lambda: _torch_loss_and_grad(lambda a: torch.nn.functional.cross_entropy(a, T), X)
+        both["torch"] = lambda: _torch_loss_and_grad(
+            lambda a: torch.nn.functional.cross_entropy(a, T), X)
     yield Case("cross_entropy", label, "alloc", forward, x.nbytes, x)
     yield Case("cross_entropy", label, "grad", both, 2 * x.nbytes, x)
 

@@ -20,7 +20,7 @@ from ._dispatch import kernels
 REDUCTIONS = ("mean", "sum", "none")
 INT64 = np.iinfo(np.int64)
 CHUNK_BYTES = 80 << 20      # linear_cross_entropy: logits per chunk, when chunk_size is None
-CLASS_BLOCK = 2048          # linear_cross_entropy: dweight is accumulated this many classes at a time
+CLASS_BLOCK = 2048          # linear_cross_entropy: dweight is accumulated in blocks of classes
 
 
 class _Problem:
@@ -56,7 +56,7 @@ class _Problem:
         self.weight = (_arrays.constant(1, C, work) if weight is None
                        else _arrays.contiguous(weight, work))
         target = np.asarray(target)
-        if target.shape == shape and (target.dtype.kind == "f" or _arrays._is_half(target.dtype)):
+        if target.shape == shape and (target.dtype.kind == "f" or _arrays.is_half(target.dtype)):
             self.target = None
             self.probabilities = _arrays.contiguous(target, work).reshape(N, C)
         elif target.shape == shape[:-1]:
@@ -162,8 +162,8 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="
         return p.reduce(losses)
     grad, grad_is_out = _gradient_target(p, logits, grad_out)
     if p.N:
-        scale, row_scale = p.grad_scale(1.0)
-        p.run(logits.reshape(p.N, p.C), grad.reshape(p.N, p.C), losses, scale=scale)
+        p.run(logits.reshape(p.N, p.C), grad.reshape(p.N, p.C), losses,
+              scale=p.grad_scale(1.0)[0])
     return p.reduce(losses), _arrays.finish(grad, grad_is_out, grad_out, p.dtype, False)
 
 
@@ -189,9 +189,9 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, chunk_size=None,
                          ignore_index=-100, reduction="mean", label_smoothing=0.0, z_loss=0.0,
                          softcap=None, return_grad=False):
     """cross_entropy(hidden @ weight.T + bias, target, ...) for hidden (N, D), weight (C, D),
-    computed chunk_size rows at a time (by default in equal chunks of at most 80 MiB of logits): the
-    logits of a chunk go through NumPy's matmul into one reused buffer, the fused kernel turns
-    them into losses and, in place, their gradient, which is multiplied back:
+    computed chunk_size rows at a time (by default in equal chunks of at most 80 MiB of
+    logits): the logits of a chunk go through NumPy's matmul into one reused buffer, the fused
+    kernel turns them into losses and, in place, their gradient, which is multiplied back:
         dhidden = dlogits @ weight,  dweight = dlogits.T @ hidden,  dbias = sum(dlogits, 0).
     Returns loss, or (loss, dhidden, dweight, dbias) with return_grad (dbias None without bias)."""
     (hidden, weight, bias), dtype = _arrays.as_inputs(hidden=hidden, weight=weight, bias=bias)
@@ -229,10 +229,10 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, chunk_size=None,
             np.matmul(logits, weight, out=dhidden[rows])
             for c0 in range(0, C, CLASS_BLOCK):     # the first chunk writes dweight itself
                 c1 = min(C, c0 + CLASS_BLOCK)
-                target = dweight[c0:c1] if start == 0 else block[:c1 - c0]
-                np.matmul(logits[:, c0:c1].T, hidden[rows], out=target)
+                into = dweight[c0:c1] if start == 0 else block[:c1 - c0]
+                np.matmul(logits[:, c0:c1].T, hidden[rows], out=into)
                 if start:
-                    dweight[c0:c1] += target
+                    dweight[c0:c1] += into
             if dbias is not None:
                 dbias += logits.sum(axis=0, dtype=np.float64)
     loss = p.reduce(losses)

@@ -249,7 +249,7 @@ def _check_running(a, name, C, training):
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray updated in place, not {type(a).__name__}")
     _arrays.check_shape(a, name, (C,), "(C,)")
-    if a.dtype.kind != "f" and not _arrays._is_half(a.dtype):
+    if a.dtype.kind != "f" and not _arrays.is_half(a.dtype):
         raise TypeError(f"{name} must have a floating dtype, not {a.dtype}")
     if training and not a.flags.writeable:
         raise ValueError(f"{name} is read-only; batch_norm updates it in place")

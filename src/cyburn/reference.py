@@ -389,7 +389,7 @@ def _check_running(r, name, channels, x_shape, training):
     updates them in place)."""
     if r is None:
         return
-    if not isinstance(r, np.ndarray) or not (r.dtype.kind == "f" or _arrays._is_half(r.dtype)):
+    if not isinstance(r, np.ndarray) or not (r.dtype.kind == "f" or _arrays.is_half(r.dtype)):
         raise TypeError(f"{name} must be a float numpy.ndarray, got "
                         f"{getattr(r, 'dtype', type(r).__name__)}")
     _check_shape(r, name, (channels,), x_shape)
@@ -471,7 +471,7 @@ def _ce_target(target, shape, ignore_index, work):
             raise IndexError(f"target {value} is out of bounds for {classes} classes (valid: "
                              f"0 to {classes - 1}, or ignore_index={ignore_index})")
         return np.where(valid, t, 0).astype(np.int64), valid, None
-    if target.dtype.kind == "f" or _arrays._is_half(target.dtype):
+    if target.dtype.kind == "f" or _arrays.is_half(target.dtype):
         if target.shape != tuple(shape):
             raise ValueError(f"target of class probabilities has shape {target.shape}, expected "
                              f"logits' shape {tuple(shape)} (class indices must be integers)")
