@@ -12,7 +12,6 @@
 # first and the sum and gradient passes re-read the row from cache (50257 float32 are
 # 200 KB: L2). The gradient may be written over the logits.
 
-from libc.math cimport tanh as c_tanh
 from libc.stdint cimport int64_t
 
 cdef struct LossOptions:
@@ -31,10 +30,11 @@ cdef double cross_entropy_row(const real *x, const real *q, Py_ssize_t t, const 
     cdef Py_ssize_t j
     cdef real m, p_scale, row_scale, e_over_c = <real>(o.smoothing / C)
     cdef real keep = <real>(1.0 - o.smoothing)
+    cdef real cap = <real>o.softcap
     cdef double s, lse, wq, wqz, wz, w_sum, loss
     if o.softcap:
         for j in range(C):
-            z_buffer[j] = <real>(o.softcap * c_tanh(x[j] / o.softcap))
+            z_buffer[j] = cap * vtanh(x[j] / cap)
         z = z_buffer
     if grad == NULL:
         s = span_sum_exp_online(z, C, &m)                 # the row is read once

@@ -11,6 +11,9 @@
  *    Rounding to the nearest integer uses the "add 1.5 * 2^mantissa_bits" trick, which is
  *    vectorizable on every x86-64 level (SSE2 has no round instruction).
  *
+ *    tanh and erf (and the normal CDF, from erf's pieces) are likewise our own polynomials
+ *    for float; double uses libm (see below).
+ *
  * 2. Reductions (max, sum, dot): a float sum only vectorizes when the compiler may reorder
  *    it, which `#pragma omp simd reduction` grants for that one loop (no global flag).
  *    Sums are accumulated in T within blocks of CYB_BLOCK elements and the block sums in
@@ -117,6 +120,117 @@ CYB_INLINE double cyb_exp_f64(double x)
     s1.u = (k1 + 1023u) << 52;
     s2.u = (k2 + 1023u) << 52;
     return p * s1.f * s2.f;
+}
+
+/* ---- tanh, erf, the normal distribution ---------------------------------------------------- */
+/* float: polynomials of our own, vectorizable. Their coefficients were fitted to the exact
+   functions (weighted least squares, reweighted toward the smallest maximum relative error) on
+   the intervals stated; tests/test_activations.py measures the ulp errors over the whole range.
+   double: libm, whose results are correctly rounded or nearly, at scalar speed (the float64
+   activations are not where transformers spend their time). */
+
+/* exp(-c v^2) for c = 1 or 1/2, keeping exp's accuracy where exp of a rounded v^2 would be off
+   by up to v^2 / 2 ulp: v^2 = s + e exactly, with s = fl(v^2) and e from the products of
+   v's halves (v = hi + lo, hi with its low 12 bits cleared: every product below is exact), so
+   exp(-c v^2) = exp(-c s) (1 - c e) to within e^2. For |v| <= 16. */
+CYB_INLINE float cyb_exp_neg_square_f32(float v, float c)
+{
+    union { float f; uint32_t u; } hi;
+    float lo, s, e;
+    hi.f = v;
+    hi.u &= 0xFFFFF000u;
+    lo = v - hi.f;
+    s = v * v;
+    e = ((hi.f * hi.f - s) + 2.0f * hi.f * lo) + lo * lo;
+    return cyb_exp_f32(-c * s) * (1.0f - c * e);
+}
+
+/* erf(a) / a - 1 as a polynomial in t = a^2, for |a| < 1 (erf(a) / a fitted with relative
+   error 1.2e-9). erf(a) = a + a Q(t) rounds better than a (1 + Q(t)): 2 / sqrt(pi) is not a
+   float, its difference from 1 is represented with 3 more bits. */
+CYB_INLINE float cyb_erf_over_x_minus_one_f32(float t)
+{
+    float p = 7.853847104e-05f;
+    p = p * t - 8.010189310e-04f;
+    p = p * t + 5.188327194e-03f;
+    p = p * t - 2.685381168e-02f;
+    p = p * t + 1.128358514e-01f;
+    p = p * t - 3.761262582e-01f;
+    return p * t + 1.283791660e-01f;
+}
+
+/* erfc(a) for a >= 1, given w = 1 / a and x2 = exp(-a^2): erfc(a) = exp(-a^2) w R(w), with R
+   a polynomial in u = (w - 0.547619) / 0.452381 fitted for a in [1, 10.5] (relative error
+   1.1e-8); beyond 10.5, erfc(a) < 1e-49 is 0 in float and exp(-a^2) gives it. */
+CYB_INLINE float cyb_erfc_tail_f32(float w, float x2)
+{
+    float u = (w - 0.5476190476f) * 2.2105263158f, p = 2.031242893e-05f;
+    p = p * u - 1.889671583e-05f;
+    p = p * u - 7.766609586e-05f;
+    p = p * u + 1.901040277e-04f;
+    p = p * u - 2.398257054e-04f;
+    p = p * u + 9.059097481e-05f;
+    p = p * u + 9.407428919e-04f;
+    p = p * u - 4.083410126e-03f;
+    p = p * u + 9.191777681e-03f;
+    p = p * u - 4.312278466e-03f;
+    p = p * u - 7.687602752e-02f;
+    p = p * u + 5.027581574e-01f;
+    return x2 * w * p;
+}
+
+/* tanh(x) = x + x^3 P(x^2) for |x| < 0.625 (P fitted there, relative error 1.3e-7), else
+   sign(x) (1 - 2 / (exp(2|x|) + 1)), which is exact to a rounding or two there and gives
+   +-1 once exp overflows. tanh(NaN) = NaN. */
+CYB_INLINE float cyb_tanh_f32(float x)
+{
+    float a = fabsf(x), t = a * a, p, small, large;
+    p = -6.096923861e-03f;
+    p = p * t + 2.099734365e-02f;
+    p = p * t - 5.385095006e-02f;
+    p = p * t + 1.333277006e-01f;
+    p = p * t - 3.333332895e-01f;
+    small = a + a * t * p;
+    large = 1.0f - 2.0f / (cyb_exp_f32(2.0f * a) + 1.0f);
+    return copysignf(a < 0.625f ? small : large, x);
+}
+
+/* erf(x): x P(x^2) below |x| = 1, sign(x) (1 - erfc(|x|)) above. erf(NaN) = NaN. */
+CYB_INLINE float cyb_erf_f32(float x)
+{
+    float a = fabsf(x), large;
+    a = a > 10.5f ? 10.5f : a;                  /* (a comparison: NaN stays NaN) */
+    large = 1.0f - cyb_erfc_tail_f32(1.0f / a, cyb_exp_neg_square_f32(a, 1.0f));
+    return fabsf(x) < 1.0f ? x + x * cyb_erf_over_x_minus_one_f32(x * x) : copysignf(large, x);
+}
+
+/* The standard normal CDF, Phi(x) = erfc(-x / sqrt 2) / 2. Below |x| / sqrt 2 = 1 it is
+   (1 + erf(x / sqrt 2)) / 2; above, the tail erfc(|x| / sqrt 2) / 2 is computed directly, so
+   Phi of a large negative x keeps its digits instead of cancelling in 1 + erf; exp(-x^2 / 2)
+   is taken from x itself (no rounded x / sqrt 2 in it). */
+CYB_INLINE float cyb_normal_cdf_f32(float x)
+{
+    float z = x * 0.70710678118f, v = fabsf(x), central, tail;
+    v = v > 14.8492424f ? 14.8492424f : v;      /* |x| / sqrt 2 <= 10.5, as erf's */
+    central = 0.5f + 0.5f * (z + z * cyb_erf_over_x_minus_one_f32(z * z));
+    tail = 0.5f * cyb_erfc_tail_f32(1.41421356237f / v, cyb_exp_neg_square_f32(v, 0.5f));
+    return fabsf(z) < 1.0f ? central : x < 0.0f ? tail : 1.0f - tail;
+}
+
+/* The standard normal density exp(-x^2 / 2) / sqrt(2 pi); 0 for |x| > 16 and at +-inf. */
+CYB_INLINE float cyb_normal_pdf_f32(float x)
+{
+    float v = fabsf(x);
+    v = v > 16.0f ? 16.0f : v;
+    return 0.3989422804f * cyb_exp_neg_square_f32(v, 0.5f);
+}
+
+CYB_INLINE double cyb_tanh_f64(double x) { return tanh(x); }
+CYB_INLINE double cyb_erf_f64(double x) { return erf(x); }
+CYB_INLINE double cyb_normal_cdf_f64(double x) { return 0.5 * erfc(-x * 0.70710678118654752440); }
+CYB_INLINE double cyb_normal_pdf_f64(double x)
+{
+    return 0.39894228040143267794 * cyb_exp_f64(-0.5 * x * x);
 }
 
 /* ---- prefetch ----------------------------------------------------------------------------- */

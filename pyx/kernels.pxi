@@ -99,5 +99,7 @@ cdef inline Py_ssize_t chunk_start(Py_ssize_t items, Py_ssize_t chunk, int chunk
 
 include "vmath.pxi"
 include "softmax.pxi"
+include "attention.pxi"
 include "normalization.pxi"
 include "cross_entropy.pxi"
+include "activations.pxi"

@@ -37,13 +37,14 @@ cdef inline void log_softmax_row(const real *x, real *y, Py_ssize_t n) noexcept 
         y[i] = y[i] - log_sum
 
 
-cdef inline void softmax_backward_row(const real *dy, const real *y, real *dx,
-                                      Py_ssize_t n) noexcept nogil:
-    """dx = y * (dy - sum(dy * y))"""
+cdef inline void softmax_backward_row(const real *dy, const real *y, real *dx, Py_ssize_t n,
+                                      real scale) noexcept nogil:
+    """dx = y * (dy - sum(dy * y)) * scale   (the gradient of softmax(scale * x); dx may be
+    dy or y)"""
     cdef real s = <real>span_dot(dy, y, n)
     cdef Py_ssize_t i
     for i in range(n):
-        dx[i] = y[i] * (dy[i] - s)
+        dx[i] = y[i] * (dy[i] - s) * scale
 
 
 cdef inline void log_softmax_backward_row(const real *dy, const real *y, real *dx,
@@ -238,7 +239,7 @@ cdef void rows_chunk(Op op, const real *a, const real *b, real *out, Py_ssize_t 
         elif op == LOG_SOFTMAX:
             log_softmax_row(a + r * n, target, n)
         elif op == SOFTMAX_BACKWARD:
-            softmax_backward_row(a + r * n, b + r * n, target, n)
+            softmax_backward_row(a + r * n, b + r * n, target, n, 1)
         else:
             log_softmax_backward_row(a + r * n, b + r * n, target, n)
         if scratch != NULL:

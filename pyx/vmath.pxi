@@ -5,6 +5,14 @@
 cdef extern from "cyburn_vmath.h" nogil:
     float cyb_exp_f32(float x)
     double cyb_exp_f64(double x)
+    float cyb_tanh_f32(float x)
+    double cyb_tanh_f64(double x)
+    float cyb_erf_f32(float x)
+    double cyb_erf_f64(double x)
+    float cyb_normal_cdf_f32(float x)
+    double cyb_normal_cdf_f64(double x)
+    float cyb_normal_pdf_f32(float x)
+    double cyb_normal_pdf_f64(double x)
     float cyb_max_f32(const float *x, Py_ssize_t n)
     double cyb_max_f64(const double *x, Py_ssize_t n)
     double cyb_sum_exp_f32(const float *x, float shift, float *y, bint shifted, Py_ssize_t n)
@@ -41,6 +49,35 @@ cdef inline real vexp(real x) noexcept nogil:
         return cyb_exp_f32(x)
     else:
         return cyb_exp_f64(x)
+
+
+cdef inline real vtanh(real x) noexcept nogil:
+    """tanh(x): vectorizable for float, libm for double (see cyburn_vmath.h); so below."""
+    if real is float:
+        return cyb_tanh_f32(x)
+    else:
+        return cyb_tanh_f64(x)
+
+
+cdef inline real verf(real x) noexcept nogil:
+    if real is float:
+        return cyb_erf_f32(x)
+    else:
+        return cyb_erf_f64(x)
+
+
+cdef inline real normal_cdf(real x) noexcept nogil:
+    if real is float:
+        return cyb_normal_cdf_f32(x)
+    else:
+        return cyb_normal_cdf_f64(x)
+
+
+cdef inline real normal_pdf(real x) noexcept nogil:
+    if real is float:
+        return cyb_normal_pdf_f32(x)
+    else:
+        return cyb_normal_pdf_f64(x)
 
 
 cdef inline void prefetch_span(const real *x, Py_ssize_t n) noexcept nogil:

@@ -9,6 +9,9 @@ from importlib.metadata import PackageNotFoundError, version as _version
 from . import reference
 from ._config import show_config, simd_path
 from ._threads import get_num_threads, num_threads, set_num_threads
+from .activations import (gelu, gelu_backward, relu, relu_backward, silu, silu_backward,
+                          swish)
+from .attention import masked_softmax, masked_softmax_backward
 from .cross_entropy import cross_entropy, cross_entropy_backward, linear_cross_entropy
 from .normalization import (batch_norm, batch_norm_backward, group_norm, group_norm_backward,
                             instance_norm, instance_norm_backward, layer_norm,
@@ -22,10 +25,12 @@ except PackageNotFoundError:      # pragma: no cover - running from a source tre
 
 __all__ = [
     "softmax", "log_softmax", "softmax_backward", "log_softmax_backward",
+    "masked_softmax", "masked_softmax_backward",
     "layer_norm", "layer_norm_backward", "rms_norm", "rms_norm_backward",
     "group_norm", "group_norm_backward", "instance_norm", "instance_norm_backward",
     "batch_norm", "batch_norm_backward",
     "cross_entropy", "cross_entropy_backward", "linear_cross_entropy",
+    "relu", "relu_backward", "gelu", "gelu_backward", "silu", "silu_backward", "swish",
     "get_num_threads", "set_num_threads", "num_threads", "show_config", "simd_path",
     "reference",
 ]

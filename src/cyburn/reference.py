@@ -11,6 +11,7 @@ import warnings
 import numpy as np
 
 from . import _arrays
+from .attention import check_mask, check_scores
 
 
 def _prepare(**named):
@@ -61,6 +62,43 @@ def log_softmax_backward(dy, y, axis=-1, *, out=None):
     """For y = log_softmax(x): dx = dy - exp(y) * sum(dy)  along `axis`."""
     dy, y, dtype = _prepare_pair(dy, y)
     return _result(dy - np.exp(y) * np.sum(dy, axis=axis, keepdims=True), dtype, out)
+
+
+# ---- attention softmax --------------------------------------------------------------------------
+
+def masked_softmax(x, *, scale=1.0, causal=False, mask=None, out=None):
+    """Softmax over the last axis of s = scale * x, x of shape (..., Tq, Tk), where
+
+        s[..., i, j] = -inf  if causal and j > i + (Tk - Tq),  or where a boolean mask is False
+        s = s + mask         for a float mask (broadcast to x)
+        y = exp(s - m) / sum(exp(s - m)),  m = max(s),  and y = 0 on rows where m = -inf.
+
+    Hidden entries of x are replaced, not computed with: a NaN there does not spread."""
+    (x,), dtype = _prepare(x=x)
+    check_scores(x, causal)
+    s = float(scale) * x
+    if causal:
+        tq, tk = x.shape[-2:]
+        hidden = np.arange(tk) > np.arange(tq)[:, None] + (tk - tq)
+        s = np.where(hidden, -np.inf, s)
+    if mask is not None:
+        mask = check_mask(mask, x.shape)
+        s = np.where(mask, s, -np.inf) if mask.dtype == np.bool_ else s + mask.astype(x.dtype)
+    m = np.max(s, axis=-1, keepdims=True)
+    every_key_hidden = m == -np.inf
+    with np.errstate(invalid="ignore"):
+        e = np.exp(s - np.where(every_key_hidden, 0, m))
+        y = np.where(every_key_hidden, 0, e / np.sum(e, axis=-1, keepdims=True))
+    return _result(y, dtype, out)
+
+
+def masked_softmax_backward(dy, y, *, scale=1.0, out=None):
+    """For y = masked_softmax(x, scale=scale, ...): dx = scale * y * (dy - sum(dy * y)) along
+    the last axis."""
+    dy, y, dtype = _prepare_pair(dy, y)
+    check_scores(y, False)
+    dx = float(scale) * (y * (dy - np.sum(dy * y, axis=-1, keepdims=True)))
+    return _result(dx, dtype, out)
 
 
 # ---- normalization ------------------------------------------------------------------------------
@@ -675,3 +713,114 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, chunk_size=None,
     dweight = grad.T @ hidden.astype(np.float64)
     dbias = None if bias is None else np.sum(grad, axis=0).astype(dtype)
     return loss, dhidden.astype(dtype), dweight.astype(dtype), dbias
+
+
+# ---- activations ------------------------------------------------------------------------------
+#
+# Computed in float64 whatever the input (then rounded to its dtype): the float64 truth. The
+# sigmoid is written so that neither it nor 1 - sigmoid cancels: with e = exp(-|v|),
+# sigmoid(v) = 1 / (1 + e) for v >= 0 and e / (1 + e) below. At x = +-inf the functions and
+# derivatives take their limits.
+
+_SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
+_erfc = np.frompyfunc(math.erfc, 1, 1)
+
+
+def _activation_input(**named):
+    arrays, dtype = _prepare(**named)
+    for a, name in zip(arrays[1:], list(named)[1:]):
+        _arrays.check_same_shape(arrays[0], a, list(named)[0], name)
+    return [a.astype(np.float64) for a in arrays], dtype
+
+
+def _sigmoid(v):
+    """sigmoid(v) = 1 / (1 + exp(-v)), and 1 - sigmoid(v), without cancellation."""
+    e = np.exp(-np.abs(v))
+    big, small = 1 / (1 + e), e / (1 + e)
+    return np.where(v >= 0, big, small), np.where(v >= 0, small, big)
+
+
+def _normal_cdf(x):
+    """Phi(x) = erfc(-x / sqrt(2)) / 2."""
+    return (0.5 * _erfc(-x / math.sqrt(2.0))).astype(np.float64)
+
+
+def _gelu_tanh_v(x):
+    """v = 2u = 2 sqrt(2 / pi) (x + 0.044715 x^3), and dv/dx."""
+    return (2 * _SQRT_2_OVER_PI * (x + 0.044715 * x ** 3),
+            2 * _SQRT_2_OVER_PI * (1 + 3 * 0.044715 * x ** 2))
+
+
+def _limits(x, value, at_minus_inf, at_plus_inf):
+    return np.where(x == -np.inf, at_minus_inf, np.where(x == np.inf, at_plus_inf, value))
+
+
+def _check_approximate(approximate):
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f'approximate must be "none" or "tanh", not {approximate!r}')
+
+
+def relu(x, *, out=None):
+    """y = max(x, 0), NaN propagating."""
+    (x,), dtype = _activation_input(x=x)
+    return _result(np.where(x < 0, 0.0, x), dtype, out)
+
+
+def relu_backward(dy, x, *, out=None):
+    """dx = 0 where x <= 0, else dy (PyTorch's threshold_backward: a NaN x passes dy)."""
+    (dy, x), dtype = _activation_input(dy=dy, x=x)
+    return _result(np.where(x <= 0, 0.0, dy), dtype, out)
+
+
+def gelu(x, *, approximate="none", out=None):
+    """approximate="none":  y = x Phi(x),  Phi(x) = erfc(-x / sqrt 2) / 2;
+    approximate="tanh":  y = x (1 + tanh(u)) / 2,  u = sqrt(2 / pi) (x + 0.044715 x^3),
+                         evaluated as x sigmoid(2u) (equal: 1 + tanh(u) = 2 sigmoid(2u));
+    y(-inf) = 0, y(inf) = inf."""
+    _check_approximate(approximate)
+    (x,), dtype = _activation_input(x=x)
+    with np.errstate(all="ignore"):
+        if approximate == "none":
+            y = x * _normal_cdf(x)
+        else:
+            y = x * _sigmoid(_gelu_tanh_v(x)[0])[0]
+        y = _limits(x, y, 0.0, np.inf)
+    return _result(y, dtype, out)
+
+
+def gelu_backward(dy, x, *, approximate="none", out=None):
+    """approximate="none":  dx = dy (Phi(x) + x phi(x)),  phi(x) = exp(-x^2 / 2) / sqrt(2 pi);
+    approximate="tanh":  dx = dy (s + x s (1 - s) v'),  s = sigmoid(v),  v = 2u as in gelu;
+    the derivative is 0 at -inf and 1 at inf."""
+    _check_approximate(approximate)
+    (dy, x), dtype = _activation_input(dy=dy, x=x)
+    with np.errstate(all="ignore"):
+        if approximate == "none":
+            d = _normal_cdf(x) + x * np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+        else:
+            v, dv = _gelu_tanh_v(x)
+            s, complement = _sigmoid(v)
+            d = s + x * s * complement * dv
+        d = np.where(np.abs(x) > 1e4, x > 0, d)      # (s (1 - s) underflows long before)
+        dx = dy * _limits(x, d, 0.0, 1.0)
+    return _result(dx, dtype, out)
+
+
+def silu(x, *, out=None):
+    """y = x sigmoid(x) = x / (1 + exp(-x)); y(-inf) = 0, y(inf) = inf."""
+    (x,), dtype = _activation_input(x=x)
+    with np.errstate(all="ignore"):
+        y = _limits(x, x * _sigmoid(x)[0], 0.0, np.inf)
+    return _result(y, dtype, out)
+
+
+def silu_backward(dy, x, *, out=None):
+    """dx = dy (s + x s (1 - s)),  s = sigmoid(x); the derivative is 0 at -inf, 1 at inf."""
+    (dy, x), dtype = _activation_input(dy=dy, x=x)
+    with np.errstate(all="ignore"):
+        s, complement = _sigmoid(x)
+        dx = dy * _limits(x, s + x * s * complement, 0.0, 1.0)
+    return _result(dx, dtype, out)
+
+
+swish = silu

@@ -1,0 +1,166 @@
+# Elementwise activations and their derivatives, dx = dy * f'(x):
+#
+#   relu       f(x) = max(x, 0)                       f'(x) = 1 for x > 0, else 0
+#   gelu       f(x) = x Phi(x)                        f'(x) = Phi(x) + x phi(x)
+#              (Phi, phi: the standard normal CDF and density; approximate="none")
+#   gelu_tanh  f(x) = x (1 + tanh(u)) / 2,  u = sqrt(2 / pi) (x + 0.044715 x^3)    (GPT-2's)
+#                   = x sigmoid(v),  v = 2u           f'(x) = s + x s (1 - s) v',  s = sigmoid(v)
+#   silu       f(x) = x sigmoid(x)                    f'(x) = s + x s (1 - s),     s = sigmoid(x)
+#
+# gelu_tanh is computed as x sigmoid(2u), the same function: 1 + tanh(u) cancels to 0 for
+# u < -9 in float32 while sigmoid keeps its digits (gelu_tanh(-10) = -1.6e-37, not -0). The
+# sigmoid and 1 - sigmoid come from one exp(-|v|) without cancellation either.
+# At x = -inf every f is 0 and every f' is 0 (the limits), at +inf f = inf and f' = 1; NaN
+# stays NaN. Every loop below is one vectorized pass over memory.
+
+from libc.float cimport DBL_MAX, FLT_MAX
+
+cpdef enum Activation:
+    RELU = 0
+    GELU = 1
+    GELU_TANH = 2
+    SILU = 3
+    TANH = 4            # the vector math functions themselves, for their accuracy tests
+    ERF = 5
+
+cdef enum:
+    ELEMENT_BLOCK = 64      # threads split arrays at multiples of this: whole vectors at any level
+    SATURATED = 10000       # |x| beyond which every sigmoid and Phi is exactly 0 or 1
+
+
+cdef inline real sigmoid_pair(real v, real *complement) noexcept nogil:
+    """sigmoid(v) = 1 / (1 + exp(-v)), storing 1 - sigmoid(v) = sigmoid(-v) in complement[0].
+    With e = exp(-|v|) <= 1 the two are 1 / (1 + e) and e / (1 + e): neither cancels nor
+    overflows, and a NaN v gives NaN for both."""
+    cdef real e = vexp(-v if v > 0 else v)
+    cdef real r = 1 / (1 + e)
+    complement[0] = e * r if v >= 0 else r
+    return r if v >= 0 else e * r
+
+
+cdef inline real at_least_lowest(real x) noexcept nogil:
+    """x, with -inf raised to the lowest finite value: -inf * f(-inf)/x's factor 0 then gives
+    0, the limit, instead of NaN (NaN stays NaN)."""
+    if real is float:
+        return -FLT_MAX if x < -FLT_MAX else x
+    else:
+        return -DBL_MAX if x < -DBL_MAX else x
+
+
+cdef inline real saturate(real x) noexcept nogil:
+    """x within [-SATURATED, SATURATED] (NaN stays NaN): where the derivatives' factors of x
+    would meet a sigmoid or density of exactly 0 as inf * 0."""
+    return -SATURATED if x < -SATURATED else (SATURATED if x > SATURATED else x)
+
+
+cdef inline real gelu_tanh_v(real x) noexcept nogil:
+    """v = 2u = x (V1 + V3 x^2), V1 = 2 sqrt(2 / pi), V3 = 0.044715 V1; +-inf once x^3
+    overflows, as the sigmoid wants."""
+    return x * (<real>1.5957691216057308 + <real>0.07135481627260025 * x * x)
+
+
+cdef inline real gelu_tanh_dv(real x) noexcept nogil:
+    """v' = V1 + 3 V3 x^2."""
+    return <real>1.5957691216057308 + <real>0.21406444881780076 * x * x
+
+
+cdef void activation_span(Activation f, const real *x, real *y, Py_ssize_t n) noexcept nogil:
+    """y = f(x) for n elements (y may be x)."""
+    cdef Py_ssize_t i
+    cdef real unused
+    if f == RELU:
+        for i in range(n):
+            y[i] = 0 if x[i] < 0 else x[i]
+    elif f == GELU:
+        for i in range(n):
+            y[i] = at_least_lowest(x[i]) * normal_cdf(x[i])
+    elif f == GELU_TANH:
+        for i in range(n):
+            y[i] = at_least_lowest(x[i]) * sigmoid_pair(gelu_tanh_v(x[i]), &unused)
+    elif f == SILU:
+        for i in range(n):
+            y[i] = at_least_lowest(x[i]) * sigmoid_pair(x[i], &unused)
+    elif f == TANH:
+        for i in range(n):
+            y[i] = vtanh(x[i])
+    else:
+        for i in range(n):
+            y[i] = verf(x[i])
+
+
+cdef void gradient_span(Activation f, const real *dy, const real *x, real *dx,
+                        Py_ssize_t n) noexcept nogil:
+    """dx = dy * f'(x) for n elements (dx may be dy or x)."""
+    cdef Py_ssize_t i
+    cdef real s, complement, v
+    if f == RELU:
+        for i in range(n):
+            dx[i] = 0 if x[i] <= 0 else dy[i]            # PyTorch's threshold_backward
+    elif f == GELU:
+        for i in range(n):
+            v = saturate(x[i])
+            dx[i] = dy[i] * (normal_cdf(v) + v * normal_pdf(v))
+    elif f == GELU_TANH:
+        for i in range(n):
+            v = saturate(x[i])
+            s = sigmoid_pair(gelu_tanh_v(v), &complement)
+            dx[i] = dy[i] * (s + v * s * complement * gelu_tanh_dv(v))
+    else:
+        for i in range(n):
+            v = saturate(x[i])
+            s = sigmoid_pair(v, &complement)
+            dx[i] = dy[i] * (s + v * s * complement)
+
+
+cdef void elementwise(Activation f, const real *dy, const real *x, real *out, Py_ssize_t n,
+                      int threads) noexcept nogil:
+    """out = f(x) (dy NULL) or dy * f'(x), threads taking contiguous runs of whole blocks."""
+    cdef Py_ssize_t blocks = (n + ELEMENT_BLOCK - 1) // ELEMENT_BLOCK, first, last
+    cdef int c
+    if threads == 1:
+        elementwise_chunk(f, dy, x, out, 0, n)
+        return
+    for c in prange(threads, num_threads=threads, schedule='static'):
+        first = min(n, chunk_start(blocks, c, threads) * ELEMENT_BLOCK)
+        last = min(n, chunk_start(blocks, c + 1, threads) * ELEMENT_BLOCK)
+        elementwise_chunk(f, dy, x, out, first, last)
+
+
+cdef inline void elementwise_chunk(Activation f, const real *dy, const real *x, real *out,
+                                   Py_ssize_t first, Py_ssize_t last) noexcept nogil:
+    if dy == NULL:
+        activation_span(f, x + first, out + first, last - first)
+    else:
+        gradient_span(f, dy + first, x + first, out + first, last - first)
+
+
+# ---- Python entry points ----------------------------------------------------------------------
+
+def activation_forward(cnp.ndarray x not None, cnp.ndarray y not None, int f, int num_threads):
+    """y = f(x) elementwise, for C-contiguous x and y of one size and float dtype (y may be x);
+    f an Activation."""
+    run_elementwise(f, None, x, y, num_threads)
+
+
+def activation_backward(cnp.ndarray dy not None, cnp.ndarray x not None, cnp.ndarray dx not None,
+                        int f, int num_threads):
+    """dx = dy * f'(x) elementwise (dx may be dy or x); f an Activation up to SILU."""
+    run_elementwise(f, dy, x, dx, num_threads)
+
+
+cdef object run_elementwise(int f, object dy, cnp.ndarray x, cnp.ndarray out, int num_threads):
+    cdef int typenum = float_type(x)
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(x)
+    cdef const void *x_data = data_of(x, typenum, n, False)
+    cdef const void *dy_data = NULL if dy is None else data_of(dy, typenum, n, False)
+    cdef void *out_data = data_of(out, typenum, n, True)
+    cdef int threads = team_size(n, (n + ELEMENT_BLOCK - 1) // ELEMENT_BLOCK, num_threads)
+    if not RELU <= f <= (SILU if dy is not None else ERF):
+        raise ValueError(f"cyburn kernel: no activation {f}")
+    with nogil:
+        if typenum == cnp.NPY_FLOAT:
+            elementwise(<Activation>f, <const float *>dy_data, <const float *>x_data,
+                        <float *>out_data, n, threads)
+        else:
+            elementwise(<Activation>f, <const double *>dy_data, <const double *>x_data,
+                        <double *>out_data, n, threads)

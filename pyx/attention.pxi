@@ -1,0 +1,186 @@
+# Attention softmax: the softmax over the last axis of s = scale * x for attention scores x of
+# shape (..., Tq, Tk), seen as rows of Tk keys, row r being query i = r % Tq.
+#
+#   causal      hides key j from query i when j > i + Tk - Tq (bottom-right aligned): a row's
+#               visible keys are its first clamp(i + Tk - Tq + 1, 0, Tk), and the kernel reads
+#               and exponentiates only those; it writes zeros over the rest.
+#   keep mask   (boolean) hides key j where it is False;
+#   add mask    (float) is added to s; -inf hides a key.
+# A mask arrives as rows of Tk (mask_rows) and an index row_of: row r of x takes mask row
+# row_of[r], so a mask broadcast over batch and heads is never materialized.
+# A row whose every key is hidden is all zeros (not the NaN of softmax over nothing).
+#
+# The backward is softmax's with the chain rule's factor: dx = scale * y * (dy - sum(dy * y)).
+# Rows go to threads in blocks of ATTENTION_BLOCK_ROWS, dealt in turn: causal rows grow
+# longer with i, and dealing blocks round-robin balances them. Each row is computed by one
+# thread in a fixed order, so results do not depend on the thread count.
+
+from libc.math cimport INFINITY, isnan
+from libc.stdint cimport int64_t
+from libc.string cimport memset
+
+cdef enum:
+    ATTENTION_BLOCK_ROWS = 16
+
+cdef enum MaskKind:
+    NO_MASK
+    KEEP_MASK
+    ADD_MASK
+
+cdef struct Attention:
+    Py_ssize_t rows, Tq, Tk
+    bint causal
+    MaskKind mask_kind
+    const void *mask_rows       # (M, Tk): bool (KEEP_MASK) or the scores' type (ADD_MASK)
+    const int64_t *row_of       # (rows,): the mask row of each row of x
+
+
+cdef void masked_softmax_row(const real *x, real *y, Py_ssize_t visible, Py_ssize_t n,
+                             real scale, MaskKind kind, const void *mask) noexcept nogil:
+    """y[0:visible] = softmax(s) over the visible keys, s = scale * x masked by `mask`'s row;
+    y[visible:n] = 0, and all of y = 0 when every s is -inf. y may be x."""
+    cdef const real *s = x
+    cdef const real *add = <const real *>mask
+    cdef const char *keep = <const char *>mask
+    cdef real m = -INFINITY, hidden = -INFINITY
+    cdef double total
+    cdef Py_ssize_t j
+    if kind == KEEP_MASK:
+        for j in range(visible):
+            y[j] = scale * x[j] if keep[j] else hidden
+        s = y
+    elif kind == ADD_MASK:
+        for j in range(visible):
+            y[j] = scale * x[j] + add[j]
+        s = y
+    elif scale != 1:
+        for j in range(visible):
+            y[j] = scale * x[j]
+        s = y
+    if visible > 0:
+        m = span_max(s, visible)
+    # every key hidden: m = -inf, and no NaN among them (a sum of -infs is -inf, not NaN)
+    if m == -INFINITY and (visible == 0 or not isnan(span_sum(s, visible))):
+        visible = 0
+    else:
+        total = span_sum_exp(s, m, y, False, visible)
+        for j in range(visible):
+            y[j] = y[j] * <real>(1.0 / total)
+    memset(y + visible, 0, (n - visible) * sizeof(real))
+
+
+cdef inline Py_ssize_t visible_keys(Attention a, Py_ssize_t r) noexcept nogil:
+    """How many of row r's first keys the causal rule leaves visible (all without it)."""
+    if not a.causal:
+        return a.Tk
+    return min(a.Tk, max(<Py_ssize_t>0, r % a.Tq + a.Tk - a.Tq + 1))
+
+
+cdef void attention_block(Attention a, const real *x, const real *dy, real *out, real scale,
+                          Py_ssize_t block) noexcept nogil:
+    """Rows of block `block`: the forward (dy NULL) or the backward (x is then y)."""
+    cdef Py_ssize_t r, at, first = block * ATTENTION_BLOCK_ROWS
+    cdef Py_ssize_t last = min(a.rows, first + ATTENTION_BLOCK_ROWS)
+    cdef const void *mask = NULL
+    cdef Py_ssize_t mask_item = sizeof(real) if a.mask_kind == ADD_MASK else 1
+    for r in range(first, last):
+        at = r * a.Tk
+        if r + 1 < last:
+            prefetch_span(x + at + a.Tk, visible_keys(a, r + 1))
+            if dy != NULL:
+                prefetch_span(dy + at + a.Tk, a.Tk)
+        if dy != NULL:
+            softmax_backward_row(dy + at, x + at, out + at, a.Tk, scale)
+        else:
+            if a.mask_kind != NO_MASK:
+                mask = <const char *>a.mask_rows + a.row_of[r] * a.Tk * mask_item
+            masked_softmax_row(x + at, out + at, visible_keys(a, r), a.Tk, scale,
+                               a.mask_kind, mask)
+
+
+cdef void attention_rows(Attention a, const real *x, const real *dy, real *out, real scale,
+                         int threads) noexcept nogil:
+    cdef Py_ssize_t b, blocks = (a.rows + ATTENTION_BLOCK_ROWS - 1) // ATTENTION_BLOCK_ROWS
+    if threads == 1:
+        for b in range(blocks):
+            attention_block(a, x, dy, out, scale, b)
+        return
+    for b in prange(blocks, num_threads=threads, schedule='static', chunksize=1):
+        attention_block(a, x, dy, out, scale, b)
+
+
+cdef object run_attention(Attention a, cnp.ndarray x, object dy, cnp.ndarray out, double scale,
+                          int num_threads):
+    cdef int typenum = float_type(x)
+    cdef Py_ssize_t size = cnp.PyArray_SIZE(x)
+    cdef const void *x_data = data_of(x, typenum, size, False)
+    cdef const void *dy_data = NULL if dy is None else data_of(dy, typenum, size, False)
+    cdef void *out_data = data_of(out, typenum, size, True)
+    cdef int threads = team_size(size, a.rows, num_threads)
+    with nogil:
+        if typenum == cnp.NPY_FLOAT:
+            attention_rows(a, <const float *>x_data, <const float *>dy_data, <float *>out_data,
+                           <float>scale, threads)
+        else:
+            attention_rows(a, <const double *>x_data, <const double *>dy_data,
+                           <double *>out_data, scale, threads)
+
+
+cdef Attention rows_of(cnp.ndarray x, bint causal) except *:
+    """x as rows of Tk keys, Tq rows per score matrix."""
+    cdef Attention a
+    cdef int ndim = cnp.PyArray_NDIM(x)
+    if ndim < 1 or causal and ndim < 2:
+        raise ValueError("cyburn kernel: scores must have a key axis (and a query axis if causal)")
+    a.Tk = cnp.PyArray_DIM(x, ndim - 1)
+    a.Tq = cnp.PyArray_DIM(x, ndim - 2) if ndim >= 2 else 1
+    a.rows = cnp.PyArray_SIZE(x) // a.Tk if a.Tk else 0
+    a.causal = causal
+    a.mask_kind = NO_MASK
+    a.mask_rows = NULL
+    a.row_of = NULL
+    return a
+
+
+cdef bint indices_below(const int64_t *index, Py_ssize_t n, Py_ssize_t bound) noexcept nogil:
+    """0 <= index[i] < bound for every i < n."""
+    cdef Py_ssize_t i
+    for i in range(n):
+        if not 0 <= index[i] < bound:
+            return False
+    return True
+
+
+# ---- Python entry points ----------------------------------------------------------------------
+
+def masked_softmax_forward(cnp.ndarray x not None, cnp.ndarray y not None, double scale,
+                           bint causal, object mask_rows, object row_of, int num_threads):
+    """y = masked softmax of scale * x over its last axis (y may be x), for C-contiguous x and
+    y of one float dtype and shape (..., Tq, Tk). mask_rows: None, or an (M, Tk) C-contiguous
+    bool array (keep) or x-typed array (add); row_of: (rows,) int64 indices into it."""
+    cdef Attention a = rows_of(x, causal)
+    cdef cnp.ndarray mask, index
+    cdef Py_ssize_t M
+    if mask_rows is not None:
+        mask = mask_rows
+        index = row_of
+        if cnp.PyArray_NDIM(mask) != 2 or cnp.PyArray_DIM(mask, 1) != a.Tk:
+            raise ValueError("cyburn kernel: mask rows must be (M, Tk)")
+        M = cnp.PyArray_DIM(mask, 0)
+        if cnp.PyArray_TYPE(mask) == cnp.NPY_BOOL:
+            a.mask_kind = KEEP_MASK
+            a.mask_rows = data_of(mask, cnp.NPY_BOOL, M * a.Tk, False)
+        else:
+            a.mask_kind = ADD_MASK
+            a.mask_rows = data_of(mask, float_type(x), M * a.Tk, False)
+        a.row_of = <const int64_t *>data_of(index, cnp.NPY_INT64, a.rows, False)
+        if not indices_below(a.row_of, a.rows, M):
+            raise ValueError("cyburn kernel: mask row index out of range")
+    run_attention(a, x, None, y, scale, num_threads)
+
+
+def masked_softmax_backward(cnp.ndarray dy not None, cnp.ndarray y not None,
+                            cnp.ndarray dx not None, double scale, int num_threads):
+    """dx = scale * y * (dy - sum(dy * y)) over the last axis (dx may be dy), for C-contiguous
+    arrays of one shape and float dtype."""
+    run_attention(rows_of(y, False), y, dy, dx, scale, num_threads)

@@ -1,0 +1,87 @@
+"""masked_softmax and masked_softmax_backward: the softmax of attention scores (..., Tq, Tk)
+over their keys, with keys hidden by a causal rule or a mask."""
+import numpy as np
+
+from . import _arrays, _threads
+from ._dispatch import kernels
+
+
+def check_scores(x, causal):
+    """ValueError unless x has a key axis, and a query axis too when causal."""
+    if x.ndim < 1 or causal and x.ndim < 2:
+        raise ValueError(f"x of shape {x.shape} must have a key axis"
+                         + (" and a query axis (..., Tq, Tk) for causal=True" if causal else ""))
+
+
+def check_mask(mask, shape):
+    """`mask` as an ndarray, boolean or floating, that broadcasts to `shape` (else TypeError /
+    ValueError naming both shapes)."""
+    mask = mask if type(mask) is np.ndarray else np.asarray(mask)
+    if mask.dtype != np.bool_ and mask.dtype.kind != "f" and not _arrays.is_half(mask.dtype):
+        raise TypeError(f"mask must be boolean (True = keep) or floating (added to the scores), "
+                        f"not {mask.dtype}")
+    if mask.ndim > len(shape) or np.broadcast_shapes(mask.shape, shape) != shape:
+        raise ValueError(f"mask has shape {mask.shape}, which does not broadcast to the scores' "
+                         f"shape {shape}")
+    return mask
+
+
+def _mask_rows(mask, shape, work):
+    """The mask as C-contiguous (M, Tk) rows of bool or `work`, and for every row of the
+    scores (shape[:-1], flattened) the index of its mask row: the mask's own rows are kept, and
+    broadcasting over the leading axes stays in the index (only a broadcast key axis is
+    materialized)."""
+    padded = mask.reshape((1,) * (len(shape) - mask.ndim) + mask.shape)
+    lead = padded.shape[:-1]
+    rows = np.broadcast_to(padded, lead + shape[-1:])
+    rows = np.ascontiguousarray(rows, dtype=np.bool_ if mask.dtype == np.bool_ else work)
+    row_of = np.broadcast_to(np.arange(rows.size // shape[-1]).reshape(lead), shape[:-1])
+    return rows.reshape(-1, shape[-1]), row_of.ravel()
+
+
+def masked_softmax(x, *, scale=1.0, causal=False, mask=None, out=None):
+    """Softmax over the last axis of s = scale * x, for attention scores x of shape
+    (..., Tq, Tk), with hidden keys:
+
+        causal=True   hides key j from query i when j > i + (Tk - Tq) (bottom-right aligned);
+                      the kernel does no work on hidden keys and writes their zeros.
+        mask          boolean (True = keep) or float (added to s), broadcastable to x.
+
+    y = exp(s - max s) / sum(exp(s - max s)) over the visible keys, 0 on hidden ones; a row
+    whose every key is hidden is all zeros (not NaN). `out` may be `x` (in-place).
+    """
+    x, dtype = _arrays.as_input(x, "x")
+    check_scores(x, causal)
+    scale = float(scale)
+    if mask is not None:
+        mask = check_mask(mask, x.shape)
+    if out is not None:
+        _arrays.check_out(out, x.shape, dtype)
+    if x.size == 0:
+        return out if out is not None else np.empty(x.shape, dtype)
+    work = _arrays.compute_dtype(dtype)
+    x = _arrays.contiguous(x, work)
+    mask_rows, row_of = (None, None) if mask is None else _mask_rows(mask, x.shape, work)
+    y, y_is_out = _arrays.output_for((x,), out, work, False, read_later=(mask_rows,))
+    kernels.masked_softmax_forward(x, y, scale, bool(causal), mask_rows, row_of,
+                                   _threads.current())
+    return _arrays.finish(y, y_is_out, out, dtype, False)
+
+
+def masked_softmax_backward(dy, y, *, scale=1.0, out=None):
+    """Gradient of masked_softmax given its output y: dx = scale * y * (dy - sum(dy * y)) over
+    the last axis (hidden keys have y = 0, hence dx = 0). `out` may be `dy` (in-place)."""
+    (dy, y), dtype = _arrays.as_inputs(dy=dy, y=y)
+    _arrays.check_same_shape(dy, y, "dy", "y")
+    check_scores(y, False)
+    scale = float(scale)
+    if out is not None:
+        _arrays.check_out(out, y.shape, dtype)
+    if y.size == 0:
+        return out if out is not None else np.empty(y.shape, dtype)
+    work = _arrays.compute_dtype(dtype)
+    dy = _arrays.contiguous(dy, work)
+    y = _arrays.contiguous(y, work)
+    dx, dx_is_out = _arrays.output_for((dy, y), out, work, False)
+    kernels.masked_softmax_backward(dy, y, dx, scale, _threads.current())
+    return _arrays.finish(dx, dx_is_out, out, dtype, False)
