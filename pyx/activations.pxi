@@ -25,6 +25,7 @@ cpdef enum Activation:
 
 cdef enum:
     ELEMENT_BLOCK = 64      # threads split arrays at multiples of this: whole vectors at any level
+    SPAN = 4096             # elements computed while the next span is prefetched
     SATURATED = 10000       # |x| beyond which every sigmoid and Phi is exactly 0 or 1
 
 
@@ -33,7 +34,8 @@ cdef inline real sigmoid_pair(real v, real *complement) noexcept nogil:
     With e = exp(-|v|) <= 1 the two are 1 / (1 + e) and e / (1 + e): neither cancels nor
     overflows, and a NaN v gives NaN for both."""
     cdef real e = vexp(-v if v > 0 else v)
-    cdef real r = 1 / (1 + e)
+    cdef real one = 1
+    cdef real r = one / (one + e)
     complement[0] = e * r if v >= 0 else r
     return r if v >= 0 else e * r
 
@@ -126,12 +128,25 @@ cdef void elementwise(Activation f, const real *dy, const real *x, real *out, Py
         elementwise_chunk(f, dy, x, out, first, last)
 
 
-cdef inline void elementwise_chunk(Activation f, const real *dy, const real *x, real *out,
-                                   Py_ssize_t first, Py_ssize_t last) noexcept nogil:
-    if dy == NULL:
-        activation_span(f, x + first, out + first, last - first)
-    else:
-        gradient_span(f, dy + first, x + first, out + first, last - first)
+cdef void elementwise_chunk(Activation f, const real *dy, const real *x, real *out,
+                            Py_ssize_t first, Py_ssize_t last) noexcept nogil:
+    """Elements first..last-1, in two spans: up to the first 64-byte boundary of out, then the
+    rest. NumPy aligns data to 16 bytes only, and full-width stores that straddle cache lines
+    cost (relu of 25M float32 on 1 thread: 12.0 ms unaligned, against NumPy's 10.6). The split
+    depends on the address alone: chunks start at multiples of ELEMENT_BLOCK."""
+    cdef Py_ssize_t head = min(last - first, (-(<Py_ssize_t>(out + first)) & 63) // sizeof(real))
+    cdef Py_ssize_t span
+    while first < last:
+        if first + head < last:
+            prefetch_span(x + first + head, SPAN)
+            if dy != NULL:
+                prefetch_span(dy + first + head, SPAN)
+        if dy == NULL:
+            activation_span(f, x + first, out + first, head)
+        else:
+            gradient_span(f, dy + first, x + first, out + first, head)
+        first = first + head
+        head = min(last - first, <Py_ssize_t>SPAN)
 
 
 # ---- Python entry points ----------------------------------------------------------------------
