@@ -2,7 +2,7 @@
 
     python -m cyburn.bench            # GPT-2 small shapes, float32, all threads
     python -m cyburn.bench --quick    # fewer repetitions
-    python -m cyburn.bench norm       # one suite: softmax, norm, xent
+    python -m cyburn.bench norm       # one suite: softmax, norm, xent, attention, act
 
 Every case times its contenders interleaved (one call of each per round, repeated), so
 they share the machine's state; the table reports each one's best time and the ratios against
@@ -70,13 +70,20 @@ def _time_once(f, calls=1):
 class Case:
     """One benchmark row: the contenders (name -> callable) for one function, input and mode,
     the bytes the function must move (inputs read once, outputs written once) and an array
-    of the operand size for the np.copyto bandwidth reference."""
+    of the operand size for the np.copyto bandwidth reference.
 
-    def __init__(self, function, label, mode, contenders, traffic, operand):
+    scaled: contender -> factor its measured time is multiplied by (a slow contender timed on
+    a slice of the input, e.g. {"numpy": 16} for 1/16 of the rows; say so in the label).
+    note: times -> a line printed under the table (comparisons of extra contenders, which
+    the table's columns do not show)."""
+
+    def __init__(self, function, label, mode, contenders, traffic, operand, *, scaled=None,
+                 note=None):
         copy = np.empty_like(operand)
         self.function, self.label, self.mode, self.traffic = function, label, mode, traffic
         self.operand_bytes = operand.nbytes
         self.contenders = {"copyto": lambda: np.copyto(copy, operand), **contenders}
+        self.scaled, self.note = scaled or {}, note
 
 
 def _torch_softmax_calls(name, arrays, axis, out):
@@ -295,14 +302,127 @@ def run_linear_cross_entropy_memory(args):
     print()
 
 
+ATTENTION_SCORES = (1, 12, 1024, 1024)  # GPT-2 small: one sequence of 1024 tokens, 12 heads
+ATTENTION_SCALE = 0.125                   # 1 / sqrt(64), GPT-2's head size
+
+
+def attention_cases(rng):
+    """masked_softmax into out= on ATTENTION_SCORES: causal, with a boolean mask broadcast
+    over the heads, and unmasked; masked_softmax_backward with a scale."""
+    x = rng.standard_normal(ATTENTION_SCORES, dtype=np.float32)
+    dy = rng.standard_normal(ATTENTION_SCORES, dtype=np.float32)
+    out = np.empty_like(x)
+    *lead, tq, tk = ATTENTION_SCORES
+    heads = x.size // (tq * tk)
+    keep = np.tril(np.ones((tq, tk), dtype=np.bool_))      # the causal pattern, as a mask
+    visible = heads * int(keep.sum())
+    y = cb.masked_softmax(x, causal=True)
+    label = f"scores {ATTENTION_SCORES}"
+    causal = {"cyburn": lambda: cb.masked_softmax(x, causal=True, out=out),
+              "numpy": lambda: reference.masked_softmax(x, causal=True, out=out),
+              # extra contenders for the note below (the table shows only numpy and torch)
+              "softmax": lambda: cb.softmax(x, out=out),
+              "unmasked": lambda: cb.masked_softmax(x, out=out)}
+    masked = {"cyburn": lambda: cb.masked_softmax(x, mask=keep, out=out),
+              "numpy": lambda: reference.masked_softmax(x, mask=keep, out=out)}
+    unmasked = {"cyburn": lambda: cb.masked_softmax(x, out=out),
+                "numpy": lambda: reference.masked_softmax(x, out=out)}
+    backward = {"cyburn": lambda: cb.masked_softmax_backward(dy, y, scale=ATTENTION_SCALE,
+                                                             out=out),
+                "numpy": lambda: reference.masked_softmax_backward(dy, y, scale=ATTENTION_SCALE,
+                                                                   out=out)}
+    if torch:
+        X, DY, Y, O = (torch.from_numpy(a) for a in (x, dy, y, out))
+        # What a NumPy-style PyTorch user writes: fill the hidden scores with -inf (a new
+        # tensor), then softmax, which has an out= overload.
+        hidden = torch.triu(torch.ones(tq, tk, dtype=torch.bool), 1)
+        causal["torch"] = lambda: torch.softmax(X.masked_fill(hidden, float("-inf")), -1, out=O)
+        masked["torch"] = causal["torch"]       # the same call: the mask is the causal pattern
+        unmasked["torch"] = lambda: torch.softmax(X, -1, out=O)
+        # aten's softmax backward has no scale: for y = softmax(scale * x) the chain rule makes
+        # dx = scale * softmax_backward(dy, y), a second (in-place) pass over the output.
+        backward["torch"] = lambda: torch.ops.aten._softmax_backward_data.out(
+            DY, Y, -1, torch.float32, grad_input=O).mul_(ATTENTION_SCALE)
+
+    def causal_note(times):
+        ours, t = times["cyburn"], {k: _fmt_time(v).strip() for k, v in times.items()}
+        return (f"masked_softmax causal, out=, {t['cyburn']}; in the same rounds cb.softmax "
+                f"{t['softmax']} = {times['softmax'] / ours:.2f}x and masked_softmax unmasked "
+                f"{t['unmasked']} = {times['unmasked'] / ours:.2f}x the causal time "
+                f"(target: >= 1.6x)")
+
+    # traffic: causal reads only the visible scores and writes every output (zeros included)
+    yield Case("masked_softmax", f"{label} causal", "out=", causal,
+               (visible + x.size) * x.itemsize, x, note=causal_note)
+    yield Case("masked_softmax", f"{label} bool mask", "out=", masked,
+               2 * x.nbytes + keep.nbytes, x)
+    yield Case("masked_softmax", f"{label} unmasked", "out=", unmasked, 2 * x.nbytes, x)
+    yield Case("masked_softmax_backward", f"{label} scale={ATTENTION_SCALE}", "out=", backward,
+               3 * x.nbytes, x)
+
+
+ACTIVATION_SHAPE = (8192, 3072)         # GPT-2 small's MLP: 8 sequences of 1024 tokens, 4 * 768
+ACTIVATION_SLICE = 16                   # slow NumPy references run on 1/16 of the rows
+
+
+def activation_cases(rng):
+    """relu, gelu (erf and tanh) and silu, forward and backward, into out= on
+    ACTIVATION_SHAPE. The NumPy references of gelu and silu, in float64 with several
+    temporaries (gelu's erf one calls math.erfc per element), are timed on 1/ACTIVATION_SLICE
+    of the rows and their time multiplied by ACTIVATION_SLICE."""
+    x = rng.standard_normal(ACTIVATION_SHAPE, dtype=np.float32)
+    dy = rng.standard_normal(ACTIVATION_SHAPE, dtype=np.float32)
+    out = np.empty_like(x)
+    rows = ACTIVATION_SHAPE[0] // ACTIVATION_SLICE
+    sx, sdy, sout = x[:rows], dy[:rows], out[:rows]
+    label = f"{ACTIVATION_SHAPE}"
+    sliced = f"; numpy 1/{ACTIVATION_SLICE} x{ACTIVATION_SLICE}"
+    if torch:
+        X, DY, O = (torch.from_numpy(a) for a in (x, dy, out))
+        aten = torch.ops.aten
+    for name, kw, slow in [("gelu", {"approximate": "tanh"}, True),
+                           ("gelu", {"approximate": "none"}, True),
+                           ("silu", {}, True), ("relu", {}, False)]:
+        forward, backward = getattr(cb, name), getattr(cb, name + "_backward")
+        ref_forward = getattr(reference, name)
+        ref_backward = getattr(reference, name + "_backward")
+        rx, rdy, rout = (sx, sdy, sout) if slow else (x, dy, out)
+        fwd = {"cyburn": lambda f=forward, kw=kw: f(x, out=out, **kw),
+               "numpy": lambda f=ref_forward, kw=kw: f(rx, out=rout, **kw)}
+        bwd = {"cyburn": lambda f=backward, kw=kw: f(dy, x, out=out, **kw),
+               "numpy": lambda f=ref_backward, kw=kw: f(rdy, rx, out=rout, **kw)}
+        if torch:           # PyTorch's own kernels, writing into out
+            if name == "gelu":
+                a = kw["approximate"]
+                fwd["torch"] = lambda a=a: torch._C._nn.gelu(X, approximate=a, out=O)
+                bwd["torch"] = lambda a=a: aten.gelu_backward.grad_input(DY, X, approximate=a,
+                                                                         grad_input=O)
+            elif name == "silu":
+                fwd["torch"] = lambda: torch._C._nn.silu(X, out=O)
+                bwd["torch"] = lambda: aten.silu_backward.grad_input(DY, X, grad_input=O)
+            else:
+                fwd["torch"] = lambda: torch.clamp_min(X, 0, out=O)
+                bwd["torch"] = lambda: aten.threshold_backward.grad_input(DY, X, 0,
+                                                                          grad_input=O)
+        case_label = label + (f" {kw['approximate']}" if kw else "") + (sliced if slow else "")
+        scaled = {"numpy": ACTIVATION_SLICE} if slow else None
+        yield Case(name, case_label, "out=", fwd, 2 * x.nbytes, x, scaled=scaled)
+        yield Case(name + "_backward", case_label, "out=", bwd, 3 * x.nbytes, x, scaled=scaled)
+
+
 SUITES = {"softmax": softmax_cases,
           "norm": lambda rng: [*row_norm_cases(rng), *channel_norm_cases(rng)],
-          "xent": lambda rng: [*cross_entropy_cases(rng), *linear_cross_entropy_cases(rng)]}
+          "xent": lambda rng: [*cross_entropy_cases(rng), *linear_cross_entropy_cases(rng)],
+          "attention": attention_cases,
+          "act": activation_cases}
 
 
 def run_cases(cases, args):
-    print_table([(case, best_times(case.contenders, args.seconds, args.rounds))
-                 for case in cases])
+    rows = []
+    for case in cases:
+        times = best_times(case.contenders, args.seconds, args.rounds)
+        rows.append((case, {name: t * case.scaled.get(name, 1) for name, t in times.items()}))
+    print_table(rows)
 
 
 def _fmt_time(seconds):
@@ -313,7 +433,7 @@ def _fmt_time(seconds):
 
 def print_table(rows):
     peers = ["numpy"] + (["torch"] if torch is not None else [])
-    header = (f"{'function':<21} {'case':<38} {'mode':<6} {'cyburn':>11} "
+    header = (f"{'function':<23} {'case':<38} {'mode':<6} {'cyburn':>11} "
               + " ".join(f"{p:>11} {'x' + p:>7}" for p in peers)
               + f" {'GB/s':>6} {'%copyto':>7}")
     print(header)
@@ -324,8 +444,11 @@ def print_table(rows):
                          else f"{'-':>11} {'-':>7}" for p in peers)
         gbs = case.traffic / ours / 1e9
         copy_gbs = 2 * case.operand_bytes / times["copyto"] / 1e9
-        print(f"{case.function:<21} {case.label:<38} {case.mode:<6} {_fmt_time(ours)} {cells} "
+        print(f"{case.function:<23} {case.label:<38} {case.mode:<6} {_fmt_time(ours)} {cells} "
               f"{gbs:6.1f} {100 * gbs / copy_gbs:6.0f}%")
+    for case, times in rows:
+        if case.note:
+            print(case.note(times))
     print("x<peer> = peer time / cyburn time (higher: cyburn faster). GB/s counts each input "
           "read once and each output written once; %copyto compares it with np.copyto of one "
           "operand, timed in the same rounds.\n")
