@@ -38,12 +38,14 @@ cdef struct Attention:
 cdef void masked_softmax_row(const real *x, real *y, Py_ssize_t visible, Py_ssize_t n,
                              real scale, MaskKind kind, const void *mask) noexcept nogil:
     """y[0:visible] = softmax(s) over the visible keys, s = scale * x masked by `mask`'s row;
-    y[visible:n] = 0, and all of y = 0 when every s is -inf. y may be x."""
+    y[visible:n] = 0, and all of y = 0 when every s is -inf. A NaN (or +inf) among the visible
+    s makes the whole row NaN, hidden keys included, as softmax of s with -inf there does.
+    y may be x."""
     cdef const real *s = x
     cdef const real *add = <const real *>mask
     cdef const char *keep = <const char *>mask
     cdef real m = -INFINITY, hidden = -INFINITY
-    cdef double total
+    cdef double total = 0.0
     cdef Py_ssize_t j
     if kind == KEEP_MASK:
         for j in range(visible):
@@ -66,7 +68,11 @@ cdef void masked_softmax_row(const real *x, real *y, Py_ssize_t visible, Py_ssiz
         total = span_sum_exp(s, m, y, False, visible)
         for j in range(visible):
             y[j] = y[j] * <real>(1.0 / total)
-    memset(y + visible, 0, (n - visible) * sizeof(real))
+    if isnan(total):
+        for j in range(visible, n):
+            y[j] = <real>total
+    else:
+        memset(y + visible, 0, (n - visible) * sizeof(real))
 
 
 cdef inline Py_ssize_t visible_keys(Attention a, Py_ssize_t r) noexcept nogil:

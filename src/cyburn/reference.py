@@ -742,7 +742,7 @@ def _sigmoid(v):
 
 def _normal_cdf(x):
     """Phi(x) = erfc(-x / sqrt(2)) / 2."""
-    return (0.5 * _erfc(-x / math.sqrt(2.0))).astype(np.float64)
+    return np.asarray(0.5 * _erfc(-x / math.sqrt(2.0)), dtype=np.float64)
 
 
 def _gelu_tanh_v(x):
