@@ -75,18 +75,17 @@ MAX_ERROR_F32 = {
 # float16 / bfloat16 (computed in float32, rounded once): every finite value, in ulp of the
 # half type. A correct result is the float32 one (a few float32 ulp) rounded: <= 0.5 + a hair.
 MAX_ERROR_HALF = 0.502              # 0.5002 (float16 silu_backward), 0.5000 (bfloat16)
-# float64 vs mpmath. The erf GELU's normal CDF is 0.5 * erfc(-x * (1 / sqrt 2)) with the
-# product rounded, and the density exp(-x^2 / 2) with x^2 rounded: relative errors grow like
-# x^2 * eps / 2 in the left tail (1540 ulp at x = -36.4, 6.5 ulp at x = -1.8, 19 ulp at
-# x = -3.9; 474 ulp for gelu_backward): error_scale widens gelu's float64 scale by 1 + x^2
-# there (reported; the float32 kernel does not have this, it splits x^2 exactly).
+# float64 vs mpmath. The erf GELU's normal CDF corrects for the rounding of x / sqrt 2 and of
+# x^2 (without it, relative errors grew like x^2 eps / 2 in the left tail: 1540 ulp at x = -36).
+# cyburn.reference and PyTorch do not: error_scale(rounded_tails=True) widens the float64 scale
+# by 1 + x^2 there when comparing with them.
 MAX_ERROR_F64 = {
     "relu": 0.0,
     "relu_backward": 0.0,
-    "gelu": 3.0,                    # 1.41 (in units of the widened scale)
+    "gelu": 4.0,                    # 2.97 (x = -14.55: libm's erfc in the tail)
     "gelu_tanh": 4.0,               # 2.30 / 2.46
     "silu": 4.0,                    # 2.24
-    "gelu_backward": 3.0,           # 1.01 / 1.08 (widened)
+    "gelu_backward": 4.0,           # 3.17 (x = -29.45)
     "gelu_tanh_backward": 4.0,      # 2.17 / 2.05
     "silu_backward": 5.0,           # 3.15
 }
@@ -121,9 +120,11 @@ def _sigmoid(v):
     return np.where(v >= 0, 1 / (1 + e), e / (1 + e)), np.where(v >= 0, e / (1 + e), 1 / (1 + e))
 
 
-def error_scale(name, x, dy=None, dtype=F32):
+def error_scale(name, x, dy=None, dtype=F32, rounded_tails=False):
     """(scale, m) of the module docstring for function `name` computed in `dtype`, elementwise
-    (float64 arrays; 0 at infinite and NaN inputs, whose results are checked exactly)."""
+    (float64 arrays; 0 at infinite and NaN inputs, whose results are checked exactly).
+    rounded_tails: widen the float64 erf GELU's scale for a peer (cyburn.reference, PyTorch)
+    whose normal CDF rounds x / sqrt 2 and x^2 (see MAX_ERROR_F64)."""
     x = np.asarray(x, dtype=np.float64)
     ax = np.abs(x)
     ady = np.ones_like(x) if dy is None else np.abs(np.asarray(dy, dtype=np.float64))
@@ -137,7 +138,7 @@ def error_scale(name, x, dy=None, dtype=F32):
             phi_ = np.asarray(_ERFC(-xc / math.sqrt(2.0)), dtype=np.float64) / 2
             tail = np.asarray(_ERFC(np.abs(xc) / math.sqrt(2.0)), dtype=np.float64) / 2
             density = np.exp(-0.5 * xc * xc) / math.sqrt(2 * math.pi)
-            widen = 1 + xc * xc if np.dtype(dtype) == F64 else 1.0   # see MAX_ERROR_F64
+            widen = 1 + xc * xc if rounded_tails and np.dtype(dtype) == F64 else 1.0
             if backward:
                 scale = ady * (phi_ + (widen - 1) * tail + ax * density * widen)
                 m = ady * (1 + ax)
@@ -216,7 +217,7 @@ def reference_tolerance(name, args, dtype, k=K_REFERENCE):
     work = compute_dtype(dtype)
     x = np.asarray(args[-1]).astype(np.float64)
     dy = np.asarray(args[0]).astype(np.float64) if len(args) == 2 else None
-    scale, m = error_scale(name, x, dy, work)
+    scale, m = error_scale(name, x, dy, work, rounded_tails=True)
     tol = k * (eps(work) * scale + (1 + m) * tiny(work))
     if dtype != work:                   # the float32 result and the truth, each rounded once
         ref = np.abs(reference(name, args).astype(np.float64))
@@ -470,11 +471,6 @@ def test_float64_vs_mpmath(record_property):
             err = mp_errors(got, exact[name], *error_scale(name, x, None, F64), F64, mpmath)
             rows.append((name, "float64", *worst(err, x)))
         failed = [r for r in rows if not r[2] <= MAX_ERROR_F64[r[0]]]
-        for name in ("gelu", "gelu_backward"):    # for the record: without the 1 + x^2
-            args = (x,) if arity(name) == 1 else (np.ones_like(x), x)
-            unwidened = error_scale(name, x, None, F32)          # (float32's scale)
-            err = mp_errors(call(name, args), exact[name], *unwidened, F64, mpmath)
-            rows.append((name + " (not widened, not asserted)", "float64", *worst(err, x)))
     report("max error (ulp of the scale), float64 vs mpmath", rows, record_property)
     assert not failed, failed
 
@@ -991,7 +987,8 @@ def torch_tolerance(name, args, dtype):
     silu' = s (1 + x (1 - s)) where 1 - s has an absolute error ~eps."""
     x = np.asarray(args[-1], dtype=np.float64)
     dy = np.abs(np.asarray(args[0], dtype=np.float64)) if len(args) == 2 else 1.0
-    scale, m = error_scale(name, x, None if len(args) == 1 else args[0], dtype)
+    scale, m = error_scale(name, x, None if len(args) == 1 else args[0], dtype,
+                           rounded_tails=True)
     ax = np.abs(x)
     with np.errstate(all="ignore"):
         if name in ("gelu", "gelu_tanh"):
