@@ -1,5 +1,8 @@
 """masked_softmax and masked_softmax_backward: the softmax of attention scores (..., Tq, Tk)
 over their keys, with keys hidden by a causal rule or a mask."""
+import functools
+import math
+
 import numpy as np
 
 from . import _arrays, _threads
@@ -20,7 +23,8 @@ def check_mask(mask, shape):
     if mask.dtype != np.bool_ and mask.dtype.kind != "f" and not _arrays.is_half(mask.dtype):
         raise TypeError(f"mask must be boolean (True = keep) or floating (added to the scores), "
                         f"not {mask.dtype}")
-    if mask.ndim > len(shape) or np.broadcast_shapes(mask.shape, shape) != shape:
+    if mask.ndim > len(shape) or any([m != 1 and m != n for m, n in
+                                      zip(mask.shape[::-1], shape[::-1])]):
         raise ValueError(f"mask has shape {mask.shape}, which does not broadcast to the scores' "
                          f"shape {shape}")
     return mask
@@ -32,11 +36,20 @@ def _mask_rows(mask, shape, work):
     broadcasting over the leading axes stays in the index (only a broadcast key axis is
     materialized)."""
     padded = mask.reshape((1,) * (len(shape) - mask.ndim) + mask.shape)
-    lead = padded.shape[:-1]
-    rows = np.broadcast_to(padded, lead + shape[-1:])
-    rows = np.ascontiguousarray(rows, dtype=np.bool_ if mask.dtype == np.bool_ else work)
-    row_of = np.broadcast_to(np.arange(rows.size // shape[-1]).reshape(lead), shape[:-1])
-    return rows.reshape(-1, shape[-1]), row_of.ravel()
+    if padded.shape[-1] != shape[-1]:
+        padded = np.broadcast_to(padded, padded.shape[:-1] + shape[-1:])
+    rows = np.ascontiguousarray(padded, dtype=np.bool_ if mask.dtype == np.bool_ else work)
+    return rows.reshape(-1, shape[-1]), _row_index(padded.shape[:-1], shape[:-1])
+
+
+@functools.lru_cache(maxsize=64)
+def _row_index(mask_lead, lead):
+    """For every row of scores with leading shape `lead` (flattened), the index of its row in
+    a mask whose leading shape `mask_lead` broadcasts to `lead`. Read-only, made once per
+    pair of shapes: a training loop asks for the same ones at every step."""
+    index = np.broadcast_to(np.arange(math.prod(mask_lead)).reshape(mask_lead), lead).ravel()
+    index.flags.writeable = False
+    return index
 
 
 def masked_softmax(x, *, scale=1.0, causal=False, mask=None, out=None):
