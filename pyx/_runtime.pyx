@@ -1,6 +1,9 @@
 # cython: language_level=3
 """What the machine and the build offer, compiled for the baseline instruction set so that it
-can be imported on any CPU before choosing a kernel module."""
+can be imported on any CPU before choosing a kernel module; and the thread count of a kernel
+call (cyburn._threads' state, read in C because every call reads it)."""
+from cpython.contextvars cimport PyContextVar_Get
+from cpython.ref cimport PyObject, Py_XDECREF
 
 cdef extern from *:
     """
@@ -64,3 +67,53 @@ def simd_levels():
     if cyb_cpu_has_avx512():
         levels.append("avx512")
     return tuple(levels)
+
+
+# ---- the thread count of a kernel call: cyburn._threads documents it and keeps it here --------
+
+cdef object _block_var = None       # the ContextVar of `with num_threads(n):` blocks
+cdef int _set_count = 0             # set_num_threads' count; 0: follow the OpenMP runtime
+cdef int _max_count = 1             # cap of the runtime's count (MAX_THREADS)
+cdef int _no_openmp_count = 1       # the default of a serial build
+cdef bint _serial = False           # a forked process: every kernel runs serial
+
+
+def configure_threads(block_var, int max_count, int no_openmp_count):
+    """Set by cyburn._threads at import: its block ContextVar (default None), MAX_THREADS,
+    and the count a build without OpenMP reports by default."""
+    global _block_var, _max_count, _no_openmp_count
+    _block_var, _max_count, _no_openmp_count = block_var, max_count, no_openmp_count
+
+
+def set_thread_count(int n):
+    """set_num_threads' count (0: follow the runtime again); returns the previous one."""
+    global _set_count
+    previous, _set_count = _set_count, n
+    return previous
+
+
+def make_serial():
+    """From now on (and in this process' forks) thread_count() returns 1."""
+    global _serial
+    _serial = True
+
+
+def thread_count():
+    """The thread count for a kernel called now: 1 after make_serial(); else the innermost
+    `with num_threads(n)` block of the calling context; else set_thread_count's; else
+    omp_get_max_threads() of the calling thread, at most MAX_THREADS."""
+    cdef PyObject *value = NULL
+    cdef object block
+    cdef int n
+    if _serial:
+        return 1
+    PyContextVar_Get(_block_var, NULL, &value)     # a new reference (None by default)
+    if value != NULL:
+        block = <object>value
+        Py_XDECREF(value)
+        if block is not None:
+            return block
+    if _set_count:
+        return _set_count
+    n = CYB_OMP_MAX_THREADS() if CYB_OPENMP_VERSION else _no_openmp_count
+    return n if n <= _max_count else _max_count

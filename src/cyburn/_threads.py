@@ -1,16 +1,39 @@
 """How many OpenMP threads the kernels use.
 
-Default: OMP_NUM_THREADS when set, else the CPUs this process may run on (its affinity mask,
-so a container's or taskset's limit is respected). `set_num_threads` changes the default for
-the whole process; `with num_threads(n):` overrides it for the code in the block only, in
-the calling thread (and its asyncio tasks), so concurrent Python threads do not see each
-other's blocks. The kernels receive the count as an argument, so no global OpenMP setting is
-changed; they still run serial on small inputs.
+Default: the OpenMP runtime's thread count (omp_get_max_threads(), its "nthreads" setting),
+read at every kernel call. GCC's libgomp starts it from OMP_NUM_THREADS, else from the CPUs
+the process may run on when the runtime loads (its affinity mask, so a container's or
+taskset's limit is respected and the machine is not oversubscribed). Whatever changes the
+setting later changes cyburn's default too: omp_set_num_threads, threadpoolctl's
+`threadpool_limits(n)`, a library sharing the runtime (PyTorch's wheel does: its libgomp has
+the same soname, so `torch.set_num_threads(n)` moves it). OpenMP keeps the setting per
+thread, so such a change applies to the kernels of the Python thread that made it. The
+default is capped at MAX_THREADS.
+
+`set_num_threads(n)` replaces that default with `n` for the whole process (the runtime's
+setting, threadpoolctl's limits included, then no longer matters to cyburn); `with
+num_threads(n):` overrides either for the code in the block only, in the calling thread (and
+its asyncio tasks), so concurrent Python threads do not see each other's blocks. The kernels
+receive the count as an argument, so cyburn changes no OpenMP setting; they still run serial
+on small inputs.
+
+Forked children run serial. GCC's libgomp is not fork-safe: after a process has used a thread
+team, a child made by fork() inherits the team's bookkeeping but not its threads, and the
+child's next parallel region can wait for them forever. Whether the parent used a team cannot
+be known (any library sharing the runtime, PyTorch among them, may have), so an at-fork
+handler (os.register_at_fork: os.fork(), multiprocessing's "fork" and "forkserver" start
+methods) makes every kernel of the child, and of the child's own children, run on the calling
+thread alone. get_num_threads() there returns 1; set_num_threads(n) and num_threads(n) still
+check `n` but change nothing (the runtime cannot be restarted in the child). Processes that
+want threads should be started with the "spawn" start method, or by a forkserver that has not
+imported cyburn. A fork() made directly by C code runs no Python at-fork handler.
 """
 import contextlib
 import contextvars
 import operator
 import os
+
+from . import _runtime
 
 
 def _cpus_available():
@@ -25,20 +48,26 @@ def _cpus_available():
 MAX_THREADS = max(256, 8 * (os.cpu_count() or 1))
 
 
-def _default_threads():
+def _env_or_cpus():
     env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
-    if env.isdigit() and int(env) > 0:
-        return min(int(env), MAX_THREADS)
-    return _cpus_available()
+    return int(env) if env.isdigit() and int(env) > 0 else _cpus_available()
 
 
-_default = _default_threads()
 _block_override = contextvars.ContextVar("cyburn_num_threads", default=None)
+# The state lives in cyburn._runtime, whose thread_count() reads it in C: the count is read
+# at every kernel call, and a Python function reading it took about twice as long.
+_runtime.configure_threads(_block_override, MAX_THREADS,
+                           1 if _runtime.openmp_version() else _env_or_cpus())
+
+current = _runtime.thread_count     # the count for a kernel called now (see the docstring)
 
 
-def current():
-    """The thread count for a kernel called now (see the module docstring)."""
-    return _block_override.get() or _default
+def _after_fork_in_child():
+    _runtime.make_serial()          # inherited by the child's own children
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _checked(n):
@@ -54,19 +83,20 @@ def _checked(n):
 
 
 def get_num_threads():
-    """The number of threads cyburn's kernels use."""
-    return current()
+    """The number of threads cyburn's kernels use (1 in a forked child)."""
+    return _runtime.thread_count()
 
 
 def set_num_threads(n):
-    """Use `n` threads (1 <= n <= MAX_THREADS) in cyburn's kernels from now on."""
-    global _default
-    _default = _checked(n)
+    """Use `n` threads (1 <= n <= MAX_THREADS) in cyburn's kernels from now on, whatever the
+    OpenMP runtime's setting (in a forked child, which stays serial, `n` is only checked)."""
+    _runtime.set_thread_count(_checked(n))
 
 
 @contextlib.contextmanager
 def num_threads(n):
-    """`with cyburn.num_threads(n): ...` runs the block's kernels on `n` threads."""
+    """`with cyburn.num_threads(n): ...` runs the block's kernels on `n` threads (in a forked
+    child, which stays serial, `n` is only checked)."""
     token = _block_override.set(_checked(n))
     try:
         yield
