@@ -392,8 +392,21 @@ cdef void columns_affine(const real *a, const real *b, const real *scale_a,
                          Py_ssize_t rows, Py_ssize_t W, int threads) noexcept nogil:
     """out[r, j] = scale_a[j] * (a[r, j] - center[j]) + shift[j]  (+ scale_b[j] * b[r, j] when
     b is not NULL): the forward's y and the backward's dx, per column."""
+    cdef int c
+    if threads == 1:
+        columns_affine_rows(a, b, scale_a, scale_b, center, shift, out, W, 0, rows)
+        return
+    for c in prange(threads, num_threads=threads, schedule='static'):
+        columns_affine_rows(a, b, scale_a, scale_b, center, shift, out, W,
+                            chunk_start(rows, c, threads), chunk_start(rows, c + 1, threads))
+
+
+cdef void columns_affine_rows(const real *a, const real *b, const real *scale_a,
+                              const real *scale_b, const real *center, const real *shift,
+                              real *out, Py_ssize_t W, Py_ssize_t first,
+                              Py_ssize_t last) noexcept nogil:
     cdef Py_ssize_t r, j, at
-    for r in prange(rows, num_threads=threads, schedule='static'):
+    for r in range(first, last):
         at = r * W
         if b == NULL:
             for j in range(W):

@@ -290,10 +290,12 @@ def torch():
 
 @pytest.fixture
 def restore_threads():
-    """Puts cyburn's thread count back however the test ends."""
-    before = cb.get_num_threads()
-    yield before
-    cb.set_num_threads(before)
+    """Puts cyburn's thread count back however the test ends (following the OpenMP runtime
+    again if no count had been set)."""
+    saved = cb._runtime.set_thread_count(0)
+    cb._runtime.set_thread_count(saved)
+    yield cb.get_num_threads()
+    cb._runtime.set_thread_count(saved)
 
 
 @pytest.fixture
