@@ -3,14 +3,28 @@
     python -m cyburn.bench            # GPT-2 small shapes, float32, all threads
     python -m cyburn.bench --quick    # fewer repetitions
     python -m cyburn.bench norm       # one suite: softmax, norm, xent, attention, act
+    python -m cyburn.bench --scaling  # also time cyburn and torch on 1 thread (1->N thr)
+    python -m cyburn.bench --plot docs/bench.png   # and draw charts (implies --scaling)
 
 Every case times its contenders interleaved (one call of each per round, repeated), so
 they share the machine's state; the table reports each one's best time and the ratios against
 cyburn from the same run. GB/s counts the bytes a kernel must read and write, and is compared
-with np.copyto's bandwidth measured in the same run.
+with np.copyto's bandwidth measured in the same run (the roofline columns: achieved GB/s vs
+np.copyto). With --scaling, cyburn (and torch) also run on one thread in the same rounds, and
+"1->N" is the one-thread time divided by the N-thread time.
+
+--plot FILE.png (needs matplotlib: pip install 'cyburn[plot]') writes two charts:
+FILE.png, the speed-up of cyburn against PyTorch and NumPy per row (log scale), and
+FILE-scaling.png, the roofline (achieved GB/s as % of np.copyto) and the 1 -> N thread
+speed-up of cyburn and torch (--plot turns --scaling on; --no-scaling leaves that panel
+out). Progress goes to stderr: one line updated in place on a terminal, plain lines otherwise.
 """
 import argparse
+import contextlib
+import importlib.util
 import os
+import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -45,18 +59,21 @@ def best_times(contenders, min_seconds, max_rounds):
     is charged for its neighbour. The minimum is the time least disturbed by the rest of a
     shared machine.
     """
+    slowest = 0.0
     for f in contenders.values():
-        f()
-    slowest = max(_time_once(f) for f in contenders.values())
+        with _pinned(f) as call:
+            call()
+            slowest = max(slowest, _time_once(call))
     rounds = int(min(max_rounds, max(5, min_seconds / max(slowest, 1e-9))))
     batch = int(1e-3 / max(slowest, 1e-7)) + 1 if slowest < 1e-4 else 1  # tiny calls: batches
     samples = {name: [] for name in contenders}
     for _ in range(rounds):
         for name, f in contenders.items():
-            warm_until = time.perf_counter() + WARM_SECONDS
-            while time.perf_counter() < warm_until:
-                f()
-            samples[name].append(_time_once(f, batch) / batch)
+            with _pinned(f) as call:        # a OneThread contender: its setting, once a round
+                warm_until = time.perf_counter() + WARM_SECONDS
+                while time.perf_counter() < warm_until:
+                    call()
+                samples[name].append(_time_once(call, batch) / batch)
     return {name: min(s) for name, s in samples.items()}
 
 
@@ -65,6 +82,93 @@ def _time_once(f, calls=1):
     for _ in range(calls):
         f()
     return time.perf_counter() - start
+
+
+class OneThread:
+    """A contender run on one thread, for the 1 -> N thread scaling: cyburn's kernels through
+    `cb.num_threads(1)`, PyTorch's through `torch.set_num_threads(1)` (a global setting,
+    restored on exit) and, when threadpoolctl is installed, NumPy's BLAS (which
+    linear_cross_entropy calls) limited to one thread. best_times enters the setting once per
+    round, around the warm-up and the timed calls, so the calls themselves pay nothing."""
+
+    _blas = None                            # threadpoolctl's controller, made once
+
+    def __init__(self, f):
+        self.f = f
+
+    @classmethod
+    def blas_limited(cls):
+        """Whether NumPy's BLAS can be limited (threadpoolctl installed)."""
+        if cls._blas is None:
+            try:
+                from threadpoolctl import ThreadpoolController
+                cls._blas = ThreadpoolController()
+            except ImportError:
+                cls._blas = False
+        return cls._blas is not False
+
+    @contextlib.contextmanager
+    def pinned(self):
+        saved = torch.get_num_threads() if torch is not None else None
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(cb.num_threads(1))
+            if self.blas_limited():
+                stack.enter_context(self._blas.limit(limits=1, user_api="blas"))
+            if torch is not None:
+                torch.set_num_threads(1)
+                stack.callback(torch.set_num_threads, saved)
+            yield self.f
+
+    def __call__(self):
+        with self.pinned() as f:
+            return f()
+
+
+def _pinned(f):
+    """The context best_times calls a contender in: its thread setting (OneThread) or none."""
+    return f.pinned() if isinstance(f, OneThread) else contextlib.nullcontext(f)
+
+
+class Progress:
+    """Progress of a run on stderr: one line rewritten in place (with a bar) when stderr is a
+    terminal, plain lines otherwise, nothing when disabled."""
+
+    def __init__(self, enabled=True, stream=None):
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.tty = enabled and self.stream.isatty()
+        self.start = time.perf_counter()
+        self.shown = 0                      # length of the line on screen (terminal only)
+
+    def elapsed(self):
+        seconds = int(time.perf_counter() - self.start)
+        return f"{seconds // 60}:{seconds % 60:02d}"
+
+    def update(self, done, total, where, what):
+        """Report that item `done` (1-based) of `total` (None: unknown) in `where` starts."""
+        if not self.enabled:
+            return
+        sys.stdout.flush()
+        known = total is not None and done <= total
+        count = f"{done}/{total if known else '?'}"
+        if self.tty:
+            filled = 20 * (done - 1) // total if known else 0
+            bar = "#" * filled + "-" * (20 - filled)
+            line = f"[{bar}] {count} {where} {self.elapsed()}  {what}"
+            width = shutil.get_terminal_size().columns - 1
+            line = line[:width]
+            self.stream.write("\r" + line.ljust(self.shown))
+            self.shown = len(line)
+        else:
+            self.stream.write(f"[{count}] {where} {self.elapsed()}  {what}\n")
+        self.stream.flush()
+
+    def clear(self):
+        """Erase the in-place line (before the results go to the same terminal)."""
+        if self.tty and self.shown:
+            self.stream.write("\r" + " " * self.shown + "\r")
+            self.stream.flush()
+            self.shown = 0
 
 
 class Case:
@@ -282,7 +386,7 @@ PEAK_CALLS = {
 }
 
 
-def run_linear_cross_entropy_memory(args):
+def run_linear_cross_entropy_memory(args, progress=None):
     """Peak memory a linear_cross_entropy forward + backward adds to its process (its
     outputs included), measured in fresh processes: the resident-set high-water mark after
     the call less the resident set before it (Linux's /proc/self/status)."""
@@ -294,6 +398,8 @@ def run_linear_cross_entropy_memory(args):
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                                 check=True)
         peaks[name] = int(result.stdout.split()[-1])
+    if progress:
+        progress.clear()
     print(f"linear_cross_entropy {LM_HEAD[:2]} x {LM_HEAD[2]} forward + backward, peak extra "
           f"memory (outputs included; dweight alone is {LM_HEAD[1] * LM_HEAD[2] * 4 >> 20} MiB):")
     for name, peak in peaks.items():
@@ -415,14 +521,34 @@ SUITES = {"softmax": softmax_cases,
           "xent": lambda rng: [*cross_entropy_cases(rng), *linear_cross_entropy_cases(rng)],
           "attention": attention_cases,
           "act": activation_cases}
+# Rows each suite yields, for the progress display only (it shows "?" past the count). The
+# suites are run as generators, one case timed before the next is made: some cases' lambdas
+# read loop variables of their generator, so the cases must not be collected first.
+SUITE_ROWS = {"softmax": 8 * len(SOFTMAX_SHAPES), "norm": 10, "xent": 3, "attention": 4,
+              "act": 8}
 
 
-def run_cases(cases, args):
+ONE = "@1"                  # suffix of the one-thread contenders ("cyburn@1", "torch@1")
+
+
+def run_cases(suite, cases, args, progress, total=None):
+    """Time every case of one suite (`total` of them, if known), print its table and return
+    its rows (case, times). Each case is timed as soon as it is made (see SUITE_ROWS)."""
     rows = []
-    for case in cases:
-        times = best_times(case.contenders, args.seconds, args.rounds)
+    for done, case in enumerate(cases, 1):
+        progress.update(done, total, suite, f"{case.function} {case.label} {case.mode}")
+        contenders = dict(case.contenders)
+        if args.scaling:
+            for name in ("cyburn", "torch"):
+                if name in contenders:
+                    contenders[name + ONE] = OneThread(contenders[name])
+        times = best_times(contenders, args.seconds, args.rounds)
+        case.suite = suite
+        case.contenders = None              # let the suite's arrays go as soon as possible
         rows.append((case, {name: t * case.scaled.get(name, 1) for name, t in times.items()}))
+    progress.clear()
     print_table(rows)
+    return rows
 
 
 def _fmt_time(seconds):
@@ -431,27 +557,163 @@ def _fmt_time(seconds):
     return f"{seconds * 1e3:8.2f} ms"
 
 
+def roofline(case, times):
+    """Achieved GB/s of cyburn, and as a percentage of np.copyto's in the same rounds."""
+    gbs = case.traffic / times["cyburn"] / 1e9
+    copy_gbs = 2 * case.operand_bytes / times["copyto"] / 1e9
+    return gbs, 100 * gbs / copy_gbs
+
+
 def print_table(rows):
     peers = ["numpy"] + (["torch"] if torch is not None else [])
+    scaling = [p for p in ("cyburn", "torch") if any(p + ONE in t for _, t in rows)]
+    n = cb.get_num_threads()
     header = (f"{'function':<23} {'case':<38} {'mode':<6} {'cyburn':>11} "
               + " ".join(f"{p:>11} {'x' + p:>7}" for p in peers)
-              + f" {'GB/s':>6} {'%copyto':>7}")
+              + f" {'GB/s':>6} {'%copyto':>7}"
+              + "".join(f" {p + ' 1->' + str(n):>11}" for p in scaling))
     print(header)
     print("-" * len(header))
     for case, times in rows:
         ours = times["cyburn"]
         cells = " ".join(f"{_fmt_time(times[p])} {times[p] / ours:6.2f}x" if p in times
                          else f"{'-':>11} {'-':>7}" for p in peers)
-        gbs = case.traffic / ours / 1e9
-        copy_gbs = 2 * case.operand_bytes / times["copyto"] / 1e9
+        gbs, percent = roofline(case, times)
+        threads = "".join(f" {times[p + ONE] / times[p]:10.2f}x" if p + ONE in times
+                          else f" {'-':>11}" for p in scaling)
         print(f"{case.function:<23} {case.label:<38} {case.mode:<6} {_fmt_time(ours)} {cells} "
-              f"{gbs:6.1f} {100 * gbs / copy_gbs:6.0f}%")
+              f"{gbs:6.1f} {percent:6.0f}%{threads}")
     for case, times in rows:
         if case.note:
             print(case.note(times))
-    print("x<peer> = peer time / cyburn time (higher: cyburn faster). GB/s counts each input "
-          "read once and each output written once; %copyto compares it with np.copyto of one "
-          "operand, timed in the same rounds.\n")
+    print("x<peer> = peer time / cyburn time (higher: cyburn faster). Roofline: GB/s is the "
+          "achieved bandwidth, counting each input read once and each output written once; "
+          "%copyto compares it with np.copyto of one operand, timed in the same rounds."
+          + (f" <lib> 1->{n} = its time on 1 thread / its time on {n} threads, timed in the "
+             "same rounds." if scaling else "") + "\n")
+
+
+def _cpu_name():
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _machine(args):
+    """One line saying what the run measured on: CPU, SIMD path, threads and versions."""
+    from cyburn import __version__
+    return (f"{_cpu_name()} ({os.cpu_count()} CPUs), {cb.simd_path()} path, "
+            f"{cb.get_num_threads()} threads, float32{', --quick' if args.quick else ''}; "
+            f"cyburn {__version__}, NumPy {np.__version__}, "
+            f"PyTorch {torch.__version__ if torch else 'not installed'}")
+
+
+def _row_label(case):
+    return f"{case.function}  {case.label}  [{case.mode}]"
+
+
+def _bar_text(ax, bars, values, fmt):
+    for bar, v in zip(bars, values):
+        if v == v:                          # not NaN (a missing contender)
+            ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, " " + fmt(v),
+                    va="center", ha="left", fontsize=6)
+
+
+def _speedup_text(v):
+    return f"{v:.2f}x" if v < 10 else f"{v:.0f}x"
+
+
+def _suite_lines(ax, rows):
+    """Thin lines between suites."""
+    for i, (case, _) in enumerate(rows):
+        if i and case.suite != rows[i - 1][0].suite:
+            ax.axhline(i - 0.5, color="0.6", lw=0.6)
+
+
+def plot(rows, path, args):
+    """Write the speed-up chart to `path` and the roofline + thread scaling one next to it
+    (`<stem>-scaling<suffix>`); return both paths."""
+    from matplotlib.figure import Figure     # imported here: matplotlib is an optional extra
+
+    n_rows = len(rows)
+    labels = [_row_label(case) for case, _ in rows]
+    y = np.arange(n_rows)
+    height = 1.7 + 0.28 * n_rows
+    machine = _machine(args)
+    peers = [("torch", "vs PyTorch", "tab:orange"), ("numpy", "vs NumPy", "tab:blue")]
+    peers = [p for p in peers if any(p[0] in t for _, t in rows)]
+
+    fig = Figure(figsize=(10.5, height), layout="constrained")
+    ax = fig.add_subplot()
+    bar_h = 0.8 / len(peers)
+    for k, (peer, legend, color) in enumerate(peers):
+        ratios = [t[peer] / t["cyburn"] if peer in t else float("nan") for _, t in rows]
+        bars = ax.barh(y - 0.4 + bar_h * (k + 0.5), ratios, height=bar_h, color=color,
+                       label=f"cyburn {legend} (its time / cyburn's)")
+        _bar_text(ax, bars, ratios, _speedup_text)
+    ax.set_xscale("log")
+    ax.axvline(1, color="black", lw=1, ls="--")
+    ax.set_yticks(y, labels, fontsize=7.5)
+    ax.set_ylim(n_rows - 0.5, -0.5)
+    _suite_lines(ax, rows)
+    finite = [t[p] / t["cyburn"] for _, t in rows for p, *_ in peers if p in t]
+    ax.set_xlim(min(0.5, min(finite) / 1.5), max(finite) * 3)
+    ax.set_xlabel("speed-up of cyburn (log scale; right of the dashed 1x line: cyburn faster)")
+    ax.grid(axis="x", which="major", color="0.85", lw=0.6)
+    ax.set_axisbelow(True)
+    fig.legend(loc="outside lower center", ncols=len(peers), fontsize=8, frameon=False)
+    fig.suptitle(f"cyburn speed-up per kernel (best of interleaved rounds)\n{machine}",
+                 fontsize=9)
+    fig.savefig(path, dpi=110)
+
+    root, ext = os.path.splitext(path)
+    scaling_path = f"{root}-scaling{ext or '.png'}"
+    threaded = [p for p in ("cyburn", "torch") if any(p + ONE in t for _, t in rows)]
+    n = cb.get_num_threads()
+    fig = Figure(figsize=(13 if threaded else 10, height), layout="constrained")
+    axes = fig.subplots(1, 2 if threaded else 1, sharey=True, squeeze=False)[0]
+    ax = axes[0]
+    achieved = [roofline(case, t) for case, t in rows]
+    bars = ax.barh(y, [p for _, p in achieved], height=0.6, color="tab:green")
+    _bar_text(ax, bars, [g for g, _ in achieved], lambda g: f"{g:.1f} GB/s")
+    ax.axvline(100, color="black", lw=1, ls="--")
+    ax.set_xlim(0, max(150, max(p for _, p in achieved) * 1.3))
+    ax.set_xlabel("roofline: achieved GB/s as % of np.copyto's", fontsize=9)
+    ax.set_yticks(y, labels, fontsize=7.5)
+    ax.set_ylim(n_rows - 0.5, -0.5)
+    ax.grid(axis="x", color="0.85", lw=0.6)
+    ax.set_axisbelow(True)
+    _suite_lines(ax, rows)
+    if threaded:
+        ax = axes[1]
+        colors = {"cyburn": "tab:purple", "torch": "tab:orange"}
+        bar_h = 0.8 / len(threaded)
+        for k, lib in enumerate(threaded):
+            ratios = [t[lib + ONE] / t[lib] if lib + ONE in t else float("nan")
+                      for _, t in rows]
+            bars = ax.barh(y - 0.4 + bar_h * (k + 0.5), ratios, height=bar_h,
+                           color=colors[lib], label=lib)
+            _bar_text(ax, bars, ratios, lambda v: f"{v:.2f}x")
+        ax.axvline(1, color="black", lw=1, ls="--")
+        ax.axvline(n, color="0.4", lw=1, ls=":")
+        finite = [t[lib + ONE] / t[lib] for _, t in rows for lib in threaded if lib + ONE in t]
+        ax.set_xlim(0, max(n * 1.3, max(finite) * 1.2))
+        ax.set_xlabel(f"thread scaling: time on 1 thread / on {n} (dotted: ideal)", fontsize=9)
+        ax.grid(axis="x", color="0.85", lw=0.6)
+        ax.set_axisbelow(True)
+        fig.legend(loc="outside lower right", ncols=len(threaded), fontsize=8, frameon=False,
+                   title=f"1 -> {n} threads:", title_fontsize=8, alignment="left")
+        _suite_lines(ax, rows)
+    fig.suptitle("cyburn roofline: achieved GB/s (at the bars) against single-threaded "
+                 "np.copyto's, same rounds" + (f", and 1 -> {n} thread scaling" if threaded
+                                                else "") + f"\n{machine}", fontsize=9)
+    fig.savefig(scaling_path, dpi=110)
+    return path, scaling_path
 
 
 SIMD_PROBE = """
@@ -465,7 +727,7 @@ print(best)
 """
 
 
-def run_simd_levels(args):
+def run_simd_levels(args, progress=None):
     """softmax (12288, 1024) float32 into out= on every SIMD path this CPU runs."""
     from cyburn import _runtime
     levels = _runtime.simd_levels()
@@ -476,6 +738,8 @@ def run_simd_levels(args):
                                 env=env, capture_output=True, text=True, check=True)
         times[level] = float(result.stdout)
     best = levels[-1]
+    if progress:
+        progress.clear()
     print(f"\nsoftmax (12288, 1024) float32, out=, per SIMD path (best of {args.rounds}):")
     for level in levels:
         print(f"  {level:<9} {_fmt_time(times[level])}   {times[level] / times[best]:5.2f}x the "
@@ -487,6 +751,16 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer rounds")
     parser.add_argument("--threads", type=int, default=None, help="threads for cyburn and torch")
+    parser.add_argument("--scaling", action=argparse.BooleanOptionalAction, default=None,
+                        help="also time cyburn and torch on 1 thread, in the same rounds, and "
+                             "print their 1->N thread speed-up (about 1.5x the run time; "
+                             "default: on with --plot, else off)")
+    parser.add_argument("--plot", metavar="FILE.png",
+                        help="after the run, write the speed-up chart to FILE.png and the "
+                             "roofline (and, with --scaling, thread scaling) chart to "
+                             "FILE-scaling.png; needs matplotlib (pip install 'cyburn[plot]')")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="do not report progress on stderr")
     parser.add_argument("suites", nargs="*", metavar="SUITE",
                         help=f"what to run: {', '.join(SUITES)} (default: all)")
     args = parser.parse_args(argv)
@@ -494,21 +768,46 @@ def main(argv=None):
     for suite in args.suites:
         if suite not in SUITES:
             parser.error(f"unknown suite {suite!r}; choose from {', '.join(SUITES)}")
+    if args.plot:                           # fail now, not after a long run
+        if importlib.util.find_spec("matplotlib") is None:
+            parser.error("--plot needs matplotlib, which is not installed: "
+                         "pip install 'cyburn[plot]' (or pip install matplotlib)")
+        folder = os.path.dirname(os.path.abspath(args.plot))
+        if not os.path.isdir(folder):
+            parser.error(f"--plot: no directory {folder!r}")
+    if args.scaling is None:
+        args.scaling = bool(args.plot)
     args.seconds, args.rounds = (0.2, 15) if args.quick else (1.0, 50)
     if args.threads:
         cb.set_num_threads(args.threads)
     if torch is not None:
         torch.set_num_threads(cb.get_num_threads())
+    if args.scaling and cb.get_num_threads() == 1:
+        print("--scaling: cyburn runs on 1 thread already; no scaling to measure",
+              file=sys.stderr)
+        args.scaling = False
     cb.show_config()
     print(f"numpy {np.__version__}; torch {torch.__version__ if torch else 'not installed'}; "
           f"threads {cb.get_num_threads()}")
+    if args.scaling and not OneThread.blas_limited():
+        print("(threadpoolctl not installed: on 1 thread, linear_cross_entropy's NumPy matrix "
+              "products still use every BLAS thread)")
     print()
-    for suite in args.suites:
-        run_cases(SUITES[suite](np.random.default_rng(0)), args)
+    progress = Progress(enabled=not args.no_progress)
+    rows = []
+    for i, suite in enumerate(args.suites, 1):
+        name = suite if len(args.suites) == 1 else f"{suite} ({i}/{len(args.suites)})"
+        rows += run_cases(name, SUITES[suite](np.random.default_rng(0)), args, progress,
+                          SUITE_ROWS.get(suite))
     if "xent" in args.suites:
-        run_linear_cross_entropy_memory(args)
+        progress.update(1, 1, "xent", "linear_cross_entropy peak memory, in fresh processes")
+        run_linear_cross_entropy_memory(args, progress)
     if "softmax" in args.suites:
-        run_simd_levels(args)
+        progress.update(1, 1, "softmax", "softmax on every SIMD path, in fresh processes")
+        run_simd_levels(args, progress)
+    if args.plot:
+        for written in plot(rows, args.plot, args):
+            print(f"wrote {written}")
 
 
 if __name__ == "__main__":
