@@ -69,10 +69,11 @@ cdef inline void log_softmax_backward_row(const real *dy, const real *y, real *d
 
 cdef inline void add_compensated(double *total, double *error, double term) noexcept nogil:
     """total += term, carrying the rounding error forward (Kahan): a column's sum over n rows
-    is then as accurate as a row's blocked sum, whatever n."""
+    is then as accurate as a row's blocked sum, whatever n. Once the total is infinite there
+    is no error to carry (inf - inf would turn the sum into NaN)."""
     cdef double corrected = term - error[0]
     cdef double new_total = total[0] + corrected
-    error[0] = (new_total - total[0]) - corrected
+    error[0] = (new_total - total[0]) - corrected if new_total - new_total == 0 else 0.0
     total[0] = new_total
 
 

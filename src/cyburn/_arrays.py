@@ -89,8 +89,39 @@ def check_num_groups(num_groups, channels):
     return groups
 
 
+def real_number(value, name):
+    """`value` as a Python float, or TypeError naming the argument (float() alone would not)."""
+    if isinstance(value, float):
+        return value
+    try:
+        if isinstance(value, (str, bytes)) or value is None:    # (float() would parse "2")
+            raise TypeError
+        return float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real number, not {value!r}") from None
+
+
+def integer(value, name):
+    """`value` as a Python int (anything with __index__), or TypeError naming the argument."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer, not {value!r}") from None
+
+
+def check_given(**named):
+    """TypeError naming any of the named arrays that is None (a backward function's saved
+    statistics)."""
+    for name, a in named.items():
+        if a is None:
+            raise TypeError(f"{name} is required: the statistics returned by the forward "
+                            f"function with return_stats=True")
+
+
 def normalize_axis(axis, ndim):
-    axis = operator.index(axis)
+    axis = integer(axis, "axis")
     if not -ndim <= axis < ndim:
         raise AxisError(axis, ndim)
     return axis % ndim
@@ -102,16 +133,16 @@ def check_same_shape(a, b, name_a, name_b):
                          f"got {name_a}.shape={a.shape} and {name_b}.shape={b.shape}")
 
 
-def check_out(out, shape, dtype):
-    """Validate a user's `out=` array (not None)."""
+def check_out(out, shape, dtype, name="out"):
+    """Validate a user's `out=` array (not None; `name` is the argument's name)."""
     if not isinstance(out, np.ndarray):
-        raise TypeError(f"out must be a numpy.ndarray, not {type(out).__name__}")
+        raise TypeError(f"{name} must be a numpy.ndarray, not {type(out).__name__}")
     if out.shape != shape:
-        raise ValueError(f"out has shape {out.shape}, expected {shape}")
+        raise ValueError(f"{name} has shape {out.shape}, expected {shape}")
     if out.dtype != dtype:
-        raise TypeError(f"out has dtype {out.dtype}, expected {dtype}")
+        raise TypeError(f"{name} has dtype {out.dtype}, expected {dtype}")
     if not out.flags.writeable:
-        raise ValueError("out is read-only")
+        raise ValueError(f"{name} is read-only")
 
 
 def c_layout(arrays, axis):

@@ -9,10 +9,11 @@ from . import _arrays, _threads
 from ._dispatch import kernels
 
 
-def check_scores(x, causal):
-    """ValueError unless x has a key axis, and a query axis too when causal."""
+def check_scores(x, causal, name="x"):
+    """ValueError unless x (the argument `name`) has a key axis, and a query axis too when
+    causal."""
     if x.ndim < 1 or causal and x.ndim < 2:
-        raise ValueError(f"x of shape {x.shape} must have a key axis"
+        raise ValueError(f"{name} of shape {x.shape} must have a key axis"
                          + (" and a query axis (..., Tq, Tk) for causal=True" if causal else ""))
 
 
@@ -65,7 +66,7 @@ def masked_softmax(x, *, scale=1.0, causal=False, mask=None, out=None):
     """
     x, dtype = _arrays.as_input(x, "x")
     check_scores(x, causal)
-    scale = float(scale)
+    scale = _arrays.real_number(scale, "scale")
     if mask is not None:
         mask = check_mask(mask, x.shape)
     if out is not None:
@@ -86,8 +87,8 @@ def masked_softmax_backward(dy, y, *, scale=1.0, out=None):
     the last axis (hidden keys have y = 0, hence dx = 0). `out` may be `dy` (in-place)."""
     (dy, y), dtype = _arrays.as_inputs(dy=dy, y=y)
     _arrays.check_same_shape(dy, y, "dy", "y")
-    check_scores(y, False)
-    scale = float(scale)
+    check_scores(y, False, "y")
+    scale = _arrays.real_number(scale, "scale")
     if out is not None:
         _arrays.check_out(out, y.shape, dtype)
     if y.size == 0:

@@ -10,7 +10,6 @@ class weights w and label smoothing e:
 by the number of rows for probability targets.
 """
 import math
-import operator
 
 import numpy as np
 
@@ -33,16 +32,16 @@ class _Problem:
             raise ValueError("logits must have at least one dimension: the class axis, last")
         if reduction not in REDUCTIONS:
             raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
-        self.smoothing = float(label_smoothing)
+        self.smoothing = _arrays.real_number(label_smoothing, "label_smoothing")
         if not 0.0 <= self.smoothing <= 1.0:
             raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing}")
-        self.softcap = 0.0 if softcap is None else float(softcap)
+        self.softcap = 0.0 if softcap is None else _arrays.real_number(softcap, "softcap")
         if softcap is not None and not 0 < self.softcap < np.inf:
             raise ValueError(f"softcap must be positive and finite, got {softcap}")
-        self.z_loss = float(z_loss)
+        self.z_loss = _arrays.real_number(z_loss, "z_loss")
         if not math.isfinite(self.z_loss):
             raise ValueError(f"z_loss must be finite, got {z_loss}")
-        self.ignore_index = operator.index(ignore_index)
+        self.ignore_index = _arrays.integer(ignore_index, "ignore_index")
         if not INT64.min <= self.ignore_index <= INT64.max:
             raise ValueError(f"ignore_index must fit in int64, got {ignore_index}")
         self.reduction = reduction
@@ -89,7 +88,10 @@ class _Problem:
 
     def grad_scale(self, dloss):
         """(scale, row_scale) of the gradient rows, for the upstream gradient dloss."""
-        dloss = np.asarray(dloss, dtype=np.float64)
+        dloss = np.asarray(dloss)
+        if dloss.dtype.kind not in "biuf" and not _arrays.is_half(dloss.dtype):
+            raise TypeError(f"dloss must be real numbers, not {dloss!r}")
+        dloss = dloss.astype(np.float64)
         if self.reduction == "none" and dloss.shape == self.shape[:-1] != ():
             return 1.0, _arrays.contiguous(dloss, np.dtype(np.float64)).reshape(self.N)
         if dloss.shape != ():
@@ -135,11 +137,12 @@ def _divide(a, b):
     return math.nan if a == 0 or math.isnan(a) else math.copysign(math.inf, a) * math.copysign(1, b)
 
 
-def _gradient_target(p, logits, out):
-    """The array the kernel writes the gradient into (`out` when it fits: it may be the
-    logits themselves, but not the probability targets) and whether it is `out`."""
+def _gradient_target(p, logits, out, name):
+    """The array the kernel writes the gradient into (`out`, the argument `name`, when it fits:
+    it may be the logits themselves, but not the probability targets) and whether it is
+    `out`."""
     if out is not None:
-        _arrays.check_out(out, p.shape, p.dtype)
+        _arrays.check_out(out, p.shape, p.dtype, name)
     return _arrays.output_for((logits,), out, p.work, False, read_later=(p.probabilities,))
 
 
@@ -160,7 +163,7 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="
         if p.N:
             p.run(logits.reshape(p.N, p.C), None, losses)
         return p.reduce(losses)
-    grad, grad_is_out = _gradient_target(p, logits, grad_out)
+    grad, grad_is_out = _gradient_target(p, logits, grad_out, "grad_out")
     if p.N:
         p.run(logits.reshape(p.N, p.C), grad.reshape(p.N, p.C), losses,
               scale=p.grad_scale(1.0)[0])
@@ -178,7 +181,7 @@ def cross_entropy_backward(logits, target, dloss=1.0, *, weight=None, ignore_ind
     p, logits = _prepare(logits, target, weight, ignore_index, reduction, label_smoothing,
                          z_loss, softcap)
     scale, row_scale = p.grad_scale(dloss)
-    grad, grad_is_out = _gradient_target(p, logits, out)
+    grad, grad_is_out = _gradient_target(p, logits, out, "out")
     if p.N:
         p.run(logits.reshape(p.N, p.C), grad.reshape(p.N, p.C), np.empty(p.N),
               scale=scale, row_scale=row_scale)
@@ -199,6 +202,8 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, chunk_size=None,
         raise ValueError(f"hidden must be (N, D) and weight (C, D), got hidden.shape="
                          f"{hidden.shape} and weight.shape={weight.shape}")
     (N, D), C = hidden.shape, weight.shape[0]
+    if C == 0:
+        raise ValueError(f"weight of shape {weight.shape} has no classes (rows)")
     _arrays.check_shape(bias, "bias", (C,), "(C,) = weight.shape[:1]")
     p = _Problem((N, C), dtype, target, None, ignore_index, reduction, label_smoothing,
                  z_loss, softcap)
@@ -207,9 +212,9 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, chunk_size=None,
     if chunk_size is None:              # equal chunks, each within CHUNK_BYTES of logits
         chunks = -(-N // max(1, CHUNK_BYTES // max(1, C * p.work.itemsize)))
         chunk_size = -(-N // max(1, chunks))
-    elif operator.index(chunk_size) < 1:
+    elif _arrays.integer(chunk_size, "chunk_size") < 1:
         raise ValueError(f"chunk_size must be a positive number of rows, got {chunk_size}")
-    chunk_size = max(1, min(operator.index(chunk_size), N))
+    chunk_size = max(1, min(_arrays.integer(chunk_size, "chunk_size"), N))
     losses = np.zeros(N, np.float64)
     scale = p.grad_scale(1.0)[0] if return_grad else 1.0
     if return_grad:

@@ -35,7 +35,7 @@ def _row_norm(x, weight, bias, eps, residual, return_stats, out, centered):
     _arrays.check_shape(weight, "weight", x.shape[-1:], "x.shape[-1:]")
     _arrays.check_shape(bias, "bias", x.shape[-1:], "x.shape[-1:]")
     _arrays.check_shape(residual, "residual", x.shape, "x.shape")
-    eps = float(eps)
+    eps = _arrays.real_number(eps, "eps")
     if out is not None:
         _arrays.check_out(out, x.shape, dtype)
     work = _arrays.compute_dtype(dtype)
@@ -68,6 +68,7 @@ def _row_norm(x, weight, bias, eps, residual, return_stats, out, centered):
 
 
 def _row_norm_backward(dy, x, weight, mean, rstd, centered):
+    _arrays.check_given(rstd=rstd, **({"mean": mean} if centered else {}))
     (dy, x, weight), dtype = _arrays.as_inputs(dy=dy, x=x, weight=weight)
     (mean, rstd), _ = _arrays.as_inputs(mean=mean, rstd=rstd)
     if x.ndim == 0:
@@ -154,7 +155,7 @@ def _channel_norm(x, weight, bias, dtype, groups, eps, given_stats=None, want_va
     N, C = _channels(x)
     _arrays.check_shape(weight, "weight", (C,), "(C,)")
     _arrays.check_shape(bias, "bias", (C,), "(C,)")
-    eps = float(eps)
+    eps = _arrays.real_number(eps, "eps")
     work = _arrays.compute_dtype(dtype)
     shape = _stats_shape(N, C, groups)
     if given_stats is not None:
@@ -184,6 +185,7 @@ def _channel_norm(x, weight, bias, dtype, groups, eps, given_stats=None, want_va
 
 def _channel_norm_backward(dy, x, weight, mean, rstd, groups_of_C):
     """(dx, dweight, dbias) of group norm (groups_of_C(C) groups) or batch norm (BATCH)."""
+    _arrays.check_given(mean=mean, rstd=rstd)
     (dy, x, weight), dtype = _arrays.as_inputs(dy=dy, x=x, weight=weight)
     (mean, rstd), _ = _arrays.as_inputs(mean=mean, rstd=rstd)
     N, C = _channels(x)
@@ -277,7 +279,7 @@ def batch_norm(x, weight=None, bias=None, *, running_mean=None, running_var=None
         if values == 1:
             raise ValueError(f"batch_norm in training needs more than 1 value per channel, "
                              f"got x of shape {x.shape}")
-        momentum = float(momentum)
+        momentum = _arrays.real_number(momentum, "momentum")
         y, mean, rstd, var = _channel_norm(x, weight, bias, dtype, BATCH, eps,
                                            want_var=running_var is not None)
         if values and running_mean is not None:        # no update from an empty batch
@@ -289,7 +291,7 @@ def batch_norm(x, weight=None, bias=None, *, running_mean=None, running_var=None
         if running_mean is None or running_var is None:
             raise ValueError("batch_norm with training=False needs running_mean and running_var")
         mean = np.array(running_mean, dtype=work)
-        rstd = (1.0 / np.sqrt(running_var.astype(np.float64) + float(eps))).astype(work)
+        rstd = (1.0 / np.sqrt(running_var.astype(np.float64) + _arrays.real_number(eps, "eps"))).astype(work)
         y, mean, rstd, _ = _channel_norm(x, weight, bias, dtype, BATCH, eps,
                                          given_stats=(mean, rstd))
     return (y, mean, rstd) if return_stats else y

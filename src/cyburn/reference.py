@@ -5,7 +5,6 @@ types are computed in float32 and returned in their own dtype, bool and integer 
 become float64.
 """
 import math
-import operator
 import warnings
 
 import numpy as np
@@ -76,7 +75,7 @@ def masked_softmax(x, *, scale=1.0, causal=False, mask=None, out=None):
     Hidden entries of x are replaced, not computed with: a NaN there does not spread."""
     (x,), dtype = _prepare(x=x)
     check_scores(x, causal)
-    s = float(scale) * x
+    s = _arrays.real_number(scale, "scale") * x
     if causal:
         tq, tk = x.shape[-2:]
         hidden = np.arange(tk) > np.arange(tq)[:, None] + (tk - tq)
@@ -97,7 +96,7 @@ def masked_softmax_backward(dy, y, *, scale=1.0, out=None):
     the last axis."""
     dy, y, dtype = _prepare_pair(dy, y)
     check_scores(y, False)
-    dx = float(scale) * (y * (dy - np.sum(dy * y, axis=-1, keepdims=True)))
+    dx = _arrays.real_number(scale, "scale") * (y * (dy - np.sum(dy * y, axis=-1, keepdims=True)))
     return _result(dx, dtype, out)
 
 
@@ -170,6 +169,7 @@ def layer_norm(x, weight=None, bias=None, *, eps=1e-5, residual=None, return_sta
     Returns y; (y, h) with `residual`; with `return_stats` mean and rstd (shape x.shape[:-1],
     in the compute dtype) are appended.
     """
+    eps = _arrays.real_number(eps, "eps")
     (x, weight, bias, residual), dtype = _prepare_optional(x=x, weight=weight, bias=bias,
                                                            residual=residual)
     h = _rows_input(x, residual)
@@ -192,6 +192,7 @@ def layer_norm_backward(dy, x, weight, mean, rstd):
     Returns (dx, dweight, dbias); dweight and dbias are None when weight is None.
     """
     (dy, x, weight), dtype = _prepare_optional(dy=dy, x=x, weight=weight)
+    _arrays.check_given(mean=mean, rstd=rstd)
     (mean, rstd), _ = _prepare_optional(mean=mean, rstd=rstd)
     x = _rows_input(x, None)
     _arrays.check_same_shape(dy, x, "dy", "x")
@@ -223,6 +224,7 @@ def rms_norm(x, weight=None, *, eps=1e-6, residual=None, return_stats=False, out
     Returns y; (y, h) with `residual`; with `return_stats` rstd (shape x.shape[:-1], in the
     compute dtype) is appended.
     """
+    eps = _arrays.real_number(eps, "eps")
     (x, weight, residual), dtype = _prepare_optional(x=x, weight=weight, residual=residual)
     h = _rows_input(x, residual)
     _check_shape(weight, "weight", h.shape[-1:], h.shape)
@@ -242,6 +244,7 @@ def rms_norm_backward(dy, x, weight, rstd):
     Returns (dx, dweight); dweight is None when weight is None.
     """
     (dy, x, weight), dtype = _prepare_optional(dy=dy, x=x, weight=weight)
+    _arrays.check_given(rstd=rstd)
     (rstd,), _ = _prepare_optional(rstd=rstd)
     x = _rows_input(x, None)
     _arrays.check_same_shape(dy, x, "dy", "x")
@@ -289,6 +292,7 @@ def _from_sets(rows, shape, groups):
 def _sets_forward(x, weight, bias, eps, groups, return_stats):
     """y = (x - mean) * rstd * weight + bias with mean, rstd over each set (see _to_sets;
     groups "channels": one group per channel)."""
+    eps = _arrays.real_number(eps, "eps")
     (x, weight, bias), dtype = _prepare_optional(x=x, weight=weight, bias=bias)
     x3 = _channels_input(x)
     if groups == "channels":
@@ -314,6 +318,7 @@ def _sets_backward(dy, x, weight, mean, rstd, groups):
     """The layer_norm_backward formulas with the means over each set (see _to_sets), dweight and
     dbias summed over all axes but the channel axis."""
     (dy, x, weight), dtype = _prepare_optional(dy=dy, x=x, weight=weight)
+    _arrays.check_given(mean=mean, rstd=rstd)
     (mean, rstd), _ = _prepare_optional(mean=mean, rstd=rstd)
     x3 = _channels_input(x)
     _arrays.check_same_shape(dy, x, "dy", "x")
@@ -392,6 +397,7 @@ def batch_norm(x, weight=None, bias=None, *, running_mean=None, running_var=None
 
     Returns y, or (y, mean, rstd) with `return_stats` (statistics (C,), in the compute dtype).
     """
+    eps = _arrays.real_number(eps, "eps")
     (x, weight, bias), dtype = _prepare_optional(x=x, weight=weight, bias=bias)
     x3 = _channels_input(x)
     n, c, s = x3.shape
@@ -408,6 +414,7 @@ def batch_norm(x, weight=None, bias=None, *, running_mean=None, running_var=None
             raise ValueError(f"Expected more than 1 value per channel when training, "
                              f"got x of shape {x.shape}")
         mean, var = _moments(rows)
+        momentum = _arrays.real_number(momentum, "momentum")
         if running_mean is not None and m > 0:          # no update from an empty batch
             running_mean[...] = (1 - momentum) * running_mean + momentum * mean[:, 0]
             running_var[...] = (1 - momentum) * running_var + momentum * var[:, 0] * m / (m - 1)
@@ -470,14 +477,14 @@ def _ce_options(reduction, label_smoothing, z_loss, softcap):
     """The scalar options, checked, as Python floats (softcap None when off)."""
     if not isinstance(reduction, str) or reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-    eps = float(label_smoothing)
+    eps = _arrays.real_number(label_smoothing, "label_smoothing")
     if not 0.0 <= eps <= 1.0:
         raise ValueError(f"label_smoothing must be in [0, 1], got {label_smoothing!r}")
     if softcap is not None:
-        softcap = float(softcap)
+        softcap = _arrays.real_number(softcap, "softcap")
         if not 0.0 < softcap < math.inf:
             raise ValueError(f"softcap must be a positive finite number or None, got {softcap!r}")
-    return eps, float(z_loss), softcap
+    return eps, _arrays.real_number(z_loss, "z_loss"), softcap
 
 
 def _ce_logits(logits):
@@ -591,7 +598,7 @@ def _cross_entropy(x, shape, target, weight, ignore_index, reduction, label_smoo
     """The cross-entropy of rows x (N, C) (logits of `shape`) reduced, in float64, and the
     gradient (N, C) of dloss * loss when dloss is not None."""
     eps, z_loss, softcap = _ce_options(reduction, label_smoothing, z_loss, softcap)
-    ignore_index = operator.index(ignore_index)
+    ignore_index = _arrays.integer(ignore_index, "ignore_index")
     if x.shape[1] == 0 and x.shape[0] > 0:
         raise ValueError(f"logits of shape {tuple(shape)} have no classes")
     t, valid, q = _ce_target(target, shape, ignore_index, x.dtype)
@@ -699,7 +706,7 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, chunk_size=None,
     if bias is not None and bias.shape != weight.shape[:1]:
         raise ValueError(f"bias has shape {bias.shape}, expected (C,) = {weight.shape[:1]} "
                          f"for weight of shape {weight.shape}")
-    if chunk_size is not None and operator.index(chunk_size) < 1:
+    if chunk_size is not None and _arrays.integer(chunk_size, "chunk_size") < 1:
         raise ValueError(f"chunk_size must be None or an integer >= 1, got {chunk_size!r}")
     logits = hidden @ weight.T
     if bias is not None:
