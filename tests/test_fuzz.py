@@ -1755,23 +1755,6 @@ ALL = tuple(FUNCTIONS)
 # Each entry: (label, failure kind (see FuzzFailure) or "crash" (skip the call), functions,
 # predicate(case, failure, exc, ref_exc)). A failure that matches is counted as "known: label".
 KNOWN_BUGS = [
-    # TODO(cyburn or reference): with float16 and bfloat16 among the inputs (which have no common
-    # dtype) and a wider one (float32/64, or int -> float64) cyburn's pairwise, left-to-right
-    # promotion (_arrays.as_inputs) succeeds or raises DTypePromotionError depending on the
-    # order of the arguments (group_norm(x_f16, 5, weight_f64, bias_bf16) returns float64,
-    # group_norm(x_f16, 5, weight_bf16, bias_f64) raises); the reference's np.result_type always
-    # raises.
-    ("float16 + bfloat16 + a wider dtype: promotion depends on the order",
-     "succeeded-where-reference-raised", ALL,
-     lambda case, f, exc, ref: "DTypePromotionError" == type(ref).__name__
-     and _has_fault(case, "do not promote")),
-    # TODO(cyburn or reference): a floating target of the class-index shape
-    # logits.shape[:-1]: cyburn raises TypeError ("class-index targets must have an integer
-    # dtype"), the reference ValueError ("target of class probabilities has shape ...").
-    ("floating target of the class-index shape: TypeError vs ValueError", "type-differs",
-     ("cross_entropy", "cross_entropy_backward", "linear_cross_entropy"),
-     lambda case, f, exc, ref: isinstance(exc, TypeError) and isinstance(ref, ValueError)
-     and "integer dtype" in str(exc)),
     # TODO(cyburn): cross-entropy with reduction="mean" whose denominator is 0 (the targeted
     # classes' weights sum to 0) and z_loss > 0: the gradient's scale is inf; at each row's
     # target cyburn returns NaN (inf * (... - w_t) with w_t = 0 evaluated as inf - inf * 0),

@@ -48,7 +48,7 @@ def as_input(x, name):
 
 def as_inputs(**named):
     """The named array-likes as ndarrays (None stays None), and the result dtype they promote to."""
-    arrays = []
+    arrays, others = [], []
     dtype = None
     for name, a in named.items():
         if a is not None:
@@ -56,11 +56,13 @@ def as_inputs(**named):
                 a = np.asarray(a)
             if a.dtype is not dtype:        # (the usual case, arrays of one dtype, skips this)
                 a_dtype = result_dtype(a.dtype, name)
-                if dtype is None or dtype == a_dtype:
+                if dtype is None:
                     dtype = a_dtype
-                else:
-                    dtype = np.promote_types(dtype, a_dtype)
+                elif a_dtype != dtype:
+                    others.append(a_dtype)
         arrays.append(a)
+    if others:      # all at once: float16 with bfloat16 fails whatever else is among them
+        dtype = np.result_type(dtype, *others)
     return arrays, dtype
 
 

@@ -517,6 +517,9 @@ def _ce_target(target, shape, ignore_index, work):
                              f"0 to {classes - 1}, or ignore_index={ignore_index})")
         return np.where(valid, t, 0).astype(np.int64), valid, None
     if target.dtype.kind == "f" or _arrays.is_half(target.dtype):
+        if target.shape == batch:
+            raise TypeError(f"class-index targets must have an integer dtype, got "
+                            f"{target.dtype}")
         if target.shape != tuple(shape):
             raise ValueError(f"target of class probabilities has shape {target.shape}, expected "
                              f"logits' shape {tuple(shape)} (class indices must be integers)")
