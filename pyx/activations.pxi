@@ -130,10 +130,12 @@ cdef void elementwise(Activation f, const real *dy, const real *x, real *out, Py
 
 cdef void elementwise_chunk(Activation f, const real *dy, const real *x, real *out,
                             Py_ssize_t first, Py_ssize_t last) noexcept nogil:
-    """Elements first..last-1, in two spans: up to the first 64-byte boundary of out, then the
-    rest. NumPy aligns data to 16 bytes only, and full-width stores that straddle cache lines
-    cost (relu of 25M float32 on 1 thread: 12.0 ms unaligned, against NumPy's 10.6). The split
-    depends on the address alone: chunks start at multiples of ELEMENT_BLOCK."""
+    """Elements first..last-1: up to the first 64-byte boundary of out, then spans of SPAN,
+    each computed while the next one is prefetched. NumPy aligns data to 16 bytes only, and
+    full-width stores that straddle cache lines cost (relu of 25M float32 on 1 thread: 12.0
+    ms unaligned, against NumPy's 10.6). Where spans start depends on the thread count, so an
+    element may meet the vector loop or its scalar remainder: both compute the same
+    operations (tests check the results are bitwise identical for any thread count)."""
     cdef Py_ssize_t head = min(last - first, (-(<Py_ssize_t>(out + first)) & 63) // sizeof(real))
     cdef Py_ssize_t span
     while first < last:

@@ -11,8 +11,9 @@
 # A row whose every key is hidden is all zeros (not the NaN of softmax over nothing).
 #
 # The backward is softmax's with the chain rule's factor: dx = scale * y * (dy - sum(dy * y)).
-# Rows go to threads in blocks of ATTENTION_BLOCK_ROWS, dealt in turn: causal rows grow
-# longer with i, and dealing blocks round-robin balances them. Each row is computed by one
+# Rows go to threads in blocks of up to ATTENTION_BLOCK_ROWS (fewer when there are few rows, so
+# that every thread gets some), dealt in turn: causal rows grow longer with i, and dealing
+# blocks round-robin balances them. Each row is computed by one
 # thread in a fixed order, so results do not depend on the thread count.
 
 from libc.math cimport INFINITY, isnan
@@ -29,6 +30,7 @@ cdef enum MaskKind:
 
 cdef struct Attention:
     Py_ssize_t rows, Tq, Tk
+    Py_ssize_t block_rows       # rows per block dealt to a thread
     bint causal
     MaskKind mask_kind
     const void *mask_rows       # (M, Tk): bool (KEEP_MASK) or the scores' type (ADD_MASK)
@@ -85,8 +87,8 @@ cdef inline Py_ssize_t visible_keys(Attention a, Py_ssize_t r) noexcept nogil:
 cdef void attention_block(Attention a, const real *x, const real *dy, real *out, real scale,
                           Py_ssize_t block) noexcept nogil:
     """Rows of block `block`: the forward (dy NULL) or the backward (x is then y)."""
-    cdef Py_ssize_t r, at, first = block * ATTENTION_BLOCK_ROWS
-    cdef Py_ssize_t last = min(a.rows, first + ATTENTION_BLOCK_ROWS)
+    cdef Py_ssize_t r, at, first = block * a.block_rows
+    cdef Py_ssize_t last = min(a.rows, first + a.block_rows)
     cdef const void *mask = NULL
     cdef Py_ssize_t mask_item = sizeof(real) if a.mask_kind == ADD_MASK else 1
     for r in range(first, last):
@@ -106,7 +108,7 @@ cdef void attention_block(Attention a, const real *x, const real *dy, real *out,
 
 cdef void attention_rows(Attention a, const real *x, const real *dy, real *out, real scale,
                          int threads) noexcept nogil:
-    cdef Py_ssize_t b, blocks = (a.rows + ATTENTION_BLOCK_ROWS - 1) // ATTENTION_BLOCK_ROWS
+    cdef Py_ssize_t b, blocks = (a.rows + a.block_rows - 1) // a.block_rows
     if threads == 1:
         for b in range(blocks):
             attention_block(a, x, dy, out, scale, b)
@@ -123,6 +125,8 @@ cdef object run_attention(Attention a, cnp.ndarray x, object dy, cnp.ndarray out
     cdef const void *dy_data = NULL if dy is None else data_of(dy, typenum, size, False)
     cdef void *out_data = data_of(out, typenum, size, True)
     cdef int threads = team_size(size, a.rows, num_threads)
+    a.block_rows = max(1, min(<Py_ssize_t>ATTENTION_BLOCK_ROWS, a.rows // (4 * threads)))
+    threads = <int>min(<Py_ssize_t>threads, (a.rows + a.block_rows - 1) // a.block_rows)
     with nogil:
         if typenum == cnp.NPY_FLOAT:
             attention_rows(a, <const float *>x_data, <const float *>dy_data, <float *>out_data,

@@ -52,7 +52,7 @@ cdef inline real vexp(real x) noexcept nogil:
 
 
 cdef inline real vtanh(real x) noexcept nogil:
-    """tanh(x): vectorizable for float, libm for double (see cyburn_vmath.h); so below."""
+    """tanh(x): our vectorizable polynomial for float, libm for double (cyburn_vmath.h)."""
     if real is float:
         return cyb_tanh_f32(x)
     else:
@@ -60,6 +60,7 @@ cdef inline real vtanh(real x) noexcept nogil:
 
 
 cdef inline real verf(real x) noexcept nogil:
+    """erf(x): our vectorizable polynomial for float, libm for double (cyburn_vmath.h)."""
     if real is float:
         return cyb_erf_f32(x)
     else:
@@ -67,6 +68,7 @@ cdef inline real verf(real x) noexcept nogil:
 
 
 cdef inline real normal_cdf(real x) noexcept nogil:
+    """Phi(x) = erfc(-x / sqrt 2) / 2, the standard normal CDF, tails kept (cyburn_vmath.h)."""
     if real is float:
         return cyb_normal_cdf_f32(x)
     else:
@@ -74,6 +76,7 @@ cdef inline real normal_cdf(real x) noexcept nogil:
 
 
 cdef inline real normal_pdf(real x) noexcept nogil:
+    """exp(-x^2 / 2) / sqrt(2 pi), the standard normal density (cyburn_vmath.h)."""
     if real is float:
         return cyb_normal_pdf_f32(x)
     else:

@@ -122,6 +122,28 @@ def check_given(**named):
                             f"function with return_stats=True")
 
 
+def check_scores(x, causal, name="x"):
+    """ValueError unless x (the argument `name`) has a key axis, and a query axis too when
+    causal."""
+    if x.ndim < 1 or causal and x.ndim < 2:
+        raise ValueError(f"{name} of shape {x.shape} must have a key axis"
+                         + (" and a query axis (..., Tq, Tk) for causal=True" if causal else ""))
+
+
+def check_mask(mask, shape):
+    """`mask` as an ndarray, boolean or floating, that broadcasts to `shape` (else TypeError /
+    ValueError naming both shapes)."""
+    mask = mask if type(mask) is np.ndarray else np.asarray(mask)
+    if mask.dtype != np.bool_ and mask.dtype.kind != "f" and not is_half(mask.dtype):
+        raise TypeError(f"mask must be boolean (True = keep) or floating (added to the scores), "
+                        f"not {mask.dtype}")
+    if mask.ndim > len(shape) or any([m != 1 and m != n for m, n in
+                                      zip(mask.shape[::-1], shape[::-1])]):
+        raise ValueError(f"mask has shape {mask.shape}, which does not broadcast to the scores' "
+                         f"shape {shape}")
+    return mask
+
+
 def normalize_axis(axis, ndim):
     axis = integer(axis, "axis")
     if not -ndim <= axis < ndim:

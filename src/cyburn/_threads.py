@@ -5,8 +5,10 @@ read at every kernel call. GCC's libgomp starts it from OMP_NUM_THREADS, else fr
 the process may run on when the runtime loads (its affinity mask, so a container's or
 taskset's limit is respected and the machine is not oversubscribed). Whatever changes the
 setting later changes cyburn's default too: omp_set_num_threads, threadpoolctl's
-`threadpool_limits(n)`, a library sharing the runtime (PyTorch's wheel does: its libgomp has
-the same soname, so `torch.set_num_threads(n)` moves it). OpenMP keeps the setting per
+`threadpool_limits(n)`, a library sharing the runtime (built from source against the system
+libgomp, cyburn shares PyTorch's, whose soname is the same, so `torch.set_num_threads(n)`
+moves it; the manylinux wheel bundles its own libgomp under another name, which PyTorch does
+not touch). OpenMP keeps the setting per
 thread, so such a change applies to the kernels of the Python thread that made it. The
 default is capped at MAX_THREADS.
 
@@ -26,7 +28,9 @@ methods) makes every kernel of the child, and of the child's own children, run o
 thread alone. get_num_threads() there returns 1; set_num_threads(n) and num_threads(n) still
 check `n` but change nothing (the runtime cannot be restarted in the child). Processes that
 want threads should be started with the "spawn" start method, or by a forkserver that has not
-imported cyburn. A fork() made directly by C code runs no Python at-fork handler.
+imported cyburn. A fork() made directly by C code runs no Python at-fork handler, and a
+child that first imports cyburn after the fork cannot know whether its parent used the
+runtime: import cyburn before forking.
 """
 import contextlib
 import contextvars

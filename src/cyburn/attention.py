@@ -9,28 +9,6 @@ from . import _arrays, _threads
 from ._dispatch import kernels
 
 
-def check_scores(x, causal, name="x"):
-    """ValueError unless x (the argument `name`) has a key axis, and a query axis too when
-    causal."""
-    if x.ndim < 1 or causal and x.ndim < 2:
-        raise ValueError(f"{name} of shape {x.shape} must have a key axis"
-                         + (" and a query axis (..., Tq, Tk) for causal=True" if causal else ""))
-
-
-def check_mask(mask, shape):
-    """`mask` as an ndarray, boolean or floating, that broadcasts to `shape` (else TypeError /
-    ValueError naming both shapes)."""
-    mask = mask if type(mask) is np.ndarray else np.asarray(mask)
-    if mask.dtype != np.bool_ and mask.dtype.kind != "f" and not _arrays.is_half(mask.dtype):
-        raise TypeError(f"mask must be boolean (True = keep) or floating (added to the scores), "
-                        f"not {mask.dtype}")
-    if mask.ndim > len(shape) or any([m != 1 and m != n for m, n in
-                                      zip(mask.shape[::-1], shape[::-1])]):
-        raise ValueError(f"mask has shape {mask.shape}, which does not broadcast to the scores' "
-                         f"shape {shape}")
-    return mask
-
-
 def _mask_rows(mask, shape, work):
     """The mask as C-contiguous (M, Tk) rows of bool or `work`, and for every row of the
     scores (shape[:-1], flattened) the index of its mask row: the mask's own rows are kept, and
@@ -43,7 +21,7 @@ def _mask_rows(mask, shape, work):
     return rows.reshape(-1, shape[-1]), _row_index(padded.shape[:-1], shape[:-1])
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=16)
 def _row_index(mask_lead, lead):
     """For every row of scores with leading shape `lead` (flattened), the index of its row in
     a mask whose leading shape `mask_lead` broadcasts to `lead`. Read-only, made once per
@@ -65,10 +43,10 @@ def masked_softmax(x, *, scale=1.0, causal=False, mask=None, out=None):
     whose every key is hidden is all zeros (not NaN). `out` may be `x` (in-place).
     """
     x, dtype = _arrays.as_input(x, "x")
-    check_scores(x, causal)
+    _arrays.check_scores(x, causal)
     scale = _arrays.real_number(scale, "scale")
     if mask is not None:
-        mask = check_mask(mask, x.shape)
+        mask = _arrays.check_mask(mask, x.shape)
     if out is not None:
         _arrays.check_out(out, x.shape, dtype)
     if x.size == 0:
@@ -87,7 +65,7 @@ def masked_softmax_backward(dy, y, *, scale=1.0, out=None):
     the last axis (hidden keys have y = 0, hence dx = 0). `out` may be `dy` (in-place)."""
     (dy, y), dtype = _arrays.as_inputs(dy=dy, y=y)
     _arrays.check_same_shape(dy, y, "dy", "y")
-    check_scores(y, False, "y")
+    _arrays.check_scores(y, False, "y")
     scale = _arrays.real_number(scale, "scale")
     if out is not None:
         _arrays.check_out(out, y.shape, dtype)

@@ -55,6 +55,9 @@ class _Problem:
         self.weight = (_arrays.constant(1, C, work) if weight is None
                        else _arrays.contiguous(weight, work))
         target = np.asarray(target)
+        if target.dtype.kind not in "iuf" and not _arrays.is_half(target.dtype):
+            raise TypeError(f"target has unsupported dtype {target.dtype}: class indices must "
+                            f"be integers, class probabilities floating point")
         if target.shape == shape and (target.dtype.kind == "f" or _arrays.is_half(target.dtype)):
             self.target = None
             self.probabilities = _arrays.contiguous(target, work).reshape(N, C)
@@ -212,9 +215,11 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, chunk_size=None,
     if chunk_size is None:              # equal chunks, each within CHUNK_BYTES of logits
         chunks = -(-N // max(1, CHUNK_BYTES // max(1, C * p.work.itemsize)))
         chunk_size = -(-N // max(1, chunks))
-    elif _arrays.integer(chunk_size, "chunk_size") < 1:
-        raise ValueError(f"chunk_size must be a positive number of rows, got {chunk_size}")
-    chunk_size = max(1, min(_arrays.integer(chunk_size, "chunk_size"), N))
+    else:
+        chunk_size = _arrays.integer(chunk_size, "chunk_size")
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive number of rows, got {chunk_size}")
+    chunk_size = max(1, min(chunk_size, N))
     losses = np.zeros(N, np.float64)
     scale = p.grad_scale(1.0)[0] if return_grad else 1.0
     if return_grad:

@@ -274,6 +274,7 @@ def batch_norm(x, weight=None, bias=None, *, running_mean=None, running_var=None
     if (running_mean is None) != (running_var is None):
         raise ValueError("running_mean and running_var must both be given or both be None")
     work = _arrays.compute_dtype(dtype)
+    eps = _arrays.real_number(eps, "eps")
     if training:
         values = x.size // C if C else 0
         if values == 1:
@@ -291,7 +292,7 @@ def batch_norm(x, weight=None, bias=None, *, running_mean=None, running_var=None
         if running_mean is None or running_var is None:
             raise ValueError("batch_norm with training=False needs running_mean and running_var")
         mean = np.array(running_mean, dtype=work)
-        rstd = (1.0 / np.sqrt(running_var.astype(np.float64) + _arrays.real_number(eps, "eps"))).astype(work)
+        rstd = (1.0 / np.sqrt(running_var.astype(np.float64) + eps)).astype(work)
         y, mean, rstd, _ = _channel_norm(x, weight, bias, dtype, BATCH, eps,
                                          given_stats=(mean, rstd))
     return (y, mean, rstd) if return_stats else y

@@ -10,7 +10,6 @@ import warnings
 import numpy as np
 
 from . import _arrays
-from .attention import check_mask, check_scores
 
 
 def _prepare(**named):
@@ -72,16 +71,17 @@ def masked_softmax(x, *, scale=1.0, causal=False, mask=None, out=None):
         s = s + mask         for a float mask (broadcast to x)
         y = exp(s - m) / sum(exp(s - m)),  m = max(s),  and y = 0 on rows where m = -inf.
 
-    Hidden entries of x are replaced, not computed with: a NaN there does not spread."""
+    Entries hidden by the causal rule or a boolean mask are replaced, not computed with: a NaN
+    there does not spread (an additive -inf is added, so NaN + -inf stays NaN)."""
     (x,), dtype = _prepare(x=x)
-    check_scores(x, causal)
+    _arrays.check_scores(x, causal)
     s = _arrays.real_number(scale, "scale") * x
     if causal:
         tq, tk = x.shape[-2:]
         hidden = np.arange(tk) > np.arange(tq)[:, None] + (tk - tq)
         s = np.where(hidden, -np.inf, s)
     if mask is not None:
-        mask = check_mask(mask, x.shape)
+        mask = _arrays.check_mask(mask, x.shape)
         s = np.where(mask, s, -np.inf) if mask.dtype == np.bool_ else s + mask.astype(x.dtype)
     m = np.max(s, axis=-1, keepdims=True)
     every_key_hidden = m == -np.inf
@@ -95,7 +95,7 @@ def masked_softmax_backward(dy, y, *, scale=1.0, out=None):
     """For y = masked_softmax(x, scale=scale, ...): dx = scale * y * (dy - sum(dy * y)) along
     the last axis."""
     dy, y, dtype = _prepare_pair(dy, y)
-    check_scores(y, False)
+    _arrays.check_scores(y, False, "y")
     dx = _arrays.real_number(scale, "scale") * (y * (dy - np.sum(dy * y, axis=-1, keepdims=True)))
     return _result(dx, dtype, out)
 
