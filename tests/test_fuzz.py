@@ -1385,6 +1385,14 @@ def hint_softmax_backward(env, log=False, axis_key="axis", scale=1.0):
     return {(): abs(scale) * _finite_max(t)}
 
 
+def _rstd_bound(var, eps):
+    """A bound on rstd = 1 / sqrt(var + eps) and on how rounding errors grow through it: with
+    eps < 0 (allowed), var + eps may nearly cancel, amplifying var's error by
+    (|var| + |eps|) / |var + eps|."""
+    near = np.abs(var + eps) + 1e-300
+    return 1 / np.sqrt(near) * ((np.abs(var) + abs(eps)) / near)
+
+
 def hint_row_norm(env, centered):
     x = _f64(env["x"])
     h = x + _opt(env, "residual", 0.0)
@@ -1393,7 +1401,7 @@ def hint_row_norm(env, centered):
     eps = _real(env, "eps", 1e-5 if centered else 1e-6)
     mean = h.mean(axis=-1, keepdims=True) if centered else 0.0
     var = ((h - mean) ** 2).mean(axis=-1, keepdims=True)
-    rstd = 1 / np.sqrt(np.abs(var) + abs(eps) + 1e-300)
+    rstd = _rstd_bound(var, eps)
     y = ((np.abs(h - mean) + np.abs(h)) * rstd * np.abs(w) + np.abs(b)) if n else 0.0
     hints = {(): _finite_max(y), (0,): _finite_max(y)}
     if "residual" in env and env["residual"] is not None:
@@ -1422,12 +1430,11 @@ def hint_channel_norm(env, kind):
     groups = _groups(env, kind, x.shape[1])
     rows = _sets(x3, kind, groups)
     mean = rows.mean(axis=-1, keepdims=True)
-    rstd = 1 / np.sqrt(((rows - mean) ** 2).mean(axis=-1, keepdims=True)
-                       + abs(_real(env, "eps", 1e-5)) + 1e-300)
+    rstd = _rstd_bound(((rows - mean) ** 2).mean(axis=-1, keepdims=True),
+                       _real(env, "eps", 1e-5))
     if kind == "batch" and not truthy_env(env, "training"):
         mean = _f64(env["running_mean"])[:, None]
-        rstd = 1 / np.sqrt(np.abs(_f64(env["running_var"]))[:, None]
-                           + abs(_real(env, "eps", 1e-5)) + 1e-300)
+        rstd = _rstd_bound(_f64(env["running_var"])[:, None], _real(env, "eps", 1e-5))
     t = _unsets((np.abs(rows - mean) + np.abs(rows)) * rstd, x3.shape, kind)
     w, b = _opt(env, "weight", np.ones(1)), _opt(env, "bias", np.zeros(1))
     y = t * np.abs(w)[:, None] + np.abs(b)[:, None]
