@@ -166,11 +166,11 @@ def activation_backward(cnp.ndarray dy not None, cnp.ndarray x not None, cnp.nda
 
 
 cdef object run_elementwise(int f, object dy, cnp.ndarray x, cnp.ndarray out, int num_threads):
-    cdef int typenum = float_type(x)
+    cdef const void *x_data
+    cdef const void *dy_data
+    cdef void *out_data
+    cdef int typenum = float_data(x, dy, out, &x_data, &dy_data, &out_data)
     cdef Py_ssize_t n = cnp.PyArray_SIZE(x)
-    cdef const void *x_data = data_of(x, typenum, n, False)
-    cdef const void *dy_data = NULL if dy is None else data_of(dy, typenum, n, False)
-    cdef void *out_data = data_of(out, typenum, n, True)
     cdef int threads = team_size(n, (n + ELEMENT_BLOCK - 1) // ELEMENT_BLOCK, num_threads)
     if not RELU <= f <= (SILU if dy is not None else ERF):
         raise ValueError(f"cyburn kernel: no activation {f}")

@@ -119,12 +119,11 @@ cdef void attention_rows(Attention a, const real *x, const real *dy, real *out, 
 
 cdef object run_attention(Attention a, cnp.ndarray x, object dy, cnp.ndarray out, double scale,
                           int num_threads):
-    cdef int typenum = float_type(x)
-    cdef Py_ssize_t size = cnp.PyArray_SIZE(x)
-    cdef const void *x_data = data_of(x, typenum, size, False)
-    cdef const void *dy_data = NULL if dy is None else data_of(dy, typenum, size, False)
-    cdef void *out_data = data_of(out, typenum, size, True)
-    cdef int threads = team_size(size, a.rows, num_threads)
+    cdef const void *x_data
+    cdef const void *dy_data
+    cdef void *out_data
+    cdef int typenum = float_data(x, dy, out, &x_data, &dy_data, &out_data)
+    cdef int threads = team_size(cnp.PyArray_SIZE(x), a.rows, num_threads)
     a.block_rows = max(1, min(<Py_ssize_t>ATTENTION_BLOCK_ROWS, a.rows // (4 * threads)))
     threads = <int>min(<Py_ssize_t>threads, (a.rows + a.block_rows - 1) // a.block_rows)
     with nogil:

@@ -33,17 +33,14 @@ cdef Operands operands(cnp.ndarray a, cnp.ndarray b, cnp.ndarray out, int axis,
     """Check that a, b and out are C-contiguous, aligned arrays of one shape and one native
     float dtype (out writeable), and describe them for a reduction along `axis`.
     cyburn's Python layer guarantees this; the checks keep misuse from crashing."""
-    cdef int ndim = cnp.PyArray_NDIM(a), typenum = float_type(a), d
-    cdef Py_ssize_t size = cnp.PyArray_SIZE(a)
+    cdef int ndim = cnp.PyArray_NDIM(a), typenum, d
     cdef Operands op
     for arr in (b, out):
         if cnp.PyArray_NDIM(arr) != ndim or not cnp.PyArray_SAMESHAPE(a, arr):
             raise ValueError("cyburn kernel: operands differ in shape")
     if not 0 <= axis < ndim:
         raise ValueError("cyburn kernel: axis out of range")
-    op.a = data_of(a, typenum, size, False)
-    op.b = data_of(b, typenum, size, False)
-    op.out = data_of(out, typenum, size, True)
+    typenum = float_data(a, b, out, &op.a, &op.b, &op.out)
     op.outer = 1
     op.inner = 1
     for d in range(axis):
@@ -53,7 +50,7 @@ cdef Operands operands(cnp.ndarray a, cnp.ndarray b, cnp.ndarray out, int axis,
     op.n = cnp.PyArray_DIM(a, axis)
     op.is_float = typenum == cnp.NPY_FLOAT
     op.stream = cnp.PyArray_NBYTES(out) >= STREAM_MIN_BYTES
-    op.threads = team_size(size, op.outer * op.inner, num_threads)
+    op.threads = team_size(cnp.PyArray_SIZE(a), op.outer * op.inner, num_threads)
     return op
 
 
@@ -71,6 +68,18 @@ cdef void *data_of(object a, int typenum, Py_ssize_t size, bint write) except NU
             or write and not cnp.PyArray_ISWRITEABLE(arr)):
         raise ValueError("cyburn kernel: operand of the wrong type, size or layout")
     return cnp.PyArray_DATA(arr)
+
+
+cdef int float_data(cnp.ndarray x, object second, cnp.ndarray out, const void **x_data,
+                    const void **second_data, void **out_data) except -1:
+    """The data of x, of `second` (NULL when it is None) and of out, after checking that all
+    are like x (see data_of: one float type, x's size; out writeable); returns the type."""
+    cdef int typenum = float_type(x)
+    cdef Py_ssize_t size = cnp.PyArray_SIZE(x)
+    x_data[0] = data_of(x, typenum, size, False)
+    second_data[0] = NULL if second is None else data_of(second, typenum, size, False)
+    out_data[0] = data_of(out, typenum, size, True)
+    return typenum
 
 
 cdef int float_type(cnp.ndarray x) except -1:
