@@ -3,11 +3,16 @@
 The kernels (pyx/kernels.pxi) are compiled once per x86-64 instruction-set level into
 cyburn._kernels_baseline, _kernels_avx2 and _kernels_avx512; cyburn picks one at import.
 Other architectures get a single cyburn._kernels_default. OpenMP is used when the compiler
-has it (CYBURN_NO_OPENMP=1 builds serial kernels). No fast-math flags: they would switch the
-whole process to flush-to-zero; the few flags below only drop errno and FP-trap bookkeeping.
+has it (CYBURN_NO_OPENMP=1 builds serial kernels), through a private copy of the compiler's
+libgomp on Linux (see BuildExt.private_openmp_runtime). No fast-math flags: they would switch
+the whole process to flush-to-zero; the few flags below only drop errno and FP-trap
+bookkeeping.
 """
 import os
 import platform
+import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -19,6 +24,7 @@ from setuptools.command.build_ext import build_ext
 HERE = Path(__file__).resolve().parent
 PYX = HERE / "pyx"
 GENERATED = HERE / "build" / "cyburn_pyx"     # one stub .pyx per level, outside the sources
+PRIVATE_OPENMP = "libgomp-cyburn.so.1"        # the SONAME of cyburn's own copy of libgomp
 
 COMMON_FLAGS = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd",
                 "-DCYBURN_OPENMP_SIMD", "-DNPY_NO_DEPRECATED_API=NPY_1_7_API_VERSION"]
@@ -47,7 +53,7 @@ def kernel_extension(level, flags):
 
 
 class BuildExt(build_ext):
-    """Adds -fopenmp to every extension when the compiler supports it."""
+    """Adds OpenMP to every extension when the compiler supports it."""
 
     serial = os.environ.get("CYBURN_NO_OPENMP") == "1"
 
@@ -58,17 +64,51 @@ class BuildExt(build_ext):
 
     def build_extensions(self):
         openmp = not self.serial and self._compiler_has_openmp()
+        private = self.private_openmp_runtime() if openmp else None
         if openmp:
             for ext in self.extensions:
                 ext.extra_compile_args.append("-fopenmp")
-                ext.extra_link_args.append("-fopenmp")
-        # Objects left by a build with the other OpenMP setting must not be reused.
+                ext.extra_link_args += ([str(private), "-Wl,-rpath,$ORIGIN"] if private
+                                        else ["-fopenmp"])
+        # Objects left by a build with other OpenMP settings must not be reused.
         stamp = Path(self.build_temp) / "cyburn-openmp"
-        if not stamp.exists() or stamp.read_text() != str(openmp):
+        setting = f"{openmp} {private is not None}"
+        if not stamp.exists() or stamp.read_text() != setting:
             self.force = True
         super().build_extensions()
         stamp.parent.mkdir(parents=True, exist_ok=True)
-        stamp.write_text(str(openmp))
+        stamp.write_text(setting)
+
+    def private_openmp_runtime(self):
+        """cyburn's own copy of the compiler's libgomp, beside the extensions, renamed
+        (SONAME libgomp-cyburn.so.1) so that no other library in the process shares it: how
+        its idle threads wait is then cyburn's to choose (cyburn/_openmp.py), as in the
+        repaired wheel. None where it cannot be made (not Linux, no libgomp, no patchelf,
+        or CYBURN_SHARED_OPENMP=1): the extensions then link the compiler's runtime."""
+        if sys.platform != "linux" or os.environ.get("CYBURN_SHARED_OPENMP") == "1":
+            return None
+        patchelf = shutil.which("patchelf")
+        try:
+            found = subprocess.run([self.compiler.compiler_so[0], "-print-file-name=libgomp.so.1"],
+                                   capture_output=True, text=True, check=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            found = ""
+        if not patchelf or not os.path.isabs(found) or not os.path.exists(found):
+            print("cyburn: no patchelf or no libgomp; linking the compiler's shared OpenMP runtime")
+            return None
+        target = Path(self.build_lib) / "cyburn" / PRIVATE_OPENMP
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(found, target)
+        subprocess.run([patchelf, "--set-soname", PRIVATE_OPENMP, str(target)], check=True)
+        return target
+
+    def copy_extensions_to_source(self):
+        """build_ext --inplace: the private runtime goes beside the extensions too."""
+        super().copy_extensions_to_source()
+        built = Path(self.build_lib) / "cyburn" / PRIVATE_OPENMP
+        if built.exists():
+            package = self.get_finalized_command("build_py").get_package_dir("cyburn")
+            shutil.copyfile(built, Path(package) / PRIVATE_OPENMP)
 
     def _compiler_has_openmp(self):
         with tempfile.TemporaryDirectory() as tmp:

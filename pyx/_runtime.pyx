@@ -16,6 +16,19 @@ cdef extern from *:
     #define CYB_OMP_MAX_THREADS() 1
     #endif
 
+    #if defined(_OPENMP) && defined(__linux__)
+    #include <dlfcn.h>
+    /* the file of the omp_get_max_threads this module's calls were bound to */
+    static const char *cyb_openmp_library(void) {
+        Dl_info info;
+        if (dladdr((void *)&omp_get_max_threads, &info) && info.dli_fname)
+            return info.dli_fname;
+        return "";
+    }
+    #else
+    static const char *cyb_openmp_library(void) { return ""; }
+    #endif
+
     #if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
     #define CYB_X86_64 1
     /* exactly the instruction sets setup.py enables for each level (and OS support) */
@@ -42,6 +55,7 @@ cdef extern from *:
     int CYB_OPENMP_VERSION
     int CYB_X86_64
     int CYB_OMP_MAX_THREADS()
+    const char *cyb_openmp_library()
     int cyb_cpu_has_avx2()
     int cyb_cpu_has_avx512()
 
@@ -49,6 +63,12 @@ cdef extern from *:
 def openmp_version():
     """The _OPENMP date the kernels were compiled with (e.g. 201511), or 0 without OpenMP."""
     return CYB_OPENMP_VERSION
+
+
+def openmp_library():
+    """The file of the OpenMP runtime this module (built like the kernel modules, and loaded
+    the same way) calls, as the dynamic linker bound it; '' without OpenMP or off Linux."""
+    return cyb_openmp_library().decode(errors="replace")
 
 
 def omp_max_threads():
@@ -74,15 +94,14 @@ def simd_levels():
 cdef object _block_var = None       # the ContextVar of `with num_threads(n):` blocks
 cdef int _set_count = 0             # set_num_threads' count; 0: follow the OpenMP runtime
 cdef int _max_count = 1             # cap of the runtime's count (MAX_THREADS)
-cdef int _no_openmp_count = 1       # the default of a serial build
-cdef bint _serial = False           # a forked process: every kernel runs serial
+cdef bint _serial = not CYB_OPENMP_VERSION   # every kernel runs on the calling thread alone:
+                                             # a serial build, or a forked process
 
 
-def configure_threads(block_var, int max_count, int no_openmp_count):
-    """Set by cyburn._threads at import: its block ContextVar (default None), MAX_THREADS,
-    and the count a build without OpenMP reports by default."""
-    global _block_var, _max_count, _no_openmp_count
-    _block_var, _max_count, _no_openmp_count = block_var, max_count, no_openmp_count
+def configure_threads(block_var, int max_count):
+    """Set by cyburn._threads at import: its block ContextVar (default None) and MAX_THREADS."""
+    global _block_var, _max_count
+    _block_var, _max_count = block_var, max_count
 
 
 def set_thread_count(int n):
@@ -98,10 +117,16 @@ def make_serial():
     _serial = True
 
 
+def is_serial():
+    """Whether every kernel runs on the calling thread (a serial build, or a forked child)."""
+    return _serial
+
+
 def thread_count():
-    """The thread count for a kernel called now: 1 after make_serial(); else the innermost
-    `with num_threads(n)` block of the calling context; else set_thread_count's; else
-    omp_get_max_threads() of the calling thread, at most MAX_THREADS."""
+    """The thread count for a kernel called now: 1 in a serial build and after make_serial();
+    else the innermost `with num_threads(n)` block of the calling context; else
+    set_thread_count's; else omp_get_max_threads() of the calling thread, at most
+    MAX_THREADS."""
     cdef PyObject *value = NULL
     cdef object block
     cdef int n
@@ -115,5 +140,5 @@ def thread_count():
             return block
     if _set_count:
         return _set_count
-    n = CYB_OMP_MAX_THREADS() if CYB_OPENMP_VERSION else _no_openmp_count
+    n = CYB_OMP_MAX_THREADS()
     return n if n <= _max_count else _max_count

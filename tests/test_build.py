@@ -30,9 +30,14 @@ def test_serial_build_without_openmp(tmp_path):
     probe = ("import numpy as np, cyburn as cb\n"
              "cb.show_config()\n"
              "x = np.random.default_rng(0).standard_normal((300, 1000))\n"
-             "assert np.allclose(cb.softmax(x, axis=0), cb.reference.softmax(x, axis=0))\n")
-    child_env = dict(os.environ, PYTHONPATH=str(tmp_path / "installed"))
+             "assert np.allclose(cb.softmax(x, axis=0), cb.reference.softmax(x, axis=0))\n"
+             "cb.set_num_threads(3)\n"
+             "print('after set_num_threads(3):', cb.get_num_threads())\n")
+    # a serial build runs every kernel on one thread, whatever OMP_NUM_THREADS says
+    child_env = dict(os.environ, PYTHONPATH=str(tmp_path / "installed"), OMP_NUM_THREADS="4")
     result = subprocess.run([sys.executable, "-c", probe], env=child_env, cwd=tmp_path,
                             capture_output=True, text=True, check=True)
-    assert "openmp:          none (serial build)" in result.stdout
-    assert "serial build: kernels run on one" in result.stdout
+    assert "openmp:          none (serial build" in result.stdout, result.stdout
+    assert "threads:         1 (serial build)" in result.stdout, result.stdout
+    assert "wait policy:     none (serial build)" in result.stdout, result.stdout
+    assert "after set_num_threads(3): 1" in result.stdout, result.stdout

@@ -6,6 +6,7 @@
 """
 from importlib.metadata import PackageNotFoundError, version as _version
 
+from . import _openmp  # first: loads the OpenMP runtime with cyburn's wait policy
 from . import reference
 from ._config import show_config, simd_path
 from ._threads import get_num_threads, num_threads, set_num_threads

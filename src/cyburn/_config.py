@@ -1,5 +1,5 @@
 """show_config() and simd_path(): what cyburn runs with."""
-from . import _dispatch, _runtime, _threads
+from . import _dispatch, _openmp, _runtime, _threads
 
 
 def simd_path():
@@ -8,23 +8,20 @@ def simd_path():
 
 
 def _openmp_runtime():
-    """The OpenMP library loaded in this process (read from /proc/self/maps on Linux)."""
     if not _runtime.openmp_version():
-        return "none (serial build)"
-    try:
-        with open("/proc/self/maps") as maps:
-            libs = {line.split()[-1].rsplit("/", 1)[-1] for line in maps if "omp" in line}
-    except OSError:
-        libs = set()
-    names = sorted(lib for lib in libs if lib.startswith(("libgomp", "libomp", "libiomp")))
-    return f"OpenMP {_runtime.openmp_version()}" + (f" ({', '.join(names)})" if names else "")
+        return "none (serial build: every kernel runs on the calling thread)"
+    library = _runtime.openmp_library()
+    return f"OpenMP {_runtime.openmp_version()}" + (f" ({library})" if library else "")
 
 
 def show_config():
-    """Print the version, the SIMD path, the OpenMP runtime and the thread count."""
+    """Print the version, the SIMD path, the OpenMP runtime, how its threads wait between
+    kernels, and the thread count."""
     from . import __version__
     print(f"cyburn {__version__}")
     print(f"  simd path:       {simd_path()} (CPU supports: {', '.join(_runtime.simd_levels())})")
     print(f"  openmp:          {_openmp_runtime()}")
-    serial = "" if _runtime.openmp_version() else " (serial build: kernels run on one)"
+    print(f"  wait policy:     {_openmp.wait_policy()}")
+    serial = " (serial build)" if not _runtime.openmp_version() else (
+        " (forked child: serial)" if _runtime.is_serial() else "")
     print(f"  threads:         {_threads.get_num_threads()}{serial}")

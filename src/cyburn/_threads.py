@@ -5,12 +5,12 @@ read at every kernel call. GCC's libgomp starts it from OMP_NUM_THREADS, else fr
 the process may run on when the runtime loads (its affinity mask, so a container's or
 taskset's limit is respected and the machine is not oversubscribed). Whatever changes the
 setting later changes cyburn's default too: omp_set_num_threads, threadpoolctl's
-`threadpool_limits(n)`, a library sharing the runtime (built from source against the system
-libgomp, cyburn shares PyTorch's, whose soname is the same, so `torch.set_num_threads(n)`
-moves it; the manylinux wheel bundles its own libgomp under another name, which PyTorch does
-not touch). OpenMP keeps the setting per
-thread, so such a change applies to the kernels of the Python thread that made it. The
-default is capped at MAX_THREADS.
+`threadpool_limits(n)`. The runtime is cyburn's own (see cyburn._openmp), so PyTorch's
+`torch.set_num_threads(n)` does not move it; a build that shares the compiler's libgomp
+(CYBURN_SHARED_OPENMP=1) is moved by the libraries sharing it too. OpenMP keeps the setting
+per thread, so such a change applies to the kernels of the Python thread that made it. The
+default is capped at MAX_THREADS. A serial build (no OpenMP) runs every kernel on the
+calling thread, and get_num_threads() says 1 there.
 
 `set_num_threads(n)` replaces that default with `n` for the whole process (the runtime's
 setting, threadpoolctl's limits included, then no longer matters to cyburn); `with
@@ -40,28 +40,15 @@ import os
 from . import _runtime
 
 
-def _cpus_available():
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:          # not on Linux
-        return os.cpu_count() or 1
-
-
 # More threads than this could not run at once anyway, and asking OpenMP to start many
 # thousands can abort the process when the system refuses to create them.
 MAX_THREADS = max(256, 8 * (os.cpu_count() or 1))
 
 
-def _env_or_cpus():
-    env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
-    return int(env) if env.isdigit() and int(env) > 0 else _cpus_available()
-
-
 _block_override = contextvars.ContextVar("cyburn_num_threads", default=None)
 # The state lives in cyburn._runtime, whose thread_count() reads it in C: the count is read
 # at every kernel call, and a Python function reading it took about twice as long.
-_runtime.configure_threads(_block_override, MAX_THREADS,
-                           1 if _runtime.openmp_version() else _env_or_cpus())
+_runtime.configure_threads(_block_override, MAX_THREADS)
 
 current = _runtime.thread_count     # the count for a kernel called now (see the docstring)
 

@@ -2,7 +2,7 @@
 
     python -m cyburn.bench            # GPT-2 small shapes, float32, all threads
     python -m cyburn.bench --quick    # fewer repetitions
-    python -m cyburn.bench norm       # one suite: softmax, norm, xent, attention, act
+    python -m cyburn.bench norm       # one suite: softmax, norm, xent, attention, act, compose
     python -m cyburn.bench --scaling  # also time cyburn and torch on 1 thread (1->N thr)
     python -m cyburn.bench --plot docs/bench.png   # and draw charts (implies --scaling)
 
@@ -33,6 +33,7 @@ import numpy as np
 
 import cyburn as cb
 from cyburn import reference
+from cyburn.bench_compose import run_compose
 
 try:
     import torch
@@ -524,10 +525,13 @@ SUITES = {"softmax": softmax_cases,
 # Rows each suite yields, for the progress display only (it shows "?" past the count). The
 # suites are run as generators, one case timed before the next is made: some cases' lambdas
 # read loop variables of their generator, so the cases must not be collected first.
+# Suites that time and print in their own way: name -> run(args, progress).
+OWN_TABLE_SUITES = {"compose": run_compose}
 SUITE_ROWS = {"softmax": 8 * len(SOFTMAX_SHAPES), "norm": 10, "xent": 3, "attention": 4,
               "act": 8}
 
 
+ALL_SUITES = [*SUITES, *OWN_TABLE_SUITES]
 ONE = "@1"                  # suffix of the one-thread contenders ("cyburn@1", "torch@1")
 
 
@@ -762,12 +766,12 @@ def main(argv=None):
     parser.add_argument("--no-progress", action="store_true",
                         help="do not report progress on stderr")
     parser.add_argument("suites", nargs="*", metavar="SUITE",
-                        help=f"what to run: {', '.join(SUITES)} (default: all)")
+                        help=f"what to run: {', '.join(ALL_SUITES)} (default: all)")
     args = parser.parse_args(argv)
-    args.suites = args.suites or list(SUITES)
+    args.suites = args.suites or list(ALL_SUITES)
     for suite in args.suites:
-        if suite not in SUITES:
-            parser.error(f"unknown suite {suite!r}; choose from {', '.join(SUITES)}")
+        if suite not in ALL_SUITES:
+            parser.error(f"unknown suite {suite!r}; choose from {', '.join(ALL_SUITES)}")
     if args.plot:                           # fail now, not after a long run
         if importlib.util.find_spec("matplotlib") is None:
             parser.error("--plot needs matplotlib, which is not installed: "
@@ -797,6 +801,9 @@ def main(argv=None):
     rows = []
     for i, suite in enumerate(args.suites, 1):
         name = suite if len(args.suites) == 1 else f"{suite} ({i}/{len(args.suites)})"
+        if suite in OWN_TABLE_SUITES:
+            OWN_TABLE_SUITES[suite](args, progress)
+            continue
         rows += run_cases(name, SUITES[suite](np.random.default_rng(0)), args, progress,
                           SUITE_ROWS.get(suite))
     if "xent" in args.suites:

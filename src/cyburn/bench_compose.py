@@ -1,0 +1,204 @@
+"""The `compose` suite of `python -m cyburn.bench`: cyburn's kernels between NumPy matrix
+products, as a transformer written in NumPy calls them.
+
+A kernel timed alone says nothing about what it does to its neighbours. After a parallel
+region an OpenMP runtime's threads wait for the next one, and while they spin they take the
+cores that the BLAS threads of the next matrix product need; OpenBLAS's idle threads, in
+turn, keep calling sched_yield for about 2^28 cycles (a tenth of a second) after a product,
+on the cores of the kernel that follows. Each case here is a loop of steps in the shapes of a
+GPT-2 small layer (n_embd 768, 12 heads of 64), timed in interleaved rounds of one run:
+
+- alone: each step in a loop of its own, started after the process has been quiet for
+  QUIET_SECONDS (longer than either library's idle threads spin), so that it pays only for
+  itself; their sum is the "sum of the parts";
+- composed: the steps one after the other, as a model calls them, each step timed too.
+
+composed / sum of the parts is 1.00x when the libraries share the cores without getting in
+each other's way; the per-step columns say which side pays when they do not.
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+import cyburn as cb
+from cyburn import _openmp
+
+N_EMBD, N_HEAD = 768, 12
+HEAD = N_EMBD // N_HEAD
+SHAPES = ((4, 64), (8, 1024))           # (B, T): llm.c's CPU training shape, and GPT-2's context
+QUIET_SECONDS = 0.25                    # > OpenBLAS's 2^28-cycle idle spin at >= 1.1 GHz
+
+
+def _weights(rng, *shape):
+    return (0.02 * rng.standard_normal(shape)).astype(np.float32)   # GPT-2's initialisation
+
+
+def mlp_case(rng, B, T):
+    """h = x @ W_fc, (B*T, 768) @ (768, 3072), then GPT-2's GELU of h."""
+    x = rng.standard_normal((B * T, N_EMBD), dtype=np.float32)
+    w = _weights(rng, N_EMBD, 4 * N_EMBD)
+    h = x @ w
+    g = np.empty_like(h)
+    return [("matmul", lambda: np.matmul(x, w, out=h)),
+            ("gelu", lambda: cb.gelu(h, approximate="tanh", out=g))]
+
+
+def layer_norm_case(rng, B, T):
+    """a = g @ W_proj, (B*T, 3072) @ (3072, 768), then the residual add and layer norm."""
+    g = rng.standard_normal((B * T, 4 * N_EMBD), dtype=np.float32)
+    w = _weights(rng, 4 * N_EMBD, N_EMBD)
+    residual = rng.standard_normal((B * T, N_EMBD), dtype=np.float32)
+    weight, bias = np.ones(N_EMBD, np.float32), np.zeros(N_EMBD, np.float32)
+    a = g @ w
+    return [("matmul", lambda: np.matmul(g, w, out=a)),
+            ("layer_norm", lambda: cb.layer_norm(a, weight, bias, residual=residual))]
+
+
+def attention_case(rng, B, T):
+    """scores = q @ k^T per head, the causal softmax of scores / 8, then p @ v."""
+    q, k, v = (rng.standard_normal((B, N_HEAD, T, HEAD), dtype=np.float32) for _ in range(3))
+    kt = k.swapaxes(-1, -2)
+    scores = np.matmul(q, kt)
+    out = np.matmul(scores, v)
+    scale = 1.0 / np.sqrt(HEAD)
+    return [("q @ k^T", lambda: np.matmul(q, kt, out=scores)),
+            ("masked_softmax", lambda: cb.masked_softmax(scores, scale=scale, causal=True,
+                                                         out=scores)),
+            ("p @ v", lambda: np.matmul(scores, v, out=out))]
+
+
+CASES = (("matmul -> gelu", mlp_case), ("matmul -> layer_norm", layer_norm_case),
+         ("attention", attention_case))
+
+
+def _per_call(f, calls):
+    start = time.perf_counter()
+    for _ in range(calls):
+        f()
+    return (time.perf_counter() - start) / calls
+
+
+def time_composed(steps, seconds=1.0, max_rounds=15):
+    """Median seconds per iteration of each step alone, of each step inside the composed
+    loop, and of the whole composed loop, over interleaved rounds (see the module's
+    docstring). Returns ({step: alone}, {step: in the composed loop}, composed)."""
+    names = [name for name, _ in steps]
+    stamps = np.empty(len(steps) + 1)
+
+    def composed():
+        stamps[0] = time.perf_counter()
+        for i, (_, f) in enumerate(steps, 1):
+            f()
+            stamps[i] = time.perf_counter()
+
+    composed()
+    once = _per_call(composed, 1)
+    calls = max(1, int(0.02 / max(once, 1e-6)))
+    rounds = int(min(max_rounds, max(5, seconds / (2 * calls * once + QUIET_SECONDS))))
+    alone = {name: [] for name in names}
+    inside = {name: [] for name in names}
+    whole = []
+    for _ in range(rounds):
+        for name, f in steps:
+            time.sleep(QUIET_SECONDS)
+            f()
+            alone[name].append(_per_call(f, calls))
+        composed()
+        step_sums = np.zeros(len(steps))
+        start = time.perf_counter()
+        for _ in range(calls):
+            composed()
+            step_sums += np.diff(stamps)
+        whole.append((time.perf_counter() - start) / calls)
+        for name, total in zip(names, step_sums):
+            inside[name].append(total / calls)
+    median = lambda d: {name: float(np.median(s)) for name, s in d.items()}   # noqa: E731
+    return median(alone), median(inside), float(np.median(whole))
+
+
+BACK_TO_BACK = r"""
+import json, sys, time
+import numpy as np
+import cyburn as cb
+x = np.random.default_rng(0).standard_normal((256, 768)).astype(np.float32)
+weight, bias = np.ones(768, np.float32), np.zeros(768, np.float32)
+y = np.empty_like(x)
+def ten():
+    for _ in range(10):
+        cb.layer_norm(x, weight, bias, out=y)
+samples = []
+for _ in range(int(sys.argv[1])):
+    ten()
+    start = time.perf_counter()
+    for _ in range(20):
+        ten()
+    samples.append((time.perf_counter() - start) / 20)
+print(json.dumps(float(np.median(samples))))
+"""
+SPINNING = {"GOMP_SPINCOUNT": "300000"}     # libgomp's own default: threads spin for ms
+
+
+def time_back_to_back(rounds=6, samples=10):
+    """Median seconds of ten layer_norms of (256, 768) called back to back, in fresh
+    processes under cyburn's wait policy and with libgomp's default spinning (what cyburn's
+    threads did before it chose its own), alternating; returns (policy, spinning)."""
+    env = {k: v for k, v in os.environ.items() if k not in _openmp.USER_VARIABLES}
+    times = {"policy": [], "spinning": []}
+    for _ in range(rounds):
+        for name, extra in (("policy", {}), ("spinning", SPINNING)):
+            out = subprocess.run([sys.executable, "-c", BACK_TO_BACK, str(samples)],
+                                 env={**env, **extra}, capture_output=True, text=True,
+                                 check=True).stdout
+            times[name].append(json.loads(out.strip().splitlines()[-1]))
+    return float(np.median(times["policy"])), float(np.median(times["spinning"]))
+
+
+def compose_cases():
+    """(label, make) for every case at every shape: make(rng) returns the steps."""
+    for B, T in SHAPES:
+        for label, make in CASES:
+            yield f"{label}  B={B} T={T}", lambda rng, make=make, B=B, T=T: make(rng, B, T)
+
+
+def _ms(seconds):
+    return f"{seconds * 1e3:.3f}"
+
+
+def run_compose(args=None, progress=None):
+    """Time every case and the back-to-back calls, print the table; returns its rows
+    (label, alone, inside, composed)."""
+    seconds = getattr(args, "seconds", 1.0)
+    cases = list(compose_cases())
+    rows = []
+    for done, (label, make) in enumerate(cases, 1):
+        if progress is not None:
+            progress.update(done, len(cases), "compose", label)
+        rows.append((label, *time_composed(make(np.random.default_rng(0)), seconds)))
+    if progress is not None:
+        progress.update(len(cases), len(cases), "compose",
+                        "back-to-back layer_norms, in fresh processes")
+    policy, spinning = time_back_to_back()
+    if progress is not None:
+        progress.clear()
+    print(f"{'case':<34} {'step: alone -> in the loop (ms)':<62} {'sum':>8} "
+          f"{'composed':>8} {'ratio':>6}")
+    for label, alone, inside, composed in rows:
+        total = sum(alone.values())
+        steps = ", ".join(f"{name} {_ms(alone[name])}->{_ms(inside[name])}" for name in alone)
+        print(f"{label:<34} {steps:<62} {_ms(total):>8} {_ms(composed):>8} "
+              f"{composed / total:5.2f}x")
+    print(f"ratio = composed / sum of the parts (medians of interleaved rounds; 1.00x: the "
+          f"libraries share the cores without slowing each other). Wait policy: "
+          f"{_openmp.wait_policy()}.")
+    print(f"ten layer_norms (256, 768) back to back, fresh processes: {policy * 1e6:.0f} us "
+          f"with that policy, {spinning * 1e6:.0f} us with spinning threads "
+          f"({', '.join(f'{k}={v}' for k, v in SPINNING.items())}): {policy / spinning:.2f}x\n")
+    return rows
+
+
+if __name__ == "__main__":
+    run_compose()
