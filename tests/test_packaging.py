@@ -207,8 +207,8 @@ def test_wheel_is_manylinux_with_every_simd_path_and_libgomp(repaired_wheel):
         assert any(re.fullmatch(rf"cyburn/_kernels_{level}\.[^/]*\.so", n) for n in names), (
             level, names)
     assert any(re.fullmatch(r"cyburn/_runtime\.[^/]*\.so", n) for n in names), names
-    gomp = [n for n in names if re.fullmatch(r"cyburn\.libs/libgomp[^/]*\.so[.\d]*", n)]
-    assert len(gomp) == 1, names
+    gomp = [n for n in names if re.fullmatch(r"cyburn(\.libs)?/libgomp[^/]*\.so[.\d]*", n)]
+    assert gomp == ["cyburn/libgomp-cyburn.so.1"], names   # its own, needing nothing outside
     # sources and build products stay out of the wheel
     assert not [n for n in names if n.endswith((".pyx", ".pxi", ".c", ".h", ".o"))], names
 
@@ -219,7 +219,7 @@ def test_fresh_venv_has_no_cython(wheel_venv):
     assert result.returncode != 0 and "No module named 'Cython'" in result.stderr, output(result)
     result = run([python, "-c", "import sys; print(sys.path)"], cwd=cwd)
     assert str(ROOT) not in result.stdout, result.stdout          # nor the checkout
-    assert (site / "cyburn.libs").is_dir()
+    assert (site / "cyburn" / "libgomp-cyburn.so.1").is_file()
 
 
 @pytest.mark.parametrize("level", LEVELS)
@@ -237,13 +237,15 @@ def test_wheel_runs_each_simd_path(wheel_venv, level):
     out = smoke(python, cwd, level)
     assert f"FILE {site / 'cyburn' / '__init__.py'}" in out, out        # the installed copy
     assert f"PATH {level}" in out, out
-    # The OpenMP runtime is the bundled one, and no other.
-    (bundled,) = (site / "cyburn.libs").glob("libgomp*.so*")
+    # The OpenMP runtime is the bundled one, and no other, with cyburn's wait policy.
+    bundled = site / "cyburn" / "libgomp-cyburn.so.1"
     mapped = re.findall(r"^MAPPED (.*)$", out, re.M)
     assert mapped and all(Path(lib).resolve() == bundled.resolve() for lib in mapped), (
         mapped, bundled)
     (openmp,) = re.findall(r"^\s*openmp:\s*(.*)$", out, re.M)
-    assert openmp.startswith("OpenMP ") and f"({bundled.name})" in openmp, openmp
+    assert openmp.startswith("OpenMP ") and openmp.endswith(f"{bundled.name})"), openmp
+    (policy,) = re.findall(r"^\s*wait policy:\s*(.*)$", out, re.M)
+    assert "cyburn's private runtime" in policy, policy
     assert re.search(rf"simd path:\s+{level} ", out), out
 
 
