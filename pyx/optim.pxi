@@ -2,7 +2,7 @@
 # place, with t = step (counting from 1), g = grad, m = exp_avg, v = exp_avg_sq:
 #
 #   param <- param * (1 - lr * weight_decay)                (decoupled weight decay)
-#   m     <- m + (1 - beta1) (g - m)                        (= beta1 m + (1 - beta1) g, torch's lerp)
+#   m     <- m + (1 - beta1) (g - m)             (= beta1 m + (1 - beta1) g, as torch's lerp)
 #   v     <- beta2 v + (1 - beta2) g^2
 #   param <- param - (lr / (1 - beta1^t)) m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
 #
