@@ -1,12 +1,17 @@
 """cyburn.gpt2: gradients of every parameter against PyTorch autograd of the same model and
 finite differences, cached generation against recomputing the prefix, a short training run,
 checkpoint loading, dtypes and input validation."""
+import importlib.util
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from conftest import F32, F64
 
+import cyburn
 from cyburn.gpt2 import GPT2, AdamW, GPT2Config
 
 TINY = GPT2Config(vocab_size=53, n_positions=16, n_embd=24, n_layer=2, n_head=3)
@@ -323,3 +328,25 @@ def test_input_validation(rng):
     with pytest.raises(ValueError, match="temperature"):
         model.generate(idx, 1, temperature=-1)
     assert model.generate(idx, 0).tolist() == idx.tolist()
+
+
+def test_demo_command_line(tmp_path):
+    """python -m cyburn.gpt2 with tiny settings: progress with loss and tokens/s on stderr,
+    the summary and a sample after the prompt on stdout (and --compare when torch is here)."""
+    compare = ["--compare"] if importlib.util.find_spec("torch") else []
+    # the child imports the cyburn under test, wherever it was found
+    source = os.path.dirname(os.path.dirname(os.path.abspath(cyburn.__file__)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [source] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
+    result = subprocess.run(
+        [sys.executable, "-m", "cyburn.gpt2", "--steps", "4", "--batch", "2", "--context", "16",
+         "--layers", "1", "--embd", "16", "--heads", "2", "--sample", "40", *compare],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "loss" in result.stderr and "tok/s" in result.stderr
+    assert "cyburn: loss" in result.stdout and "tokens/s" in result.stdout
+    assert ("torch:  loss" in result.stdout) == bool(compare)
+    assert "\ndef " in result.stdout
+    bad = subprocess.run([sys.executable, "-m", "cyburn.gpt2", "--embd", "10", "--heads", "3"],
+                         capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env)
+    assert bad.returncode == 2 and "multiple of --heads" in bad.stderr
