@@ -59,13 +59,13 @@ cdef void adamw(real *param, const real *grad, real *m, real *v, Py_ssize_t n, d
 
 
 cdef void read4_write3_span(real *a, const real *b, real *c, real *d, Py_ssize_t n) noexcept nogil:
-    """a, c, d += b: the memory traffic of adamw_span (read four arrays, write three) with
-    next to no arithmetic."""
+    """a += b, c += b, d += b^2: the memory traffic of adamw_span (read four arrays, write
+    three) with next to no arithmetic (d, like exp_avg_sq, stays >= 0)."""
     cdef Py_ssize_t i
     for i in range(n):
         a[i] = a[i] + b[i]
         c[i] = c[i] + b[i]
-        d[i] = d[i] + b[i]
+        d[i] = d[i] + b[i] * b[i]
 
 
 cdef void read4_write3(real *a, const real *b, real *c, real *d, Py_ssize_t n,
@@ -116,8 +116,8 @@ def adamw_step(cnp.ndarray param not None, cnp.ndarray grad not None,
 
 def read4_write3_probe(cnp.ndarray a not None, cnp.ndarray b not None, cnp.ndarray c not None,
                        cnp.ndarray d not None, int num_threads):
-    """a, c, d += b, split between threads as adamw_step splits its arrays: the benchmark's
-    ceiling for adamw_step, a kernel with its memory pattern and no arithmetic to speak of."""
+    """a += b, c += b, d += b^2, split between threads as adamw_step splits its arrays: the
+    benchmark's ceiling for adamw_step, its memory pattern with no arithmetic to speak of."""
     cdef void *data[4]
     cdef int typenum = four_operands(a, b, c, d, data)
     cdef Py_ssize_t n = cnp.PyArray_SIZE(a)
