@@ -4,7 +4,10 @@ against the same model in PyTorch eager, written the way PyTorch users write it.
     python -m cyburn.bench_gpt2          # everything below, about three minutes on 2 cores
 
 - one training step (forward, backward, AdamW) at B=4, T=64, and where cyburn's step goes:
-  matrix products, cyburn's functions, the rest (sampled from a second thread);
+  matrix products, cyburn's functions, the rest (sampled from a second thread); the step
+  once more with cyburn's kernels on one thread, which measures what alternating between
+  cyburn's OpenMP team and NumPy's BLAS threads costs (each pool's threads spin for a while
+  after their work, taking the cores the other pool's threads need);
 - greedy generation of 64 tokens after a 64-token prompt, each side with its key/value cache,
   in tokens/s beside the ceiling: the read bandwidth measured in the same run over the bytes
   of weights every token reads;
@@ -39,6 +42,7 @@ except ImportError:          # PyTorch is an optional peer
 SMALL = GPT2Config()                    # GPT-2 small, 124M parameters
 BATCH, CONTEXT = 4, 64                  # llm.c's CPU reference shape
 PROMPT, NEW_TOKENS = 64, 64
+SERIAL = "cyburn, kernels on 1 thread"      # NumPy's BLAS on all: no two thread pools in turn
 ADAMW_ELEMENTS = sum(int(np.prod(s)) for s in SMALL.parameter_shapes().values())
 ADAMW = dict(lr=1e-4, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.1)
 
@@ -287,6 +291,12 @@ def run_gpt2(args, progress=None):
     model = GPT2(SMALL)
     params = {name: p.copy() for name, p in model.params.items()}
     contenders = {"cyburn": cyburn_trainer(model)}
+    serial_kernels = cyburn_trainer(model)          # (its own optimizer, the same weights)
+
+    def cyburn_serial_kernels():
+        with cb.num_threads(1):
+            serial_kernels()
+    contenders[SERIAL] = cyburn_serial_kernels
     if torch is not None:
         torch_model, contenders["torch"] = torch_trainer(params, SMALL)
     say(f"training step, B={BATCH} T={CONTEXT}, {rounds} rounds")
@@ -313,8 +323,8 @@ def run_gpt2(args, progress=None):
           f"float32), {cb.get_num_threads()} threads")
     print(f"training step (forward, backward, AdamW), B={BATCH} T={CONTEXT}, best of {rounds}:")
     for name, t in step_times.items():
-        ratio = f"   cyburn {t / step_times['cyburn']:.2f}x faster" if name != "cyburn" else ""
-        print(f"  {name:<7} {t * 1e3:8.0f} ms  {BATCH * CONTEXT / t:8.0f} tokens/s{ratio}")
+        print(f"  {name:<{len(SERIAL)}} {t * 1e3:8.0f} ms {BATCH * CONTEXT / t:8.0f} tokens/s "
+              f"{t / step_times['cyburn']:6.2f}x cyburn's time")
     print(f"  cyburn's step: {100 * shares['matmul']:.0f}% matrix products (NumPy/BLAS), "
           f"{100 * shares['cyburn']:.0f}% cyburn functions, {100 * shares['elsewhere']:.0f}% "
           f"elsewhere ({samples} samples over {rounds} steps)")
@@ -323,8 +333,8 @@ def run_gpt2(args, progress=None):
     print(f"greedy generation, {NEW_TOKENS} new tokens after a {PROMPT}-token prompt, KV "
           f"caches, best of {max(2, rounds - 2)}:")
     for name, t in gen_times.items():
-        ratio = f"   cyburn {t / gen_times['cyburn']:.2f}x faster" if name != "cyburn" else ""
-        print(f"  {name:<7} {NEW_TOKENS / t:8.1f} tokens/s{ratio}")
+        print(f"  {name:<7} {NEW_TOKENS / t:8.1f} tokens/s {t / gen_times['cyburn']:6.2f}x "
+              f"cyburn's time")
     print(f"  ceiling {best_bw / per_token:8.1f} tokens/s = {per_token / 2**20:.0f} MiB of "
           f"weights per token / read bandwidth "
           + ", ".join(f"{v / 1e9:.1f} GB/s ({k})" for k, v in bandwidth.items())
