@@ -293,6 +293,12 @@ def test_safetensors_round_trip(tmp_path, rng):
     AdamW(model.params, lr=1e-3).step(grads)
 
 
+def test_from_safetensors_without_the_package(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "safetensors.numpy", None)      # as if not installed
+    with pytest.raises(ImportError, match="pip install safetensors"):
+        GPT2.from_safetensors(tmp_path / "model.safetensors", TINY)
+
+
 def test_config_validation():
     with pytest.raises(ValueError, match="multiple of n_head"):
         GPT2Config(n_embd=10, n_head=3)

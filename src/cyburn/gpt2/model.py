@@ -221,6 +221,7 @@ class GPT2:
         config, params = self.config, self.params
         B, T = idx.shape
         C, eps = config.n_embd, config.layer_norm_epsilon
+        scale = 1.0 / math.sqrt(C // config.n_head)
         h = params["transformer.wte.weight"][idx.reshape(-1)]        # (N, C), a copy
         h.reshape(B, T, C)[...] += params["transformer.wpe.weight"][start:start + T]
         branch = None               # what the previous sub-layer adds to the residual stream h
@@ -239,8 +240,7 @@ class GPT2:
                 cache.values[i][:, :, start:start + T] = v
                 k = cache.keys[i][:, :, :start + T]
                 v = cache.values[i][:, :, :start + T]
-            scale = 1.0 / math.sqrt(C // config.n_head)
-            att = np.matmul(q, k.swapaxes(-1, -2))
+            att = q @ k.swapaxes(-1, -2)
             att = cb.masked_softmax(att, scale=scale, causal=True, out=att)
             y = _merge_heads(att @ v)
             branch = y @ p.proj_w
@@ -305,7 +305,7 @@ class GPT2:
         h, mean1, rstd1, a, qkv, att, y, h_mid, mean2, rstd2, m, pre, f = saved
         H = self.config.n_head
         scale = 1.0 / math.sqrt(self.config.n_embd // H)
-        g = grads
+        g = grads                           # (short: it is on every line below)
         # mlp: h_out = h_mid + gelu(m @ W_fc + b_fc) @ W_mproj + b_mproj
         g[p.names["mproj_w"]] = f.T @ dh
         g[p.names["mproj_b"]] = dh.sum(axis=0)
@@ -320,8 +320,8 @@ class GPT2:
         g[p.names["proj_b"]] = dh_mid.sum(axis=0)
         dy = _split(dh_mid @ p.proj_w.T, B, T, H)
         q, k, v = _split_heads(qkv, B, T, H)
-        datt = np.matmul(dy, v.swapaxes(-1, -2))
-        dv = np.matmul(att.swapaxes(-1, -2), dy)
+        datt = dy @ v.swapaxes(-1, -2)
+        dv = att.swapaxes(-1, -2) @ dy
         ds = cb.masked_softmax_backward(datt, att, scale=scale, out=datt)
         dqkv = np.empty((B, T, 3, H, q.shape[-1]), qkv.dtype)
         dqkv[:, :, 0] = (ds @ k).transpose(0, 2, 1, 3)
