@@ -299,6 +299,16 @@ def test_from_safetensors_without_the_package(monkeypatch, tmp_path):
         GPT2.from_safetensors(tmp_path / "model.safetensors", TINY)
 
 
+def test_empty_batches_and_sequences():
+    model = tiny_model(F32)
+    assert model.forward(np.zeros((2, 0), int)).shape == (2, 0, TINY.vocab_size)
+    assert model.forward(np.zeros((0, 3), int)).shape == (0, 3, TINY.vocab_size)
+    loss, grads = model.loss_and_grads(np.zeros((0, 3), int), np.zeros((0, 3), int))
+    assert math.isnan(loss)             # a mean over no targets, as in PyTorch
+    assert all(g.shape == model.params[n].shape and g.dtype == F32 for n, g in grads.items())
+    assert model.generate(np.zeros((0, 3), int), 2).shape == (0, 5)
+
+
 def test_config_validation():
     with pytest.raises(ValueError, match="multiple of n_head"):
         GPT2Config(n_embd=10, n_head=3)

@@ -266,7 +266,8 @@ class GPT2:
         """The logits (B, T, V) of the next token after each prefix of idx (B, T)."""
         idx = self._tokens(idx)
         hidden = self._hidden(idx)
-        return (hidden @ self.params["transformer.wte.weight"].T).reshape(*idx.shape, -1)
+        return (hidden @ self.params["transformer.wte.weight"].T).reshape(
+            *idx.shape, self.config.vocab_size)
 
     __call__ = forward
 
@@ -295,7 +296,7 @@ class GPT2:
         np.add.at(dwte, idx.reshape(-1), dh)
         grads["transformer.wte.weight"] = dwte
         dwpe = np.zeros_like(params["transformer.wpe.weight"])
-        dwpe[:T] = dh.reshape(B, T, -1).sum(axis=0)
+        dwpe[:T] = dh.reshape(B, T, config.n_embd).sum(axis=0)
         grads["transformer.wpe.weight"] = dwpe
         return float(loss), {name: grads[name] for name in params}
 
@@ -327,7 +328,7 @@ class GPT2:
         dqkv[:, :, 0] = (ds @ k).transpose(0, 2, 1, 3)
         dqkv[:, :, 1] = (ds.swapaxes(-1, -2) @ q).transpose(0, 2, 1, 3)
         dqkv[:, :, 2] = dv.transpose(0, 2, 1, 3)
-        dqkv = dqkv.reshape(B * T, -1)
+        dqkv = dqkv.reshape(B * T, 3 * self.config.n_embd)
         g[p.names["attn_w"]] = a.T @ dqkv
         g[p.names["attn_b"]] = dqkv.sum(axis=0)
         dh_in, g[p.names["ln1_w"]], g[p.names["ln1_b"]] = cb.layer_norm_backward(
@@ -370,12 +371,11 @@ class GPT2:
         tokens[:, :T] = idx
         cache = _KVCache(self.config, B, T + max_new_tokens, self.dtype)
         wte = self.params["transformer.wte.weight"]
-        hidden = self._hidden(idx, cache=cache)
+        last = self._hidden(idx, cache=cache)[T - 1::T]        # each sequence's last row
         for t in range(T, T + max_new_tokens):
-            logits = hidden.reshape(B, -1, hidden.shape[-1])[:, -1] @ wte.T
-            tokens[:, t] = _sample(logits, temperature, top_k, rng)
+            tokens[:, t] = _sample(last @ wte.T, temperature, top_k, rng)
             if t + 1 < T + max_new_tokens:
-                hidden = self._hidden(tokens[:, t:t + 1], cache=cache, start=t)
+                last = self._hidden(tokens[:, t:t + 1], cache=cache, start=t)
         return tokens
 
 
@@ -389,12 +389,12 @@ def _float_dtype(dtype, name):
 
 def _split(x, B, T, H):
     """(N, H * D) rows -> (B, H, T, D) heads (a view)."""
-    return x.reshape(B, T, H, -1).transpose(0, 2, 1, 3)
+    return x.reshape(B, T, H, x.shape[-1] // H).transpose(0, 2, 1, 3)
 
 
 def _split_heads(qkv, B, T, H):
     """q, k, v as (B, H, T, D) views of c_attn's output (N, 3C)."""
-    return qkv.reshape(B, T, 3, H, -1).transpose(2, 0, 3, 1, 4)
+    return qkv.reshape(B, T, 3, H, qkv.shape[-1] // (3 * H)).transpose(2, 0, 3, 1, 4)
 
 
 def _merge_heads(y):
