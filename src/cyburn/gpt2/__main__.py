@@ -75,8 +75,8 @@ class ProgressBar:
 
 
 def train(step_fn, set_lr, train_data, args, label):
-    """Run args.steps steps of step_fn(inputs, targets) -> loss; returns (losses, seconds per
-    step after the first)."""
+    """Run args.steps steps of step_fn(inputs, targets) -> loss; returns (losses, the median
+    seconds per step, the seconds of all steps)."""
     rng = np.random.default_rng(args.seed)
     bar = ProgressBar(args.steps, label, not args.no_progress)
     losses, times = [], []
@@ -88,7 +88,7 @@ def train(step_fn, set_lr, train_data, args, label):
         times.append(time.perf_counter() - start)
         recent = np.mean(losses[-20:])
         bar.show(step + 1, f"loss {recent:.3f}  {tokens / np.median(times[-20:]):,.0f} tok/s")
-    return losses, float(np.median(times[1:] if len(times) > 1 else times))
+    return losses, float(np.median(times)), float(np.sum(times))
 
 
 def held_out_loss(model, data, args):
@@ -100,7 +100,7 @@ def held_out_loss(model, data, args):
 
 def run_torch(initial, config, train_data, args):
     """The same steps (same initial weights, batches and learning rates) in PyTorch eager with
-    torch.optim.AdamW(fused=True); returns (losses, seconds per step)."""
+    torch.optim.AdamW(fused=True); returns what train returns."""
     import torch
 
     from cyburn.gpt2._torch import torch_gpt2
@@ -165,8 +165,8 @@ def main(argv=None):
     count = sum(p.size for p in model.params.values())
     print(f"GPT-2 of {count / 1e6:.2f}M parameters ({args.layers} layers, {args.embd} wide, "
           f"{args.heads} heads), {args.batch} x {args.context} bytes per step, on "
-          f"{len(train_data) / 1e6:.1f} MB of the standard library; {cb.get_num_threads()} "
-          f"threads")
+          f"{len(train_data) / 1e6:.1f} MB of the standard library; cyburn on "
+          f"{cb.get_num_threads()} thread{'s' if cb.get_num_threads() > 1 else ''}")
     optimizer = AdamW(model.params, lr=args.lr, weight_decay=args.weight_decay)
 
     def step(x, y):
@@ -177,17 +177,18 @@ def main(argv=None):
     def set_lr(lr):
         optimizer.lr = lr
 
-    losses, seconds = train(step, set_lr, train_data, args, "cyburn")
+    losses, seconds, total = train(step, set_lr, train_data, args, "cyburn")
     tokens = args.batch * args.context
     print(f"cyburn: loss {np.mean(losses[:5]):.3f} -> {np.mean(losses[-20:]):.3f} "
-          f"(held out: {held_out_loss(model, held_out, args):.3f}"
-          f"), {seconds * 1e3:.1f} ms per step, {tokens / seconds:,.0f} tokens/s")
+          f"(held out: {held_out_loss(model, held_out, args):.3f}) in {total:.1f} s, "
+          f"{seconds * 1e3:.1f} ms per step (median), {tokens / seconds:,.0f} tokens/s")
     if args.compare:
-        torch_losses, torch_seconds = run_torch(initial, config, train_data, args)
+        torch_losses, torch_seconds, torch_total = run_torch(initial, config, train_data, args)
         print(f"torch:  loss {np.mean(torch_losses[:5]):.3f} -> "
-              f"{np.mean(torch_losses[-20:]):.3f}, "
-              f"{torch_seconds * 1e3:.1f} ms per step, {tokens / torch_seconds:,.0f} tokens/s "
-              f"(cyburn {torch_seconds / seconds:.2f}x torch's speed)")
+              f"{np.mean(torch_losses[-20:]):.3f} in {torch_total:.1f} s, "
+              f"{torch_seconds * 1e3:.1f} ms per step (median), "
+              f"{tokens / torch_seconds:,.0f} tokens/s; cyburn's step takes "
+              f"{seconds / torch_seconds:.2f}x torch's time")
     print()
     print(sample_text(model, b"def ", args.sample, np.random.default_rng(args.seed)))
 
