@@ -1,5 +1,7 @@
 """adamw_step against cyburn.reference and torch.optim.AdamW: several steps, in place, bad
 inputs, thread-count determinism."""
+import inspect
+
 import numpy as np
 import pytest
 from conftest import F32, F64, assert_bitwise_equal, eps
@@ -160,3 +162,8 @@ def test_strided_grad_is_accepted(rng):
     cb.adamw_step(param, grad, m, v, lr=1e-2, step=2)
     cb.reference.adamw_step(ref[0], grad, ref[1], ref[2], lr=1e-2, step=2)
     np.testing.assert_allclose(param, ref[0], rtol=1e-14)
+
+
+def test_reference_has_the_same_signature():
+    assert inspect.signature(cb.adamw_step) == inspect.signature(cb.reference.adamw_step)
+    assert "adamw_step" in cb.__all__
