@@ -269,8 +269,6 @@ class GPT2:
         return (hidden @ self.params["transformer.wte.weight"].T).reshape(
             *idx.shape, self.config.vocab_size)
 
-    __call__ = forward
-
     # ---- training ----------------------------------------------------------------------------
 
     def loss_and_grads(self, idx, targets):
