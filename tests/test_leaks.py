@@ -151,6 +151,9 @@ hidden, lm_w, lm_b = r(8, 16), r(64, 16), r(64)
 # activations
 xa, dya, xa16 = r(4, 64), r(4, 64), r(4, 64, dtype=f16)
 oa = np.empty_like(xa)
+# optimizer
+pa, ga, ma, va = r(256), r(256), r(256), np.abs(r(256))
+pa64, ga64, ma64, va64 = (a.astype(f64) for a in (pa, ga, ma, va))
 
 CASES = {
     "softmax": [
@@ -263,6 +266,11 @@ CASES = {
     "silu_backward": [
         lambda: cb.silu_backward(dya, xa), lambda: cb.silu_backward(dya, xa, out=oa),
         raises(ValueError, cb.silu_backward, dya, xa, out=bad)],
+    "adamw_step": [
+        lambda: cb.adamw_step(pa, ga, ma, va, lr=1e-6, weight_decay=0.1, step=2),
+        lambda: cb.adamw_step(pa64, ga64, ma64, va64, lr=1e-6, step=2),
+        raises(ValueError, cb.adamw_step, pa, ga, ma, ma, lr=1e-6, step=1),
+        raises(ValueError, cb.adamw_step, pa, ga[:255], ma, va, lr=1e-6, step=1)],
 }
 
 # controls: leaks as small as the bounds claim to catch, through the same harness

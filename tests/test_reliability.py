@@ -53,6 +53,14 @@ def make_calls(seed=20240611):
     target = rng.integers(0, 1000, 256)
     target[::17] = -100
     hidden, weight = f32(64, 64), f32(1000, 64) * 0.2
+    adamw_state = [f32(65536) for _ in range(4)]       # param, grad, exp_avg, exp_avg_sq
+    adamw_state[3] = np.abs(adamw_state[3])
+
+    def adamw():                                        # on copies: every call the same
+        param, grad, exp_avg, exp_avg_sq = (a.copy() for a in adamw_state)
+        cb.adamw_step(param, grad, exp_avg, exp_avg_sq, lr=1e-3, weight_decay=0.1, step=3)
+        return param, exp_avg, exp_avg_sq
+
     return {
         "softmax": lambda: cb.softmax(x),
         "softmax_axis0": lambda: cb.softmax(xc, axis=0),
@@ -93,6 +101,7 @@ def make_calls(seed=20240611):
         "gelu_tanh_backward": lambda: cb.gelu_backward(dy, x, approximate="tanh"),
         "silu": lambda: cb.silu(x),
         "silu_backward": lambda: cb.silu_backward(dy, x),
+        "adamw_step": adamw,
     }
 
 def arrays(result):

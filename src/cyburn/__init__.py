@@ -17,6 +17,7 @@ from .cross_entropy import cross_entropy, cross_entropy_backward, linear_cross_e
 from .normalization import (batch_norm, batch_norm_backward, group_norm, group_norm_backward,
                             instance_norm, instance_norm_backward, layer_norm,
                             layer_norm_backward, rms_norm, rms_norm_backward)
+from .optim import adamw_step
 from .softmax import log_softmax, log_softmax_backward, softmax, softmax_backward
 
 try:
@@ -32,6 +33,7 @@ __all__ = [
     "batch_norm", "batch_norm_backward",
     "cross_entropy", "cross_entropy_backward", "linear_cross_entropy",
     "relu", "relu_backward", "gelu", "gelu_backward", "silu", "silu_backward", "swish",
+    "adamw_step",
     "get_num_threads", "set_num_threads", "num_threads", "show_config", "simd_path",
     "reference",
 ]

@@ -834,3 +834,30 @@ def silu_backward(dy, x, *, out=None):
 
 
 swish = silu
+
+
+# ---- optimizer --------------------------------------------------------------------------------
+
+def adamw_step(param, grad, exp_avg, exp_avg_sq, *, lr, beta1=0.9, beta2=0.999, eps=1e-8,
+               weight_decay=0.0, step):
+    """One step of torch.optim.AdamW (amsgrad and maximize off), in place. With t = step
+    (from 1), g = grad, m = exp_avg, v = exp_avg_sq:
+
+        param <- param * (1 - lr * weight_decay)
+        m     <- beta1 * m + (1 - beta1) * g
+        v     <- beta2 * v + (1 - beta2) * g**2
+        param <- param - lr / (1 - beta1**t) * m / (sqrt(v) / sqrt(1 - beta2**t) + eps)
+
+    Computed in float64, each updated array rounded to its own dtype once."""
+    for name, a in (("exp_avg", exp_avg), ("exp_avg_sq", exp_avg_sq), ("grad", grad)):
+        _arrays.check_same_shape(param, np.asarray(a), "param", name)
+    if step < 1:
+        raise ValueError(f"step counts from 1, got {step}")
+    g = np.asarray(grad, dtype=np.float64)
+    m = beta1 * exp_avg.astype(np.float64) + (1 - beta1) * g
+    v = beta2 * exp_avg_sq.astype(np.float64) + (1 - beta2) * g * g
+    p = param.astype(np.float64) * (1 - lr * weight_decay)
+    p -= lr / (1 - beta1**step) * m / (np.sqrt(v) / math.sqrt(1 - beta2**step) + eps)
+    exp_avg[...] = m
+    exp_avg_sq[...] = v
+    param[...] = p
