@@ -2,7 +2,8 @@
 
     python -m cyburn.bench            # GPT-2 small shapes, float32, all threads
     python -m cyburn.bench --quick    # fewer repetitions
-    python -m cyburn.bench norm       # one suite: softmax, norm, xent, attention, act, compose
+    python -m cyburn.bench norm       # one suite: softmax, norm, xent, attention, act, gpt2,
+                                      # compose
     python -m cyburn.bench --scaling  # also time cyburn and torch on 1 thread (1->N thr)
     python -m cyburn.bench --plot docs/bench.png   # and draw charts (implies --scaling)
 
@@ -34,6 +35,7 @@ import numpy as np
 import cyburn as cb
 from cyburn import reference
 from cyburn.bench_compose import run_compose
+from cyburn.bench_gpt2 import gpt2_cases, run_gpt2
 
 try:
     import torch
@@ -521,14 +523,15 @@ SUITES = {"softmax": softmax_cases,
           "norm": lambda rng: [*row_norm_cases(rng), *channel_norm_cases(rng)],
           "xent": lambda rng: [*cross_entropy_cases(rng), *linear_cross_entropy_cases(rng)],
           "attention": attention_cases,
-          "act": activation_cases}
+          "act": activation_cases,
+          "gpt2": gpt2_cases}
 # Rows each suite yields, for the progress display only (it shows "?" past the count). The
 # suites are run as generators, one case timed before the next is made: some cases' lambdas
 # read loop variables of their generator, so the cases must not be collected first.
 # Suites that time and print in their own way: name -> run(args, progress).
 OWN_TABLE_SUITES = {"compose": run_compose}
 SUITE_ROWS = {"softmax": 8 * len(SOFTMAX_SHAPES), "norm": 10, "xent": 3, "attention": 4,
-              "act": 8}
+              "act": 8, "gpt2": 1}
 
 
 ALL_SUITES = [*SUITES, *OWN_TABLE_SUITES]
@@ -809,6 +812,8 @@ def main(argv=None):
     if "xent" in args.suites:
         progress.update(1, 1, "xent", "linear_cross_entropy peak memory, in fresh processes")
         run_linear_cross_entropy_memory(args, progress)
+    if "gpt2" in args.suites:
+        run_gpt2(args, progress)
     if "softmax" in args.suites:
         progress.update(1, 1, "softmax", "softmax on every SIMD path, in fresh processes")
         run_simd_levels(args, progress)
