@@ -91,6 +91,11 @@ cdef void norm_backward_row(const real *dy, const real *x, const real *weight, r
     for i in range(n):             # a loop of its own: with dx in it, GCC would not vectorize
         dweight[i] += dy[i] * ((x[i] - mean) * rstd)
         dbias[i] += dy[i]
+    if centered and n == 1:
+        # g - mean(g) is exactly 0 (NaN for an infinite g); computed, it would be the rounding
+        # error of g, as the compiler fuses g - mean(g) into one multiply-add of dy * weight
+        dx[0] = rstd * (0 * (dy[0] * weight[0]) - (x[0] - mean) * q)
+        return
     for i in range(n):
         dx[i] = rstd * (dy[i] * weight[i] - g_mean - (x[i] - mean) * q)
 
@@ -239,10 +244,13 @@ cdef void channel_norm_backward_stat(const real *dy, const real *x, const real *
                                      Py_ssize_t k) noexcept nogil:
     """dx over the runs of stat k, as norm_backward_row with the means over the stat's M
     elements and g = dy * weight[c]:  dx = rstd * (g - mean(g) - xhat * mean(g * xhat)).
+    sum(g) is summed as weight[c] * sum(dy) per channel of the stat (all its runs for batch
+    norm), likewise sum(g * xhat): an infinite weight then gives +-inf, not inf - inf.
     Also stores each run's sum(dy) and sum(dy * (x - mean)), for dbias and dweight."""
     cdef Py_ssize_t j, s, at, c, runs = runs_per_stat(g), first = first_run(g, k)
     cdef Py_ssize_t step = run_step(g), c_step = channel_step(g), c0 = first % g.C
     cdef double sum_g = 0.0, sum_gx = 0.0, count = <double>(runs * g.S)
+    cdef double channel_dy = 0.0, channel_dyx = 0.0
     cdef real m = mean[k], r = rstd[k], g_mean, q, a
     for j in range(runs):
         at = first + j * step
@@ -256,8 +264,13 @@ cdef void channel_norm_backward_stat(const real *dy, const real *x, const real *
         else:
             span_sums_centered(dy + at * g.S, NULL, x + at * g.S, m, g.S, &run_dy[at],
                                &run_dyx[at])
-        sum_g += weight[c] * run_dy[at]
-        sum_gx += weight[c] * run_dyx[at]
+        channel_dy += run_dy[at]
+        channel_dyx += run_dyx[at]
+        if c_step or j == runs - 1:                     # the channel's last run in the stat
+            sum_g += weight[c] * channel_dy
+            sum_gx += weight[c] * channel_dyx
+            channel_dy = 0.0
+            channel_dyx = 0.0
     g_mean = <real>(sum_g / count)
     q = <real>(sum_gx / count * r * r)                   # xhat * mean(g * xhat) = (x - mean) * q
     for j in range(runs):

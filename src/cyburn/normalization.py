@@ -5,6 +5,8 @@ backward function takes them back. Statistics are returned in the dtype the kern
 (float32 for float16/bfloat16 inputs), so that the backward pass loses nothing to rounding.
 """
 
+import math
+
 import numpy as np
 
 from . import _arrays, _threads
@@ -234,10 +236,21 @@ def group_norm_backward(dy, x, num_groups, weight, mean, rstd):
 
 
 def instance_norm(x, weight=None, bias=None, *, eps=1e-5, return_stats=False):
-    """Instance norm: group_norm with one group per channel; statistics of shape (N, C)."""
+    """Instance norm: group_norm with one group per channel; statistics of shape (N, C).
+    A single spatial element (prod(spatial) == 1, e.g. an (N, C) input) is a ValueError, as in
+    PyTorch: each channel would be normalized over one value."""
     (x, weight, bias), dtype = _arrays.as_inputs(x=x, weight=weight, bias=bias)
+    _check_spatial(x)
     y, mean, rstd, _ = _channel_norm(x, weight, bias, dtype, _channels(x)[1], eps)
     return (y, mean, rstd) if return_stats else y
+
+
+def _check_spatial(x):
+    """instance_norm's input needs more than one spatial element."""
+    _channels(x)
+    if math.prod(x.shape[2:]) == 1:
+        raise ValueError(f"Expected more than 1 spatial element when training, got x of shape "
+                         f"{x.shape}")
 
 
 def instance_norm_backward(dy, x, weight, mean, rstd):

@@ -316,7 +316,9 @@ def _sets_affine(xhat_rows, x, groups, weight, bias):
 
 def _sets_backward(dy, x, weight, mean, rstd, groups):
     """The layer_norm_backward formulas with the means over each set (see _to_sets), dweight and
-    dbias summed over all axes but the channel axis."""
+    dbias summed over all axes but the channel axis, written as
+        dx = rstd * weight[c] * dy - rstd * (mean(g) + (x - mean) * q),
+        q = rstd**2 * mean(g * (x - mean)),  g = dy * weight[c]."""
     (dy, x, weight), dtype = _prepare_optional(dy=dy, x=x, weight=weight)
     _arrays.check_given(mean=mean, rstd=rstd)
     (mean, rstd), _ = _prepare_optional(mean=mean, rstd=rstd)
@@ -331,10 +333,26 @@ def _sets_backward(dy, x, weight, mean, rstd, groups):
     work = _arrays.compute_dtype(dtype)
     mean, rstd = mean[..., None].astype(work), rstd[..., None].astype(work)
     dy3 = dy.reshape(x3.shape)
+    centered = _from_sets(rows - mean, x3.shape, groups)
     xhat = _from_sets((rows - mean) * rstd, x3.shape, groups)
-    g = dy3 if weight is None else dy3 * weight[:, None]
-    g_rows, xhat_rows = _to_sets(g, groups), _to_sets(xhat, groups)
-    dx_rows = rstd * (g_rows - _row_mean(g_rows) - xhat_rows * _row_mean(g_rows * xhat_rows))
+    w = np.ones(x3.shape[1], work) if weight is None else weight
+    # sum(g) over a set as sum over its channels of weight[c] * (the sum of dy over the
+    # channel's elements in the set), the same for sum(g * (x - mean)): exact algebra, and the
+    # kernels' order. It decides what an infinite weight gives: +-inf where the channel's sum
+    # is not 0 (rather than NaN for any set whose dy change sign). Sums in float64.
+    def set_means(a):
+        if groups is None:                          # batch norm: the set is the channel
+            sums = (w * a.sum(axis=(0, 2), dtype=np.float64))[:, None]
+        else:
+            sums = _to_sets((w * a.sum(axis=2, dtype=np.float64))[..., None], groups).sum(
+                axis=-1, keepdims=True)
+        return sums / rows.shape[-1]
+    with np.errstate(all="ignore"):             # a set of no elements: NaN; inf stays inf
+        g_mean = set_means(dy3).astype(work)
+        q = (set_means(dy3 * centered) * rstd * rstd).astype(work)
+    element_rstd = _from_sets(np.broadcast_to(rstd, rows.shape), x3.shape, groups)
+    dx_rows = (_to_sets(element_rstd * w[:, None] * dy3, groups)
+               - rstd * (g_mean + (rows - mean) * q))
     dx = _from_sets(dx_rows, x3.shape, groups).reshape(x.shape)
     return _weight_grads(dx, dy3, xhat, weight, dtype, axes=(0, 2))
 
@@ -373,8 +391,13 @@ def instance_norm(x, weight=None, bias=None, *, eps=1e-5, return_stats=False):
 
         mean, var (biased) over x[n, c],  y = (x - mean) / sqrt(var + eps) * weight[c] + bias[c]
 
+    A single spatial element (prod(spatial) == 1) raises ValueError, as in PyTorch.
     Returns y, or (y, mean, rstd) with `return_stats` (statistics (N, C), compute dtype).
     """
+    shape = np.shape(x)
+    if len(shape) >= 2 and math.prod(shape[2:]) == 1:
+        raise ValueError(f"Expected more than 1 spatial element when training, got x of shape "
+                         f"{shape}")
     return _sets_forward(x, weight, bias, eps, "channels", return_stats)
 
 
