@@ -1197,3 +1197,49 @@ def test_infinite_weight_in_a_channel_norm_backward(case, rng):
     assert_within(dx[finite], rdx[finite], 1e-12 * (1 + np.abs(rdx[finite])), "finite dx")
     assert_within(dw, rdw, 1e-12 * (1 + np.abs(rdw)), "dweight")
     assert_within(db, rdb, 1e-12 * (1 + np.abs(rdb)), "dbias")
+
+
+@pytest.mark.parametrize("dtype", [F32, F64], ids=str)
+@pytest.mark.parametrize("shape, groups", [((7, 12), 3), ((300, 64), 8), ((5, 6), 6),
+                                           ((130, 40, 1, 1), 4)])
+def test_group_norm_of_one_spatial_element_takes_the_row_path(shape, groups, dtype, rng,
+                                                               monkeypatch, restore_threads):
+    """An (N, C) input's group of C / G one-element runs is a contiguous segment of a row: the
+    layer-norm row kernels normalize it (the run-by-run channel kernels, 10x slower there, are
+    not called), forward and backward, against the truth, bitwise alike for 1 and 2 threads."""
+    import cyburn.normalization as module
+
+    def not_this_path(*args):
+        raise AssertionError("the run-by-run channel kernel was called")
+    monkeypatch.setattr(module, "kernels", _Without(module.kernels, not_this_path))
+    x = (rng.standard_normal(shape) * 2 + 1).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    w = rng.uniform(0.5, 2, shape[1]).astype(dtype)
+    b = rng.standard_normal(shape[1]).astype(dtype)
+    results = []
+    for threads in (1, 2):
+        cb.set_num_threads(threads)
+        y, mean, rstd = cb.group_norm(x, groups, w, b, return_stats=True)
+        results.append((y, mean, rstd) + cb.group_norm_backward(dy, x, groups, w, mean, rstd))
+    for a, b_ in zip(*results):
+        assert_bitwise_equal(a, b_, "1 thread vs 2")
+    inputs = dict(x=x, weight=w, bias=b, groups=groups)
+    check_forward("group", dtype, (results[0][0], None, results[0][1:3]), inputs)
+    check_backward("group", dtype, results[0][3:], dy, x, w, results[0][1:3], groups)
+    dx, dw, db = cb.group_norm_backward(dy, x, groups, None, results[0][1], results[0][2])
+    assert dw is None and db is None
+    want = cb.reference.group_norm_backward(dy.astype(F64), x.astype(F64), groups, None,
+                                            results[0][1], results[0][2])[0]
+    assert_within(dx, want, 1e-4 if dtype == F32 else 1e-12, "dx without weight")
+
+
+class _Without:
+    """A kernels module whose channel_norm_forward and channel_norm_backward are `replacement`."""
+
+    def __init__(self, kernels, replacement):
+        self._kernels, self._replacement = kernels, replacement
+
+    def __getattr__(self, name):
+        if name in ("channel_norm_forward", "channel_norm_backward"):
+            return self._replacement
+        return getattr(self._kernels, name)

@@ -151,6 +151,12 @@ def _by_columns(x, N, C, groups):
     return groups is BATCH and x.size // (N * C) < BATCH_RUN_MIN
 
 
+def _by_rows(x, N, C, groups):
+    """Group norm of one spatial element (an (N, C) input): a group of C / G one-element runs is
+    a contiguous segment of the sample's row, normalized by the layer-norm row kernels."""
+    return groups is not BATCH and x.size == N * C
+
+
 def _channel_norm(x, weight, bias, dtype, groups, eps, given_stats=None, want_var=False):
     """y, mean, rstd, var (var only with want_var) of group norm (`groups` groups) or batch norm
     (BATCH); with given_stats = (mean, rstd) those are used instead of computed."""
@@ -178,6 +184,9 @@ def _channel_norm(x, weight, bias, dtype, groups, eps, given_stats=None, want_va
     if _by_columns(x, N, C, groups):
         kernels.batch_norm_columns_forward(x, N, C, *affine, y, mean, rstd, var,
                                            given_stats is None, eps, _threads.current())
+    elif _by_rows(x, N, C, groups) and given_stats is None and var is None:
+        kernels.row_norm_forward(x, None, *affine, y, None, mean, rstd, True, eps,
+                                 _threads.current(), groups)
     else:
         kernels.channel_norm_forward(x, N, C, 0 if groups is BATCH else groups, *affine, y,
                                      mean, rstd, var, given_stats is None, eps,
@@ -209,6 +218,9 @@ def _channel_norm_backward(dy, x, weight, mean, rstd, groups_of_C):
         if _by_columns(x, N, C, groups):
             kernels.batch_norm_columns_backward(dy, x, N, C, _optional(weight, work, 1, C),
                                                 *stats, dx, dweight, dbias, _threads.current())
+        elif _by_rows(x, N, C, groups):
+            kernels.row_norm_backward(dy, x, _optional(weight, work, 1, C), *stats, dx,
+                                      dweight, dbias, True, _threads.current(), groups)
         else:
             kernels.channel_norm_backward(dy, x, N, C, 0 if groups is BATCH else groups,
                                           _optional(weight, work, 1, C), *stats, dx, dweight,
