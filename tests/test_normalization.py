@@ -1243,3 +1243,25 @@ class _Without:
         if name in ("channel_norm_forward", "channel_norm_backward"):
             return self._replacement
         return getattr(self._kernels, name)
+
+
+def test_group_norm_of_one_spatial_element_costs_about_a_layer_norm(rng):
+    """The row path's cost, against layer norm of the same (2048, 1024) float32 data, 32
+    groups (segments of 32): measured 1.6x for the backward and 2.8x for the forward (the
+    run-by-run channel kernels before: 16-21x and 10x). Bounds 2.5x and 4x, best of
+    interleaved rounds: a regression guard, not the issue's target of 1x (not met yet)."""
+    import timeit
+    x = rng.standard_normal((2048, 1024)).astype(F32)
+    dy = rng.standard_normal((2048, 1024)).astype(F32)
+    w, b = np.ones(1024, F32), np.zeros(1024, F32)
+    _, gm, gr = cb.group_norm(x, 32, w, b, return_stats=True)
+    _, lm, lr = cb.layer_norm(x, w, b, return_stats=True)
+    calls = dict(gn=lambda: cb.group_norm(x, 32, w, b), ln=lambda: cb.layer_norm(x, w, b),
+                 gnb=lambda: cb.group_norm_backward(dy, x, 32, w, gm, gr),
+                 lnb=lambda: cb.layer_norm_backward(dy, x, w, lm, lr))
+    best = {name: math.inf for name in calls}
+    for _ in range(7):
+        for name, call in calls.items():
+            best[name] = min(best[name], timeit.timeit(call, number=3))
+    assert best["gnb"] <= 2.5 * best["lnb"], best
+    assert best["gn"] <= 4 * best["ln"], best
