@@ -48,7 +48,7 @@ def kernel_extension(level, flags):
     if not stub.exists() or stub.read_text() != text:
         stub.write_text(text)
     return Extension(f"cyburn._kernels_{level}", [str(stub.relative_to(HERE))],
-                     include_dirs=[str(PYX), np.get_include()],
+                     include_dirs=[str(PYX), np.get_include()], libraries=["m"],
                      extra_compile_args=COMMON_FLAGS + flags)
 
 

@@ -16,12 +16,21 @@
 # blocks round-robin balances them. Each row is computed by one
 # thread in a fixed order, so results do not depend on the thread count.
 
-from libc.math cimport INFINITY, isnan
+from libc.math cimport INFINITY, fabs, isnan
 from libc.stdint cimport int64_t
 from libc.string cimport memset
 
 cdef enum:
     ATTENTION_BLOCK_ROWS = 16
+    SHORT_ROW_KEYS = 64         # causal rows this short are computed in whole vectors
+
+# HIDDEN_AFTER_* + SHORT_ROW_KEYS - v: v zeros, then ones (for v <= SHORT_ROW_KEYS): which
+# keys a causal row with v visible keys hides, in the scores' type (a select on a compare of
+# the same width vectorizes whole; one on bytes or on the loop index does not).
+cdef float HIDDEN_AFTER_F32[2 * SHORT_ROW_KEYS]
+cdef double HIDDEN_AFTER_F64[2 * SHORT_ROW_KEYS]
+for _key in range(2 * SHORT_ROW_KEYS):
+    HIDDEN_AFTER_F32[_key] = HIDDEN_AFTER_F64[_key] = _key >= SHORT_ROW_KEYS
 
 cdef enum MaskKind:
     NO_MASK
@@ -42,13 +51,17 @@ cdef void masked_softmax_row(const real *x, real *y, Py_ssize_t visible, Py_ssiz
     """y[0:visible] = softmax(s) over the visible keys, s = scale * x masked by `mask`'s row;
     y[visible:n] = 0, and all of y = 0 when every s is -inf. A NaN (or +inf) among the visible
     s makes the whole row NaN, hidden keys included, as softmax of s with -inf there does.
-    y may be x."""
+    A short causal row (n <= SHORT_ROW_KEYS, no mask) goes through whole SIMD vectors (see
+    cyb_visible_max). y may be x."""
     cdef const real *s = x
     cdef const real *add = <const real *>mask
     cdef const char *keep = <const char *>mask
     cdef real m = -INFINITY, hidden = -INFINITY
     cdef double total = 0.0
     cdef Py_ssize_t j
+    if kind == NO_MASK and 0 < visible < n <= SHORT_ROW_KEYS:
+        short_causal_row(x, y, visible, n, scale)
+        return
     if kind == KEEP_MASK:
         for j in range(visible):
             y[j] = scale * x[j] if keep[j] else hidden
@@ -74,6 +87,41 @@ cdef void masked_softmax_row(const real *x, real *y, Py_ssize_t visible, Py_ssiz
         for j in range(visible, n):
             y[j] = <real>total
     else:
+        memset(y + visible, 0, (n - visible) * sizeof(real))
+
+
+cdef void short_causal_row(const real *x, real *y, Py_ssize_t visible, Py_ssize_t n,
+                           real scale) noexcept nogil:
+    """masked_softmax_row of a row without a mask whose first 0 < visible < n keys are
+    visible (n <= SHORT_ROW_KEYS), in loops over all n keys: whole SIMD vectors, where loops
+    over the visible keys would end in scalar remainders (three quarters of the work of a
+    (..., 16, 16) causal softmax). The hidden keys are set by selects (x is not used there):
+    to -inf for the max m, then to m - 80 (less when m is large), whose exponential of at
+    most 1.8e-35 adds nothing to a sum of at least 1 (exp(-inf) would take the exponential's
+    slow subnormal path), and their results are overwritten with zeros."""
+    cdef const real *hides
+    cdef real m, scaled, hidden = -INFINITY
+    cdef double total
+    cdef Py_ssize_t j
+    if real is float:
+        hides = HIDDEN_AFTER_F32 + SHORT_ROW_KEYS - visible
+    else:
+        hides = HIDDEN_AFTER_F64 + SHORT_ROW_KEYS - visible
+    for j in range(n):
+        scaled = scale * x[j]
+        y[j] = hidden if hides[j] > 0 else scaled
+    m = span_max(y, n)
+    if m == -INFINITY and not isnan(span_sum(y, visible)):     # every key hidden: zeros
+        memset(y, 0, n * sizeof(real))
+        return
+    hidden = m - (80 + fabs(m) / 1024)    # (80 alone would be lost in a large m's rounding)
+    for j in range(n):
+        scaled = y[j]
+        y[j] = hidden if hides[j] > 0 else scaled
+    total = span_sum_exp(y, m, y, False, n)
+    for j in range(n):
+        y[j] = y[j] * <real>(1.0 / total)
+    if not isnan(total):        # (a NaN or +inf among the visible keys: NaN everywhere)
         memset(y + visible, 0, (n - visible) * sizeof(real))
 
 

@@ -28,7 +28,7 @@ cdef double cross_entropy_row(const real *x, const real *q, Py_ssize_t t, const 
     z_buffer has room for C elements when o.softcap."""
     cdef const real *z = x
     cdef Py_ssize_t j
-    cdef real m, p_scale, row_scale, e_over_c = <real>(o.smoothing / C)
+    cdef real m, p_factor, p_scale, row_scale, exp_t, e_over_c = <real>(o.smoothing / C)
     cdef real keep = <real>(1.0 - o.smoothing)
     cdef real cap = <real>o.softcap
     cdef double s, lse, wq, wqz, wz, w_sum, loss
@@ -57,23 +57,27 @@ cdef double cross_entropy_row(const real *x, const real *q, Py_ssize_t t, const 
     loss = wq * c_log(s) - wqz + o.z_loss * lse * lse     # = sum_c w_c q'_c (lse - z_c) + ...
     if grad == NULL:
         return loss
-    # dz_j = scale * (p_j * (wq + 2 z_loss lse) - w_j q'_j), p_j = grad_j / s
-    p_scale = <real>(scale * (wq + 2.0 * o.z_loss * lse) / s)
+    # dz_j = scale * (p_j * (wq + 2 z_loss lse) - w_j q'_j), p_j = grad_j / s: the scale
+    # multiplies the difference, so that an infinite scale (a mean over zero weights) gives
+    # +-inf where the difference is not 0, never inf - inf * 0
+    p_factor = <real>((wq + 2.0 * o.z_loss * lse) / s)
     row_scale = <real>scale
     if q == NULL:
+        exp_t = grad[t]
         if o.smoothing:
             for j in range(C):
-                grad[j] = grad[j] * p_scale - row_scale * e_over_c * w[j]
+                grad[j] = row_scale * (grad[j] * p_factor - e_over_c * w[j])
         else:
+            p_scale = <real>(scale * (wq + 2.0 * o.z_loss * lse) / s)
             for j in range(C):
                 grad[j] = grad[j] * p_scale
-        grad[t] -= row_scale * keep * w[t]
+        grad[t] = row_scale * (exp_t * p_factor - e_over_c * w[t] - keep * w[t])
     else:
         for j in range(C):
-            grad[j] = grad[j] * p_scale - row_scale * w[j] * (keep * q[j] + e_over_c)
-    if o.softcap:                                          # dlogits = dz * (1 - (z / c)^2)
+            grad[j] = row_scale * (grad[j] * p_factor - w[j] * (keep * q[j] + e_over_c))
+    if o.softcap:      # dlogits = dz * (1 - (z / c)^2), in the forward's precision: z / c <= 1
         for j in range(C):
-            grad[j] = grad[j] * <real>(1.0 - (z[j] / o.softcap) * (z[j] / o.softcap))
+            grad[j] = grad[j] * (1 - (z[j] / cap) * (z[j] / cap))
     return loss
 
 

@@ -22,6 +22,9 @@ cdef enum:
 # ---- rows: layer norm and RMSNorm ---------------------------------------------------------
 # RMSNorm is layer norm with the mean taken as 0, the bias as 0 (the caller passes zeros)
 # and no mean(g) term in the gradient: one kernel does both, told by `centered`.
+# A row of n features may be cut into `groups` segments of n / groups, each with its own
+# statistics (stat r * groups + g): group norm of an (N, C) input, whose groups of one-element
+# runs are such segments, takes this path (groups = 1 for layer norm and RMSNorm).
 
 cdef void norm_row(const real *x, const real *residual, const real *weight, const real *bias,
                    real *h, real *y, real *mean, real *rstd, Py_ssize_t n, double eps,
@@ -49,29 +52,33 @@ cdef void norm_row(const real *x, const real *residual, const real *weight, cons
 
 cdef void norm_rows_chunk(const real *x, const real *residual, const real *weight,
                           const real *bias, real *h, real *y, real *mean, real *rstd,
-                          Py_ssize_t n, double eps, bint centered, Py_ssize_t first,
-                          Py_ssize_t last) noexcept nogil:
-    cdef Py_ssize_t r, at
+                          Py_ssize_t n, Py_ssize_t groups, double eps, bint centered,
+                          Py_ssize_t first, Py_ssize_t last) noexcept nogil:
+    cdef Py_ssize_t r, g, at, k, length = n // groups
     for r in range(first, last):
-        at = r * n
         if r + 1 < last:
-            prefetch_span(x + at + n, n)
+            prefetch_span(x + (r + 1) * n, n)
             if residual != NULL:
-                prefetch_span(residual + at + n, n)
-        norm_row(x + at, residual + at if residual != NULL else NULL, weight, bias,
-                 h + at if h != NULL else NULL, y + at, mean + r if mean != NULL else NULL,
-                 rstd + r if rstd != NULL else NULL, n, eps, centered)
+                prefetch_span(residual + (r + 1) * n, n)
+        for g in range(groups):
+            at = r * n + g * length
+            k = r * groups + g
+            norm_row(x + at, residual + at if residual != NULL else NULL, weight + g * length,
+                     bias + g * length, h + at if h != NULL else NULL, y + at,
+                     mean + k if mean != NULL else NULL, rstd + k if rstd != NULL else NULL,
+                     length, eps, centered)
 
 
 cdef void norm_rows(const real *x, const real *residual, const real *weight, const real *bias,
                     real *h, real *y, real *mean, real *rstd, Py_ssize_t rows, Py_ssize_t n,
-                    double eps, bint centered, int threads) noexcept nogil:
+                    Py_ssize_t groups, double eps, bint centered, int threads) noexcept nogil:
     cdef int c
     if threads == 1:        # a thread team costs about 0.4 us even for one thread
-        norm_rows_chunk(x, residual, weight, bias, h, y, mean, rstd, n, eps, centered, 0, rows)
+        norm_rows_chunk(x, residual, weight, bias, h, y, mean, rstd, n, groups, eps, centered,
+                        0, rows)
         return
     for c in prange(threads, num_threads=threads, schedule='static'):
-        norm_rows_chunk(x, residual, weight, bias, h, y, mean, rstd, n, eps, centered,
+        norm_rows_chunk(x, residual, weight, bias, h, y, mean, rstd, n, groups, eps, centered,
                         chunk_start(rows, c, threads), chunk_start(rows, c + 1, threads))
 
 
@@ -91,31 +98,39 @@ cdef void norm_backward_row(const real *dy, const real *x, const real *weight, r
     for i in range(n):             # a loop of its own: with dx in it, GCC would not vectorize
         dweight[i] += dy[i] * ((x[i] - mean) * rstd)
         dbias[i] += dy[i]
+    if centered and n == 1:
+        # g - mean(g) is exactly 0 (NaN for an infinite g); computed, it would be the rounding
+        # error of g, as the compiler fuses g - mean(g) into one multiply-add of dy * weight
+        dx[0] = rstd * (0 * (dy[0] * weight[0]) - (x[0] - mean) * q)
+        return
     for i in range(n):
         dx[i] = rstd * (dy[i] * weight[i] - g_mean - (x[i] - mean) * q)
 
 
 cdef void norm_backward_block(const real *dy, const real *x, const real *weight,
                               const real *mean, const real *rstd, real *dx, real *partial,
-                              Py_ssize_t n, bint centered, Py_ssize_t first,
+                              Py_ssize_t n, Py_ssize_t groups, bint centered, Py_ssize_t first,
                               Py_ssize_t last) noexcept nogil:
     """Rows first..last-1, their dweight and dbias sums in partial[0:n] and partial[n:2n]."""
-    cdef Py_ssize_t r, at
+    cdef Py_ssize_t r, g, at, k, length = n // groups
     for r in range(2 * n):
         partial[r] = 0
     for r in range(first, last):
-        at = r * n
         if r + 1 < last:
-            prefetch_span(dy + at + n, n)
-            prefetch_span(x + at + n, n)
-        norm_backward_row(dy + at, x + at, weight, mean[r] if centered else 0, rstd[r],
-                          dx + at, partial, partial + n, n, centered)
+            prefetch_span(dy + (r + 1) * n, n)
+            prefetch_span(x + (r + 1) * n, n)
+        for g in range(groups):
+            at = r * n + g * length
+            k = r * groups + g
+            norm_backward_row(dy + at, x + at, weight + g * length, mean[k] if centered else 0,
+                              rstd[k], dx + at, partial + g * length, partial + n + g * length,
+                              length, centered)
 
 
 cdef int norm_rows_gradient(const real *dy, const real *x, const real *weight,
                             const real *mean, const real *rstd, real *dx, real *dweight,
-                            real *dbias, Py_ssize_t rows, Py_ssize_t n, bint centered,
-                            int threads) noexcept nogil:
+                            real *dbias, Py_ssize_t rows, Py_ssize_t n, Py_ssize_t groups,
+                            bint centered, int threads) noexcept nogil:
     """dx for every row; dweight and dbias (when not NULL) as sums of GRADIENT_BLOCK_ROWS-row
     block sums (accumulated in real, a few dozen terms each), added in block order in double.
     Threads take contiguous runs of whole blocks, so the sums do not depend on the thread
@@ -128,10 +143,11 @@ cdef int norm_rows_gradient(const real *dy, const real *x, const real *weight,
         return -1
     threads = <int>min(<Py_ssize_t>threads, blocks)
     if threads == 1:
-        backward_blocks(dy, x, weight, mean, rstd, dx, partials, rows, n, centered, 0, blocks)
+        backward_blocks(dy, x, weight, mean, rstd, dx, partials, rows, n, groups, centered, 0,
+                        blocks)
     else:
         for c in prange(threads, num_threads=threads, schedule='static'):
-            backward_blocks(dy, x, weight, mean, rstd, dx, partials, rows, n, centered,
+            backward_blocks(dy, x, weight, mean, rstd, dx, partials, rows, n, groups, centered,
                             chunk_start(blocks, c, threads), chunk_start(blocks, c + 1, threads))
     if dweight != NULL:
         totals = <double *>calloc(2 * n, sizeof(double))
@@ -152,13 +168,14 @@ cdef int norm_rows_gradient(const real *dy, const real *x, const real *weight,
 
 cdef void backward_blocks(const real *dy, const real *x, const real *weight, const real *mean,
                           const real *rstd, real *dx, real *partials, Py_ssize_t rows,
-                          Py_ssize_t n, bint centered, Py_ssize_t first,
+                          Py_ssize_t n, Py_ssize_t groups, bint centered, Py_ssize_t first,
                           Py_ssize_t last) noexcept nogil:
     """Blocks first..last-1 of GRADIENT_BLOCK_ROWS rows (the last one shorter)."""
     cdef Py_ssize_t b
     for b in range(first, last):
-        norm_backward_block(dy, x, weight, mean, rstd, dx, partials + b * 2 * n, n, centered,
-                            b * GRADIENT_BLOCK_ROWS, min(rows, (b + 1) * GRADIENT_BLOCK_ROWS))
+        norm_backward_block(dy, x, weight, mean, rstd, dx, partials + b * 2 * n, n, groups,
+                            centered, b * GRADIENT_BLOCK_ROWS,
+                            min(rows, (b + 1) * GRADIENT_BLOCK_ROWS))
 
 
 # ---- channels: group, instance and batch norm -------------------------------------------
@@ -239,10 +256,13 @@ cdef void channel_norm_backward_stat(const real *dy, const real *x, const real *
                                      Py_ssize_t k) noexcept nogil:
     """dx over the runs of stat k, as norm_backward_row with the means over the stat's M
     elements and g = dy * weight[c]:  dx = rstd * (g - mean(g) - xhat * mean(g * xhat)).
+    sum(g) is summed as weight[c] * sum(dy) per channel of the stat (all its runs for batch
+    norm), likewise sum(g * xhat): an infinite weight then gives +-inf, not inf - inf.
     Also stores each run's sum(dy) and sum(dy * (x - mean)), for dbias and dweight."""
     cdef Py_ssize_t j, s, at, c, runs = runs_per_stat(g), first = first_run(g, k)
     cdef Py_ssize_t step = run_step(g), c_step = channel_step(g), c0 = first % g.C
     cdef double sum_g = 0.0, sum_gx = 0.0, count = <double>(runs * g.S)
+    cdef double channel_dy = 0.0, channel_dyx = 0.0
     cdef real m = mean[k], r = rstd[k], g_mean, q, a
     for j in range(runs):
         at = first + j * step
@@ -256,8 +276,13 @@ cdef void channel_norm_backward_stat(const real *dy, const real *x, const real *
         else:
             span_sums_centered(dy + at * g.S, NULL, x + at * g.S, m, g.S, &run_dy[at],
                                &run_dyx[at])
-        sum_g += weight[c] * run_dy[at]
-        sum_gx += weight[c] * run_dyx[at]
+        channel_dy += run_dy[at]
+        channel_dyx += run_dyx[at]
+        if c_step or j == runs - 1:                     # the channel's last run in the stat
+            sum_g += weight[c] * channel_dy
+            sum_gx += weight[c] * channel_dyx
+            channel_dy = 0.0
+            channel_dyx = 0.0
     g_mean = <real>(sum_g / count)
     q = <real>(sum_gx / count * r * r)                   # xhat * mean(g * xhat) = (x - mean) * q
     for j in range(runs):
@@ -517,14 +542,16 @@ cdef int batch_norm_columns_gradient(const real *dy, const real *x, const real *
 
 def row_norm_forward(cnp.ndarray x not None, residual, cnp.ndarray weight not None,
                      cnp.ndarray bias not None, cnp.ndarray y not None, h, mean, rstd,
-                     bint centered, double eps, int num_threads):
-    """Layer norm (centered) or RMSNorm of the rows of x, n = weight.size features each:
-    y, and h = x + residual when residual is not None; mean and rstd per row when they are
+                     bint centered, double eps, int num_threads, Py_ssize_t groups=1):
+    """Layer norm (centered) or RMSNorm of the rows of x, n = weight.size features each, each
+    row cut into `groups` segments with statistics of their own (group norm of (N, C)):
+    y, and h = x + residual when residual is not None; mean and rstd per segment when they are
     not None."""
     cdef int t = float_type(x)
     cdef Py_ssize_t size = cnp.PyArray_SIZE(x), n = cnp.PyArray_SIZE(weight)
-    if n == 0 or size % n:
-        raise ValueError("cyburn kernel: x does not hold whole rows of weight.size")
+    if n == 0 or size % n or groups < 1 or n % groups:
+        raise ValueError("cyburn kernel: x does not hold whole rows of weight.size, or groups "
+                         "does not divide them")
     cdef Py_ssize_t rows = size // n
     cdef void *px = data_of(x, t, size, False)
     cdef void *pr = NULL if residual is None else data_of(residual, t, size, False)
@@ -532,35 +559,37 @@ def row_norm_forward(cnp.ndarray x not None, residual, cnp.ndarray weight not No
     cdef void *pb = data_of(bias, t, n, False)
     cdef void *py = data_of(y, t, size, True)
     cdef void *ph = NULL if residual is None else data_of(h, t, size, True)
-    cdef void *pm = NULL if mean is None else data_of(mean, t, rows, True)
-    cdef void *ps = NULL if rstd is None else data_of(rstd, t, rows, True)
+    cdef void *pm = NULL if mean is None else data_of(mean, t, rows * groups, True)
+    cdef void *ps = NULL if rstd is None else data_of(rstd, t, rows * groups, True)
     cdef int threads = team_size(size, rows, num_threads)
     with nogil:
         if t == cnp.NPY_FLOAT:
             norm_rows(<const float *>px, <const float *>pr, <const float *>pw, <const float *>pb,
-                      <float *>ph, <float *>py, <float *>pm, <float *>ps, rows, n, eps, centered,
-                      threads)
+                      <float *>ph, <float *>py, <float *>pm, <float *>ps, rows, n, groups, eps,
+                      centered, threads)
         else:
             norm_rows(<const double *>px, <const double *>pr, <const double *>pw,
                       <const double *>pb, <double *>ph, <double *>py, <double *>pm, <double *>ps,
-                      rows, n, eps, centered, threads)
+                      rows, n, groups, eps, centered, threads)
 
 
 def row_norm_backward(cnp.ndarray dy not None, cnp.ndarray x not None,
                       cnp.ndarray weight not None, mean, cnp.ndarray rstd not None,
-                      cnp.ndarray dx not None, dweight, dbias, bint centered, int num_threads):
-    """dx of layer norm (centered) or RMSNorm; dweight and dbias, when not None, summed over
-    the rows."""
+                      cnp.ndarray dx not None, dweight, dbias, bint centered, int num_threads,
+                      Py_ssize_t groups=1):
+    """dx of layer norm (centered) or RMSNorm, rows cut into `groups` segments as in
+    row_norm_forward; dweight and dbias, when not None, summed over the rows."""
     cdef int t = float_type(dy)
     cdef Py_ssize_t size = cnp.PyArray_SIZE(dy), n = cnp.PyArray_SIZE(weight)
-    if n == 0 or size % n:
-        raise ValueError("cyburn kernel: dy does not hold whole rows of weight.size")
+    if n == 0 or size % n or groups < 1 or n % groups:
+        raise ValueError("cyburn kernel: dy does not hold whole rows of weight.size, or groups "
+                         "does not divide them")
     cdef Py_ssize_t rows = size // n
     cdef void *pdy = data_of(dy, t, size, False)
     cdef void *px = data_of(x, t, size, False)
     cdef void *pw = data_of(weight, t, n, False)
-    cdef void *pm = data_of(mean, t, rows, False) if centered else NULL
-    cdef void *ps = data_of(rstd, t, rows, False)
+    cdef void *pm = data_of(mean, t, rows * groups, False) if centered else NULL
+    cdef void *ps = data_of(rstd, t, rows * groups, False)
     cdef void *pdx = data_of(dx, t, size, True)
     cdef void *pdw = NULL if dweight is None else data_of(dweight, t, n, True)
     cdef void *pdb = NULL if dbias is None else data_of(dbias, t, n, True)
@@ -570,12 +599,13 @@ def row_norm_backward(cnp.ndarray dy not None, cnp.ndarray x not None,
         if t == cnp.NPY_FLOAT:
             status = norm_rows_gradient(<const float *>pdy, <const float *>px, <const float *>pw,
                                         <const float *>pm, <const float *>ps, <float *>pdx,
-                                        <float *>pdw, <float *>pdb, rows, n, centered, threads)
+                                        <float *>pdw, <float *>pdb, rows, n, groups, centered,
+                                        threads)
         else:
             status = norm_rows_gradient(<const double *>pdy, <const double *>px,
                                         <const double *>pw, <const double *>pm,
                                         <const double *>ps, <double *>pdx, <double *>pdw,
-                                        <double *>pdb, rows, n, centered, threads)
+                                        <double *>pdb, rows, n, groups, centered, threads)
     if status:
         raise MemoryError("cyburn: no memory for the weight-gradient block sums")
 

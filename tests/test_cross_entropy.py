@@ -108,6 +108,15 @@ def option_cases():
 ALL_OPTIONS = dict(weight=True, ignore_index=-100, label_smoothing=0.1, z_loss=0.02, softcap=4.0)
 
 
+def for_kind(options, kind):
+    """The options for targets of `kind`: probability targets take only a negative
+    ignore_index (as in PyTorch; test_probabilities_with_ignore_index checks the error), so an
+    ignore_index inside the class range becomes -1 for them."""
+    if kind == "probabilities" and options.get("ignore_index", -100) >= 0:
+        return dict(options, ignore_index=-1)
+    return options
+
+
 # ================================================================================================
 # Truth and tolerances
 # ================================================================================================
@@ -270,6 +279,7 @@ def assert_unchanged(arrays, before, what="input"):
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("options", option_cases())
 def test_every_option_matches_truth_and_reference(options, kind, dtype, rng):
+    options = for_kind(options, kind)
     shape = (2, 3, 17)
     logits = make_logits(rng, shape, dtype)
     target = make_target(rng, shape, kind, options["ignore_index"])
@@ -283,6 +293,7 @@ def test_every_option_matches_truth_and_reference(options, kind, dtype, rng):
 @pytest.mark.parametrize("options", option_cases())
 def test_reference_follows_the_formulas(options, kind, rng):
     """The oracle itself, in float64, against the definitions written out in this file."""
+    options = for_kind(options, kind)
     shape = (3, 4, 6)
     x = rng.standard_normal(shape) * 3
     target = make_target(rng, shape, kind, options["ignore_index"])
@@ -512,6 +523,7 @@ FD_OPTIONS = [dict(), dict(weight=True, label_smoothing=0.2), dict(z_loss=0.05, 
 def test_gradient_is_the_derivative(options, kind, reduction, rng):
     """Central differences of L = sum(dloss * loss(logits)) against cross_entropy_backward
     (dloss a scalar, and per row for 'none') and against return_grad (dloss = 1)."""
+    options = for_kind(options, kind)
     shape = (2, 3, 5)
     x = rng.standard_normal(shape) * 2
     target = make_target(rng, shape, kind, options.get("ignore_index", -100))
@@ -805,6 +817,7 @@ def test_reference_has_the_same_signature(name):
         assert params["weight"].default is None and "grad_out" in params
     if name == "linear_cross_entropy":
         assert params["bias"].default is None and params["chunk_size"].default is None
+        assert params["class_weight"].default is None
 
 
 # ================================================================================================
@@ -814,14 +827,13 @@ def test_reference_has_the_same_signature(name):
 def torch_loss(torch, x, target, options, reduction):
     """torch.nn.functional.cross_entropy (class axis moved to 1), with the softcap and z-loss
     built by hand: z = c * tanh(x / c); loss + z_loss * logsumexp(z)**2 over the rows not
-    ignored, reduced with the loss's denominator. PyTorch refuses ignore_index with
-    probability targets (which ignore it): the default is passed for them."""
+    ignored, reduced with the loss's denominator."""
     F = torch.nn.functional
     c, a = options.get("softcap"), options.get("z_loss", 0.0)
     weight = options.get("weight")
     z = x if c is None else c * torch.tanh(x / c)
     prob = target.is_floating_point()
-    ii = -100 if prob else options.get("ignore_index", -100)
+    ii = options.get("ignore_index", -100)
     moved = z.movedim(-1, 1) if z.ndim > 2 else z
     tgt = target.movedim(-1, 1) if prob and target.ndim > 2 else target
     loss = F.cross_entropy(moved, tgt, weight=weight, ignore_index=ii, reduction=reduction,
@@ -848,6 +860,7 @@ def torch_loss(torch, x, target, options, reduction):
 def test_matches_pytorch(torch, options, kind, dtype, rng):
     """Loss and autograd gradient of PyTorch in the same dtype, 3-d logits, every reduction;
     cyburn and its reference within twice the tolerance of the truth."""
+    options = for_kind(options, kind)
     shape = (3, 4, 9)
     logits = make_logits(rng, shape, dtype)
     target = make_target(rng, shape, kind, options["ignore_index"])
@@ -968,8 +981,10 @@ def expected_linear(hidden, weight, target, bias, dtype, reduction="mean", **opt
     and dlogits, plus the rounding of the chain rule's sums."""
     h, w, b = (as_computed(a, dtype) for a in (hidden, weight, bias))
     tgt = truth_target(target, dtype)
+    options = dict(options, class_weight=as_computed(options.get("class_weight"), dtype))
     truth = cb.reference.linear_cross_entropy(h, w, tgt, bias=b, reduction=reduction,
                                               return_grad=True, **options)
+    options["weight"] = options.pop("class_weight")     # cross_entropy's name, for parts()
     x = h @ w.T + (0.0 if b is None else b)
     P = parts(x, tgt, **options)
     row, tdz = row_tolerances(P, dtype, **options)
@@ -1087,16 +1102,18 @@ def test_linear_ignored_and_empty(rng):
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
-@pytest.mark.parametrize("options", [dict(), dict(ALL_OPTIONS, weight=False, z_loss=0.05,
-                                                  softcap=2.0, ignore_index=1)],
+@pytest.mark.parametrize("options", [dict(), dict(ALL_OPTIONS, z_loss=0.05, softcap=2.0,
+                                                  ignore_index=1)],
                          ids=["plain", "all"])
 def test_linear_gradient_is_the_derivative(options, reduction, rng):
-    """Central differences of sum(loss) with respect to hidden, weight and bias (float64)."""
+    """Central differences of sum(loss) with respect to hidden, weight and bias (float64),
+    with class weights ("all")."""
     n, d, c = 4, 3, 5
     hidden, weight, b, target = linear_inputs(rng, n, d, c, F64, ignored=0)
     target[1] = 1                                        # ignored under ignore_index=1
     kw = dict(options, reduction=reduction)
-    kw.pop("weight", None)
+    if kw.pop("weight", False):
+        kw["class_weight"] = rng.uniform(0.25, 2.0, c)
     inputs = dict(hidden=hidden, weight=weight, bias=b)
     result = cb.linear_cross_entropy(hidden, weight, target, bias=b, chunk_size=3,
                                      return_grad=True, **kw)
@@ -1199,3 +1216,130 @@ def test_kernel_itself_rejects_a_class_index_out_of_range():
             kernels.cross_entropy_loss_and_grad(
                 x, np.array([0, bad, 1], np.int64), None, np.ones(4), -100, 0.0, 0.0, 0.0, 1.0,
                 None, np.empty(3), np.empty_like(x), 1)
+
+
+# ================================================================================================
+# Edges closed by issue 15
+# ================================================================================================
+
+@pytest.mark.parametrize("lib", [cb, cb.reference], ids=["cyburn", "reference"])
+@pytest.mark.parametrize("ignore_index", [0, 2, 10**6])
+def test_probabilities_with_ignore_index_raise_value_error(lib, ignore_index, rng):
+    """A class-probability target has no class index to compare with ignore_index: PyTorch
+    raises for any ignore_index >= 0, and so do cross_entropy, cross_entropy_backward and
+    linear_cross_entropy, naming the argument."""
+    logits = make_logits(rng, (4, 5), F32)
+    q = make_target(rng, (4, 5), "probabilities").astype(F32)
+    calls = [lambda: lib.cross_entropy(logits, q, ignore_index=ignore_index),
+             lambda: lib.cross_entropy(logits, q, ignore_index=ignore_index, return_grad=True),
+             lambda: lib.cross_entropy_backward(logits, q, ignore_index=ignore_index),
+             lambda: lib.linear_cross_entropy(logits, np.eye(5, dtype=F32), q,
+                                              ignore_index=ignore_index)]
+    for call in calls:
+        with pytest.raises(ValueError, match=r"\bignore_index\b"):
+            call()
+
+
+@pytest.mark.parametrize("lib", [cb, cb.reference], ids=["cyburn", "reference"])
+def test_probabilities_with_a_negative_ignore_index_ignore_it(lib, rng):
+    """A negative ignore_index matches no class: accepted with probability targets and without
+    effect, as in PyTorch."""
+    logits = make_logits(rng, (4, 5), F64)
+    q = make_target(rng, (4, 5), "probabilities")
+    for reduction in REDUCTIONS:
+        assert_bitwise_equal(lib.cross_entropy(logits, q, ignore_index=-1, reduction=reduction),
+                             lib.cross_entropy(logits, q, reduction=reduction), reduction)
+        assert_bitwise_equal(lib.cross_entropy_backward(logits, q, ignore_index=-7,
+                                                        reduction=reduction),
+                             lib.cross_entropy_backward(logits, q, reduction=reduction),
+                             reduction)
+
+
+def test_probabilities_with_ignore_index_as_pytorch(torch, rng):
+    """PyTorch's own behaviour, which the two tests above follow."""
+    logits = torch.from_numpy(make_logits(rng, (4, 5), F32))
+    q = torch.from_numpy(make_target(rng, (4, 5), "probabilities").astype(F32))
+    with pytest.raises(RuntimeError, match="ignore_index"):
+        torch.nn.functional.cross_entropy(logits, q, ignore_index=0)
+    got = cb.cross_entropy(logits.numpy(), q.numpy(), ignore_index=-1)
+    want = torch.nn.functional.cross_entropy(logits, q, ignore_index=-1).numpy()
+    assert_within(got, want, 1e-6 * abs(float(want)), "loss, ignore_index=-1")
+
+
+@pytest.mark.parametrize("lib", [cb, cb.reference], ids=["cyburn", "reference"])
+def test_softcap_factor_in_the_forward_precision(lib):
+    """d(c tanh(x / c))/dx = 1 - (z / c)**2 is taken in the precision of z: where tanh rounds
+    to 1 in float32, z is float32(c) and the factor exactly 0. Taken in float64 with a cap
+    that float32 cannot represent (30.1), z / c exceeded 1 and the factor was -2.5e-8: a
+    gradient of the wrong sign (its float64 truth is +4e-29)."""
+    logits = np.array([[1000.0, 0.0, 0.0], [-1000.0, 0.0, 0.0]], F32)
+    target = np.array([1, 1])
+    for reduction in REDUCTIONS:
+        grad = lib.cross_entropy_backward(logits, target, softcap=30.1, reduction=reduction)
+        assert grad[0, 0] == 0.0 and grad[1, 0] == 0.0, (reduction, grad)
+        _, grad = lib.cross_entropy(logits, target, softcap=30.1, reduction=reduction,
+                                    return_grad=True)
+        assert grad[0, 0] == 0.0 and grad[1, 0] == 0.0, (reduction, grad)
+
+
+@pytest.mark.parametrize("dtype", [F32, F64], ids=str)
+def test_infinite_gradient_scale_gives_inf_not_nan(dtype):
+    """A mean over targets whose weights sum to 0 divides by 0: the gradient's scale is inf.
+    d(row loss)/dz is finite and, with z_loss, nonzero at every class (the target's
+    w_t q'_t is 0), so every element is +-inf, not NaN (inf - inf * 0); the same with an
+    infinite dloss. The float64 reference agrees."""
+    logits = np.zeros((1, 3), dtype)
+    target = np.array([0])
+    for kw, signs in ((dict(weight=np.zeros(3, dtype), z_loss=1e-4), [1, 1, 1]),
+                      (dict(weight=np.array([0.0, 1.0, 1.0], dtype), z_loss=1e-4,
+                            label_smoothing=0.1), [1, -1, -1])):    # p_j R - w_j e / C < 0
+        want = np.array([signs], F64) * np.inf
+        for lib in (cb, cb.reference):
+            grad = lib.cross_entropy_backward(logits, target, **kw)
+            assert_bitwise_equal(grad.astype(F64), want, f"{lib.__name__} {kw}")
+            _, grad = lib.cross_entropy(logits, target, return_grad=True, **kw)
+            assert_bitwise_equal(grad.astype(F64), want, f"{lib.__name__} {kw} return_grad")
+    for lib in (cb, cb.reference):              # dloss = inf: the target's element is -inf
+        grad = lib.cross_entropy_backward(np.array([[0.0, 1.0, 2.0]], dtype), target, np.inf,
+                                          reduction="sum")
+        assert np.isneginf(grad[0, 0]) and np.all(np.isposinf(grad[0, 1:])), (lib.__name__,
+                                                                                 grad)
+
+
+@pytest.mark.parametrize("dtype", [F32, F64], ids=str)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_linear_class_weight(reduction, dtype, rng):
+    """class_weight is cross_entropy's weight: the loss and the three gradients against the
+    truth, chunked (7 rows, not dividing N)."""
+    n, d, c = 23, 8, 30
+    hidden, weight, b, target = linear_inputs(rng, n, d, c, dtype)
+    class_weight = rng.uniform(0.25, 2.0, c).astype(dtype)
+    truth, tols = expected_linear(hidden, weight, target, b, dtype, reduction=reduction,
+                                  class_weight=class_weight, label_smoothing=0.1)
+    result = cb.linear_cross_entropy(hidden, weight, target, bias=b, class_weight=class_weight,
+                                     chunk_size=7, reduction=reduction, label_smoothing=0.1,
+                                     return_grad=True)
+    for name, got, want, tol in zip(("loss", "dhidden", "dweight", "dbias"), result, truth,
+                                    tols):
+        check(got, want, tol, dtype, f"linear {name} with class_weight")
+    unweighted = cb.linear_cross_entropy(hidden, weight, target, bias=b, reduction=reduction,
+                                         label_smoothing=0.1)
+    assert not np.allclose(result[0], unweighted), "class_weight made no difference"
+    with pytest.raises(ValueError, match=r"\bclass_weight\b"):
+        cb.linear_cross_entropy(hidden, weight, target, class_weight=np.ones(c + 1))
+    with pytest.raises(TypeError, match=r"\bclass_weight\b"):
+        cb.linear_cross_entropy(hidden, weight, target, class_weight=np.ones(c, complex))
+
+
+@pytest.mark.parametrize("lib", [cb, cb.reference], ids=["cyburn", "reference"])
+def test_linear_dtype_follows_the_matmul_inputs(lib, rng):
+    """A float64 bias (or class_weight) with float32 hidden and weight: the computation and
+    every result stay float32, as the logits hidden @ weight.T are; the bias is cast."""
+    hidden, weight, b, target = linear_inputs(rng, 9, 4, 6, F32)
+    b64 = b.astype(F64)
+    loss, dh, dw, db = lib.linear_cross_entropy(hidden, weight, target, bias=b64,
+                                                class_weight=np.ones(6), return_grad=True)
+    assert [a.dtype for a in (loss, dh, dw, db)] == [F32] * 4
+    same = lib.linear_cross_entropy(hidden, weight, target, bias=b, return_grad=True)
+    for got, want in zip((loss, dh, dw, db), same):
+        assert_bitwise_equal(got, want, "a float64 bias acts as its float32 rounding")

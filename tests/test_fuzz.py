@@ -868,6 +868,8 @@ def gen_channel_norm(kind):
             w = param(c, spec, p, channels)
             codes += [w] if w else []
         check_promotes(c, ["x", "weight", "bias"], codes)
+        if kind == "instance" and len(shape) >= 2 and math.prod(shape[2:]) == 1:
+            c.fault("x", "one spatial element")
         if kind == "batch":
             running(c, spec, shape, channels)
             momentum = c.real("momentum", ("0.1", "0.0", "1.0", "0.5"),
@@ -1005,21 +1007,21 @@ def ce_options(c, spec, classes):
     return ignore
 
 
-def class_weight(c, spec, classes):
+def class_weight(c, spec, classes, name="weight"):
     kind = c.pick((60, ABSENT), (25, "ok"), (5, "odd"), (4, "wrong"), (3, "bad"), (3, "none"))
     if kind is ABSENT:
         return
     if kind == "none":
-        spec["weight"] = Lit("None")
+        spec[name] = Lit("None")
         return
     shape = (classes,)
     if kind == "wrong":
         shape = c.wrong_shape(shape)
-        c.fault("weight", "wrong shape")
+        c.fault(name, "wrong shape")
     gen = ("uniform", 0.1, 2.0) if kind != "odd" else c.pick(
         (1, ("uniform", -1.0, 1.0)), (1, ("const", 0.0)), (1, c.gen()))
-    code = c.code("weight", bad=100 if kind == "bad" else 0)
-    spec["weight"] = c.arr(shape, code, gen=gen)
+    code = c.code(name, bad=100 if kind == "bad" else 0)
+    spec[name] = c.arr(shape, code, gen=gen)
 
 
 def target(c, spec, logit_shape, classes, ignore):
@@ -1061,6 +1063,8 @@ def target(c, spec, logit_shape, classes, ignore):
             c.fault("target", "wrong shape")
         gen = c.pick((4, ("probs",)), (1, ("uniform", 0.0, 1.0)), (1, c.gen()))
         spec["target"] = c.arr(shape, c.draw(st.sampled_from(FLOAT_CODES)), gen=gen)
+        if kind == "probs" and ignore is not None and ignore >= 0:
+            c.fault(("ignore_index", "target"), "ignore_index >= 0 with probabilities")
         return
     if kind == "float_batch":
         c.fault("target", "floating target of the class-index shape")
@@ -1159,9 +1163,9 @@ def gen_linear_cross_entropy(c):
     target(c, spec, (n, classes), classes, ignore)
     if "ignore_index" in spec:
         spec["ignore_index"] = spec.pop("ignore_index")
-    b = param(c, spec, "bias", classes)
-    codes += [b] if b else []
-    check_promotes(c, ["hidden", "weight", "bias"], codes)
+    param(c, spec, "bias", classes)         # (cast to the dtype of hidden and weight)
+    class_weight(c, spec, classes, "class_weight")
+    check_promotes(c, ["hidden", "weight"], codes)
     cs = c.pick((60, ABSENT), (10, "None"), (15, "small"), (5, "huge"), (4, "zero"),
                 (3, "neg"), (3, "float"))
     if cs in ("None", "small", "huge"):
@@ -1462,7 +1466,7 @@ def hint_channel_norm_backward(env, kind):
             (2,): _finite_max(np.sum(np.abs(dy3), axis=(0, 2)))}
 
 
-def _ce_hints(env, logits, class_weight=True):
+def _ce_hints(env, logits, weight_name="weight"):
     """(loss hint, gradient hint) of a cross-entropy: the largest term of the loss and of each
     row's gradient s_i * (sum_c |r_ic| + 2 |z_loss lse_i|) (see cyburn.reference)."""
     x = _f64(logits)
@@ -1476,7 +1480,7 @@ def _ce_hints(env, logits, class_weight=True):
     logp = np.abs(z - lse)
     eps = _real(env, "label_smoothing", 0.0)
     zl = abs(_real(env, "z_loss", 0.0))
-    w = _opt(env, "weight", np.ones(classes)) if class_weight else np.ones(classes)
+    w = _opt(env, weight_name, np.ones(classes))
     aw = np.abs(w)
     target = np.asarray(env["target"])
     if target.dtype.kind in "iu":
@@ -1515,7 +1519,7 @@ def hint_cross_entropy(env, backward):
 def hint_linear_cross_entropy(env):
     hidden, weight = _f64(env["hidden"]), _f64(env["weight"])
     logits = hidden @ weight.T + _opt(env, "bias", 0.0)
-    loss, grad = _ce_hints(env, logits, class_weight=False)
+    loss, grad = _ce_hints(env, logits, weight_name="class_weight")
     return {(): loss, (0,): loss, (1,): grad * _finite_max(np.abs(weight).sum(axis=0)),
             (2,): grad * _finite_max(np.abs(hidden).sum(axis=0)), (3,): grad * hidden.shape[0]}
 
@@ -1763,34 +1767,16 @@ ALL = tuple(FUNCTIONS)
 # Each entry: (label, failure kind (see FuzzFailure) or "crash" (skip the call), functions,
 # predicate(case, failure, exc, ref_exc)). A failure that matches is counted as "known: label".
 KNOWN_BUGS = [
-    # TODO(cyburn): cross-entropy with reduction="mean" whose denominator is 0 (the targeted
-    # classes' weights sum to 0) and z_loss > 0: the gradient's scale is inf; at each row's
-    # target cyburn returns NaN (inf * (... - w_t) with w_t = 0 evaluated as inf - inf * 0),
-    # the reference inf (scale * (p * 2 z_loss lse - 0)):
-    #   cb.cross_entropy_backward(np.zeros((1, 3)), np.array([0]), weight=np.zeros(3),
-    #                             z_loss=1e-4) -> [[nan inf inf]]; reference [[inf inf inf]]
-    ("zero-weight mean with z_loss: NaN vs inf at the target", "mismatch",
-     ("cross_entropy", "cross_entropy_backward"),
-     lambda case, f, exc, ref: "NaN at different places" in f.message
-     and _ce_zero_denominator(case)),
     # TODO(cyburn): gelu_backward / silu_backward of dy = +-inf where gelu'(x) / silu'(x) is
     # not zero but underflows in float32 (x < about -14.5 for gelu, < about -103 for silu):
     # cyburn returns NaN (inf * 0), the reference (which takes the derivative in float64) -inf.
     #   cb.gelu_backward(np.float32([np.inf]), np.float32([-20.0])) -> [nan]; reference [-inf]
     #   cb.silu_backward(np.float32([np.inf]), np.float32([-104.0])) -> [nan]; reference [-inf]
+    # The float64 mathematics says -inf (gelu'(-20) = -1.1e-86 is not 0; PyTorch in float64
+    # agrees, in float32 it gives NaN): the fix is in pyx/activations.pxi, left to its owner.
     ("dy = inf where the derivative underflows: NaN vs inf", "mismatch",
      ("gelu_backward", "silu_backward"),
      lambda case, f, exc, ref: "NaN at different places" in f.message and _has_inf(case, "dy")),
-    # TODO(cyburn or reference): an infinite weight in group/instance/batch_norm_backward: the
-    # reference forms g = dy * weight first (so inf - inf makes the set's mean of g, and every
-    # dx of the set, NaN); cyburn returns +-inf for some elements of the set:
-    #   dy = np.array([[1.], [2.], [-1.]]); x = np.array([[1.], [-1.], [0.]])
-    #   cb.batch_norm_backward(dy, x, np.array([np.inf]), np.array([-2.]), np.array([1.]))[0]
-    #   -> [nan nan -inf] (column 0); reference [nan nan nan]
-    ("infinite weight in a channel norm backward: inf vs NaN", "mismatch",
-     ("group_norm_backward", "instance_norm_backward", "batch_norm_backward"),
-     lambda case, f, exc, ref: "NaN at different places" in f.message
-     and _has_inf(case, "weight")),
 ]
 
 
@@ -1798,22 +1784,6 @@ def _has_inf(case, name):
     try:
         v = case.build()[2][name]
         return v is not None and bool(np.isinf(np.asarray(v, dtype=np.float64)).any())
-    except Exception:                   # noqa: BLE001
-        return False
-
-
-def _ce_zero_denominator(case):
-    """Does 'mean' divide by zero (class weights of the targeted classes summing to 0)?"""
-    try:
-        env = case.build()[2]
-        if env.get("weight") is None or env.get("reduction", "mean") != "mean":
-            return False
-        t = np.asarray(env["target"])
-        if t.dtype.kind not in "iu":
-            return False
-        t = t.reshape(-1).astype(np.int64)
-        valid = t != env.get("ignore_index", -100)
-        return float(np.sum(np.asarray(env["weight"], np.float64)[t[valid]])) == 0.0
     except Exception:                   # noqa: BLE001
         return False
 

@@ -367,7 +367,8 @@ def test_stats_formulas(kind, rng):
 @st.composite
 def layout_cases(draw, kind):
     shape = draw(shapes(min_dims=1 if kind in ROWS else 2).filter(
-        lambda s: kind != "batch" or math.prod(s) >= 2 * s[1]), label="shape")   # training
+        lambda s: kind != "batch" or math.prod(s) >= 2 * s[1]).filter(      # training
+        lambda s: kind != "instance" or math.prod(s[2:]) != 1), label="shape")  # (an error)
     groups = None
     if kind == "group":
         c = shape[1]
@@ -1084,3 +1085,183 @@ def test_reference_has_the_same_signature(name):
         assert params["eps"].default == DEFAULT_EPS[kind]
     if name == "batch_norm":
         assert params["momentum"].default == 0.1 and params["training"].default is True
+
+
+# ================================================================================================
+# Edges closed by issue 15
+# ================================================================================================
+
+@pytest.mark.parametrize("dtype", [F32, F64], ids=str)
+@pytest.mark.parametrize("lib", [cb, cb.reference], ids=["cyburn", "reference"])
+def test_layer_norm_backward_of_one_feature_is_exactly_zero(lib, dtype, rng):
+    """With one normalized element, y = bias whatever x: dx = rstd * (g - mean(g) - ...) is
+    exactly 0 (PyTorch gives 0), not the rounding error of g = dy * weight times rstd (about
+    3e-5 in float32 before), and NaN where g is infinite."""
+    x = rng.standard_normal((9, 1)).astype(dtype)
+    dy = (rng.standard_normal((9, 1)) * 10).astype(dtype)
+    w = np.array([0.7], dtype)
+    _, mean, rstd = cb.layer_norm(x, w, np.zeros(1, dtype), return_stats=True)
+    dx, dw, db = lib.layer_norm_backward(dy, x, w, mean, rstd)
+    assert np.all(dx == 0), dx.ravel()
+    assert_within(db, dy.astype(F64).sum(0), 1e-5 * np.abs(dy).sum(), "dbias")
+    assert np.all(dw == 0)                                          # xhat = 0
+    dx = lib.layer_norm_backward(dy, x, None, mean, rstd)[0]
+    assert np.all(dx == 0), dx.ravel()
+    dy[3] = np.inf
+    dx = lib.layer_norm_backward(dy, x, w, mean, rstd)[0]
+    assert np.isnan(dx[3, 0]) and np.all(np.delete(dx, 3) == 0), dx.ravel()
+
+
+def test_layer_norm_backward_of_one_feature_as_pytorch(torch, rng):
+    x = rng.standard_normal((9, 1)).astype(F32)
+    dy = (rng.standard_normal((9, 1)) * 10).astype(F32)
+    w, b = np.array([0.7], F32), np.zeros(1, F32)
+    _, mean, rstd = cb.layer_norm(x, w, b, return_stats=True)
+    want = torch.ops.aten.native_layer_norm_backward(
+        torch.from_numpy(dy), torch.from_numpy(x), [1], torch.from_numpy(mean[:, None]),
+        torch.from_numpy(rstd[:, None]), torch.from_numpy(w), torch.from_numpy(b),
+        [True, True, True])
+    got = cb.layer_norm_backward(dy, x, w, mean, rstd)
+    assert np.all(got[0] == 0)             # PyTorch's own dx: 0 up to the rounding of its terms
+    assert_within(got[0], want[0].numpy(), 8 * eps_of(F32) * rstd[:, None] * np.abs(dy * w),
+                  "dx")
+    assert_within(got[2], want[2].numpy(), 1e-5 * np.abs(dy).sum(), "dbias")
+
+
+@pytest.mark.parametrize("shape", [(2, 3), (2, 3, 1), (4, 3, 1, 1), (0, 3, 1)])
+@pytest.mark.parametrize("lib", [cb, cb.reference], ids=["cyburn", "reference"])
+def test_instance_norm_of_one_spatial_element_raises(lib, shape):
+    """Normalizing each channel over one value: ValueError, as in PyTorch (which returned
+    the bias before)."""
+    x = np.ones(shape, F32)
+    with pytest.raises(ValueError, match=r"Expected more than 1 spatial element.*\bx\b"):
+        lib.instance_norm(x)
+    with pytest.raises(ValueError, match="Expected more than 1 spatial element"):
+        lib.instance_norm(x, np.ones(3, F32), np.ones(3, F32), return_stats=True)
+
+
+@pytest.mark.parametrize("lib", [cb, cb.reference], ids=["cyburn", "reference"])
+def test_group_norm_of_one_element_per_group_is_the_bias(lib, rng):
+    """One element per group (C groups of an (N, C) input) stays as PyTorch has it: y = bias."""
+    x = rng.standard_normal((3, 4)).astype(F32)
+    assert np.all(lib.group_norm(x, 4) == 0)
+    b = rng.standard_normal(4).astype(F32)
+    assert_bitwise_equal(lib.group_norm(x, 4, np.ones(4, F32), b), np.tile(b, (3, 1)), "y")
+
+
+def test_one_spatial_element_as_pytorch(torch, rng):
+    x = rng.standard_normal((3, 4, 1)).astype(F32)
+    with pytest.raises(ValueError, match="Expected more than 1 spatial element"):
+        torch.nn.functional.instance_norm(torch.from_numpy(x))
+    want = torch.nn.functional.group_norm(torch.from_numpy(x[..., 0]), 4).numpy()
+    assert_bitwise_equal(cb.group_norm(x[..., 0], 4), want, "group_norm, one element a group")
+
+
+@pytest.mark.parametrize("case", ["batch columns", "batch runs", "instance", "group"])
+def test_infinite_weight_in_a_channel_norm_backward(case, rng):
+    """An infinite weight: sum(dy * weight * ...) over a set is taken as weight[c] times the
+    channel's sum (exact algebra for finite values, PyTorch's order), so the channel's dx are
+    +-inf where that gives one infinity and NaN where opposite ones meet, the same in the
+    kernels (columns and runs) and the reference. The issue's example: batch norm of
+    dy = [1, 2, -1], x = [1, -1, 0], weight = inf, mean = -2, rstd = 1 gives
+    [inf - inf, inf - inf, -inf - inf] = [nan, nan, -inf] (the reference gave NaN at all)."""
+    if case == "batch columns":
+        dy, x = np.array([[1.0], [2.0], [-1.0]]), np.array([[1.0], [-1.0], [0.0]])
+        w, mean, rstd = np.array([np.inf]), np.array([-2.0]), np.array([1.0])
+        want = np.array([[np.nan], [np.nan], [-np.inf]])
+        for lib in (cb, cb.reference):
+            dx = lib.batch_norm_backward(dy, x, w, mean, rstd)[0]
+            assert np.array_equal(dx, want, equal_nan=True), (lib.__name__, dx.ravel())
+        return
+    shape = {"batch runs": (3, 2, 300), "instance": (2, 3, 5), "group": (2, 4, 5)}[case]
+    x = rng.standard_normal(shape)
+    dy = rng.standard_normal(shape)
+    w = np.array([1.5, np.inf, -0.5, 2.0][:shape[1]])
+    if case == "batch runs":
+        _, mean, rstd = cb.batch_norm(x, return_stats=True)
+        results = [lib.batch_norm_backward(dy, x, w, mean, rstd) for lib in (cb, cb.reference)]
+    elif case == "instance":
+        _, mean, rstd = cb.instance_norm(x, return_stats=True)
+        results = [lib.instance_norm_backward(dy, x, w, mean, rstd)
+                   for lib in (cb, cb.reference)]
+    else:
+        _, mean, rstd = cb.group_norm(x, 2, return_stats=True)
+        results = [lib.group_norm_backward(dy, x, 2, w, mean, rstd)
+                   for lib in (cb, cb.reference)]
+    (dx, dw, db), (rdx, rdw, rdb) = results
+    assert np.array_equal(np.isnan(dx), np.isnan(rdx)), "NaN at different places"
+    infinite = np.isinf(rdx)
+    assert np.array_equal(dx[infinite], rdx[infinite]), "different infinities"
+    assert (~np.isfinite(rdx)).any()
+    finite = np.isfinite(rdx)
+    assert_within(dx[finite], rdx[finite], 1e-12 * (1 + np.abs(rdx[finite])), "finite dx")
+    assert_within(dw, rdw, 1e-12 * (1 + np.abs(rdw)), "dweight")
+    assert_within(db, rdb, 1e-12 * (1 + np.abs(rdb)), "dbias")
+
+
+@pytest.mark.parametrize("dtype", [F32, F64], ids=str)
+@pytest.mark.parametrize("shape, groups", [((7, 12), 3), ((300, 64), 8), ((5, 6), 6),
+                                           ((130, 40, 1, 1), 4)])
+def test_group_norm_of_one_spatial_element_takes_the_row_path(shape, groups, dtype, rng,
+                                                               monkeypatch, restore_threads):
+    """An (N, C) input's group of C / G one-element runs is a contiguous segment of a row: the
+    layer-norm row kernels normalize it (the run-by-run channel kernels, 10x slower there, are
+    not called), forward and backward, against the truth, bitwise alike for 1 and 2 threads."""
+    import cyburn.normalization as module
+
+    def not_this_path(*args):
+        raise AssertionError("the run-by-run channel kernel was called")
+    monkeypatch.setattr(module, "kernels", _Without(module.kernels, not_this_path))
+    x = (rng.standard_normal(shape) * 2 + 1).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    w = rng.uniform(0.5, 2, shape[1]).astype(dtype)
+    b = rng.standard_normal(shape[1]).astype(dtype)
+    results = []
+    for threads in (1, 2):
+        cb.set_num_threads(threads)
+        y, mean, rstd = cb.group_norm(x, groups, w, b, return_stats=True)
+        results.append((y, mean, rstd) + cb.group_norm_backward(dy, x, groups, w, mean, rstd))
+    for a, b_ in zip(*results):
+        assert_bitwise_equal(a, b_, "1 thread vs 2")
+    inputs = dict(x=x, weight=w, bias=b, groups=groups)
+    check_forward("group", dtype, (results[0][0], None, results[0][1:3]), inputs)
+    check_backward("group", dtype, results[0][3:], dy, x, w, results[0][1:3], groups)
+    dx, dw, db = cb.group_norm_backward(dy, x, groups, None, results[0][1], results[0][2])
+    assert dw is None and db is None
+    want = cb.reference.group_norm_backward(dy.astype(F64), x.astype(F64), groups, None,
+                                            results[0][1], results[0][2])[0]
+    assert_within(dx, want, 1e-4 if dtype == F32 else 1e-12, "dx without weight")
+
+
+class _Without:
+    """A kernels module whose channel_norm_forward and channel_norm_backward are `replacement`."""
+
+    def __init__(self, kernels, replacement):
+        self._kernels, self._replacement = kernels, replacement
+
+    def __getattr__(self, name):
+        if name in ("channel_norm_forward", "channel_norm_backward"):
+            return self._replacement
+        return getattr(self._kernels, name)
+
+
+def test_group_norm_of_one_spatial_element_costs_about_a_layer_norm(rng):
+    """The row path's cost, against layer norm of the same (2048, 1024) float32 data, 32
+    groups (segments of 32): measured 1.6x for the backward and 2.8x for the forward (the
+    run-by-run channel kernels before: 16-21x and 10x). Bounds 2.5x and 4x, best of
+    interleaved rounds: a regression guard, not the issue's target of 1x (not met yet)."""
+    import timeit
+    x = rng.standard_normal((2048, 1024)).astype(F32)
+    dy = rng.standard_normal((2048, 1024)).astype(F32)
+    w, b = np.ones(1024, F32), np.zeros(1024, F32)
+    _, gm, gr = cb.group_norm(x, 32, w, b, return_stats=True)
+    _, lm, lr = cb.layer_norm(x, w, b, return_stats=True)
+    calls = dict(gn=lambda: cb.group_norm(x, 32, w, b), ln=lambda: cb.layer_norm(x, w, b),
+                 gnb=lambda: cb.group_norm_backward(dy, x, 32, w, gm, gr),
+                 lnb=lambda: cb.layer_norm_backward(dy, x, w, lm, lr))
+    best = {name: math.inf for name in calls}
+    for _ in range(7):
+        for name, call in calls.items():
+            best[name] = min(best[name], timeit.timeit(call, number=3))
+    assert best["gnb"] <= 2.5 * best["lnb"], best
+    assert best["gn"] <= 4 * best["ln"], best

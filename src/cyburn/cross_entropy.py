@@ -7,7 +7,9 @@ class weights w and label smoothing e:
     probabilities q:        loss = sum_c w_c ((1 - e) q_c + e / C) (lse - z_c)
     plus z_loss * lse**2 on every row that is not ignored.
 "mean" divides the sum by the summed weight of the non-ignored class targets (PyTorch), or
-by the number of rows for probability targets.
+by the number of rows for probability targets. Probability targets have no class index to
+ignore: an ignore_index >= 0 with them is a ValueError (a negative one matches nothing), as in
+PyTorch.
 """
 import math
 
@@ -27,7 +29,7 @@ class _Problem:
     seen as N rows of C classes."""
 
     def __init__(self, shape, dtype, target, weight, ignore_index, reduction, label_smoothing,
-                 z_loss, softcap):
+                 z_loss, softcap, weight_name="weight"):
         if len(shape) == 0:
             raise ValueError("logits must have at least one dimension: the class axis, last")
         if reduction not in REDUCTIONS:
@@ -51,7 +53,7 @@ class _Problem:
         self.N = N = math.prod(shape[:-1])
         if C == 0 and N > 0:
             raise ValueError(f"logits of shape {shape} have no classes")
-        _arrays.check_shape(weight, "weight", (C,), "(C,) = logits.shape[-1:]")
+        _arrays.check_shape(weight, weight_name, (C,), "(C,)")
         self.weight = (_arrays.constant(1, C, work) if weight is None
                        else _arrays.contiguous(weight, work))
         target = np.asarray(target)
@@ -59,6 +61,10 @@ class _Problem:
             raise TypeError(f"target has unsupported dtype {target.dtype}: class indices must "
                             f"be integers, class probabilities floating point")
         if target.shape == shape and (target.dtype.kind == "f" or _arrays.is_half(target.dtype)):
+            if self.ignore_index >= 0:      # PyTorch: a negative one can match no class
+                raise ValueError(f"ignore_index={self.ignore_index} is not supported with "
+                                 f"class-probability targets (only a negative ignore_index, "
+                                 f"which matches no class, as in PyTorch)")
             self.target = None
             self.probabilities = _arrays.contiguous(target, work).reshape(N, C)
         elif target.shape == shape[:-1]:
@@ -191,16 +197,25 @@ def cross_entropy_backward(logits, target, dloss=1.0, *, weight=None, ignore_ind
     return _arrays.finish(grad, grad_is_out, out, p.dtype, False)
 
 
-def linear_cross_entropy(hidden, weight, target, *, bias=None, chunk_size=None,
-                         ignore_index=-100, reduction="mean", label_smoothing=0.0, z_loss=0.0,
-                         softcap=None, return_grad=False):
-    """cross_entropy(hidden @ weight.T + bias, target, ...) for hidden (N, D), weight (C, D),
-    computed chunk_size rows at a time (by default in equal chunks of at most 80 MiB of
-    logits): the logits of a chunk go through NumPy's matmul into one reused buffer, the fused
-    kernel turns them into losses and, in place, their gradient, which is multiplied back:
-        dhidden = dlogits @ weight,  dweight = dlogits.T @ hidden,  dbias = sum(dlogits, 0).
+def linear_cross_entropy(hidden, weight, target, *, bias=None, class_weight=None,
+                         chunk_size=None, ignore_index=-100, reduction="mean",
+                         label_smoothing=0.0, z_loss=0.0, softcap=None, return_grad=False):
+    """cross_entropy(hidden @ weight.T + bias, target, weight=class_weight, ...) for hidden
+    (N, D), weight (C, D), bias and class_weight (C,), computed chunk_size rows at a time (by
+    default in equal chunks of at most 80 MiB of logits): the logits of a chunk go through
+    NumPy's matmul into one reused buffer, the fused kernel turns them into losses and, in
+    place, their gradient, which is multiplied back:
+        dhidden = dlogits @ weight,  dweight = dlogits.T @ hidden,  dbias = dlogits.T @ ones.
+    dweight and dbias are accumulated alike: each chunk's part is one matmul in the compute
+    dtype, added to the running sum (in the compute dtype) in chunk order.
+    hidden and weight, the matmul's inputs, set the dtype of the computation and of the
+    results; bias and class_weight are cast to it (a float64 bias does not make a float32
+    head compute in float64).
     Returns loss, or (loss, dhidden, dweight, dbias) with return_grad (dbias None without bias)."""
-    (hidden, weight, bias), dtype = _arrays.as_inputs(hidden=hidden, weight=weight, bias=bias)
+    (hidden, weight), dtype = _arrays.as_inputs(hidden=hidden, weight=weight)
+    bias = None if bias is None else _arrays.as_input(bias, "bias")[0]
+    class_weight = (None if class_weight is None
+                    else _arrays.as_input(class_weight, "class_weight")[0])
     if hidden.ndim != 2 or weight.ndim != 2 or hidden.shape[1] != weight.shape[1]:
         raise ValueError(f"hidden must be (N, D) and weight (C, D), got hidden.shape="
                          f"{hidden.shape} and weight.shape={weight.shape}")
@@ -208,8 +223,8 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, chunk_size=None,
     if C == 0:
         raise ValueError(f"weight of shape {weight.shape} has no classes (rows)")
     _arrays.check_shape(bias, "bias", (C,), "(C,) = weight.shape[:1]")
-    p = _Problem((N, C), dtype, target, None, ignore_index, reduction, label_smoothing,
-                 z_loss, softcap)
+    p = _Problem((N, C), dtype, target, class_weight, ignore_index, reduction, label_smoothing,
+                 z_loss, softcap, weight_name="class_weight")
     hidden, weight = _arrays.contiguous(hidden, p.work), _arrays.contiguous(weight, p.work)
     bias = None if bias is None else _arrays.contiguous(bias, p.work)
     if chunk_size is None:              # equal chunks, each within CHUNK_BYTES of logits
@@ -225,8 +240,10 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, chunk_size=None,
     if return_grad:
         dhidden = np.empty((N, D), p.work)
         dweight = np.zeros((C, D), p.work) if N == 0 else np.empty((C, D), p.work)
-        dbias = None if bias is None else np.zeros(C, np.float64)
         block = np.empty((min(C, CLASS_BLOCK), D), p.work)
+        if bias is not None:
+            dbias = np.zeros(C, p.work) if N == 0 else np.empty(C, p.work)
+            ones, bias_part = np.ones(chunk_size, p.work), np.empty(C, p.work)
     buffer = np.empty((chunk_size, C), p.work)
     for start in range(0, N, chunk_size):
         rows = slice(start, min(N, start + chunk_size))
@@ -235,18 +252,23 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, chunk_size=None,
         if bias is not None:
             logits += bias
         p.run(logits, logits if return_grad else None, losses[rows], rows, scale)
-        if return_grad:                         # logits now hold their gradient
-            np.matmul(logits, weight, out=dhidden[rows])
-            for c0 in range(0, C, CLASS_BLOCK):     # the first chunk writes dweight itself
-                c1 = min(C, c0 + CLASS_BLOCK)
-                into = dweight[c0:c1] if start == 0 else block[:c1 - c0]
-                np.matmul(logits[:, c0:c1].T, hidden[rows], out=into)
-                if start:
-                    dweight[c0:c1] += into
-            if dbias is not None:
-                dbias += logits.sum(axis=0, dtype=np.float64)
+        if not return_grad:
+            continue
+        # logits now hold their gradient; the first chunk writes dweight and dbias themselves
+        np.matmul(logits, weight, out=dhidden[rows])
+        for c0 in range(0, C, CLASS_BLOCK):
+            c1 = min(C, c0 + CLASS_BLOCK)
+            into = dweight[c0:c1] if start == 0 else block[:c1 - c0]
+            np.matmul(logits[:, c0:c1].T, hidden[rows], out=into)
+            if start:
+                dweight[c0:c1] += into
+        if bias is not None:
+            into = dbias if start == 0 else bias_part
+            np.matmul(ones[:len(logits)], logits, out=into)
+            if start:
+                dbias += into
     loss = p.reduce(losses)
     if not return_grad:
         return loss
-    return loss, *(None if a is None else a.astype(dtype, copy=False)
-                   for a in (dhidden, dweight, dbias))
+    return loss, dhidden.astype(dtype, copy=False), dweight.astype(dtype, copy=False), (
+        None if bias is None else dbias.astype(dtype, copy=False))

@@ -5,6 +5,8 @@ backward function takes them back. Statistics are returned in the dtype the kern
 (float32 for float16/bfloat16 inputs), so that the backward pass loses nothing to rounding.
 """
 
+import math
+
 import numpy as np
 
 from . import _arrays, _threads
@@ -149,6 +151,12 @@ def _by_columns(x, N, C, groups):
     return groups is BATCH and x.size // (N * C) < BATCH_RUN_MIN
 
 
+def _by_rows(x, N, C, groups):
+    """Group norm of one spatial element (an (N, C) input): a group of C / G one-element runs is
+    a contiguous segment of the sample's row, normalized by the layer-norm row kernels."""
+    return groups is not BATCH and x.size == N * C
+
+
 def _channel_norm(x, weight, bias, dtype, groups, eps, given_stats=None, want_var=False):
     """y, mean, rstd, var (var only with want_var) of group norm (`groups` groups) or batch norm
     (BATCH); with given_stats = (mean, rstd) those are used instead of computed."""
@@ -176,6 +184,9 @@ def _channel_norm(x, weight, bias, dtype, groups, eps, given_stats=None, want_va
     if _by_columns(x, N, C, groups):
         kernels.batch_norm_columns_forward(x, N, C, *affine, y, mean, rstd, var,
                                            given_stats is None, eps, _threads.current())
+    elif _by_rows(x, N, C, groups) and given_stats is None and var is None:
+        kernels.row_norm_forward(x, None, *affine, y, None, mean, rstd, True, eps,
+                                 _threads.current(), groups)
     else:
         kernels.channel_norm_forward(x, N, C, 0 if groups is BATCH else groups, *affine, y,
                                      mean, rstd, var, given_stats is None, eps,
@@ -207,6 +218,9 @@ def _channel_norm_backward(dy, x, weight, mean, rstd, groups_of_C):
         if _by_columns(x, N, C, groups):
             kernels.batch_norm_columns_backward(dy, x, N, C, _optional(weight, work, 1, C),
                                                 *stats, dx, dweight, dbias, _threads.current())
+        elif _by_rows(x, N, C, groups):
+            kernels.row_norm_backward(dy, x, _optional(weight, work, 1, C), *stats, dx,
+                                      dweight, dbias, True, _threads.current(), groups)
         else:
             kernels.channel_norm_backward(dy, x, N, C, 0 if groups is BATCH else groups,
                                           _optional(weight, work, 1, C), *stats, dx, dweight,
@@ -234,10 +248,21 @@ def group_norm_backward(dy, x, num_groups, weight, mean, rstd):
 
 
 def instance_norm(x, weight=None, bias=None, *, eps=1e-5, return_stats=False):
-    """Instance norm: group_norm with one group per channel; statistics of shape (N, C)."""
+    """Instance norm: group_norm with one group per channel; statistics of shape (N, C).
+    A single spatial element (prod(spatial) == 1, e.g. an (N, C) input) is a ValueError, as in
+    PyTorch: each channel would be normalized over one value."""
     (x, weight, bias), dtype = _arrays.as_inputs(x=x, weight=weight, bias=bias)
+    _check_spatial(x)
     y, mean, rstd, _ = _channel_norm(x, weight, bias, dtype, _channels(x)[1], eps)
     return (y, mean, rstd) if return_stats else y
+
+
+def _check_spatial(x):
+    """instance_norm's input needs more than one spatial element."""
+    _channels(x)
+    if math.prod(x.shape[2:]) == 1:
+        raise ValueError(f"Expected more than 1 spatial element when training, got x of shape "
+                         f"{x.shape}")
 
 
 def instance_norm_backward(dy, x, weight, mean, rstd):

@@ -316,7 +316,9 @@ def _sets_affine(xhat_rows, x, groups, weight, bias):
 
 def _sets_backward(dy, x, weight, mean, rstd, groups):
     """The layer_norm_backward formulas with the means over each set (see _to_sets), dweight and
-    dbias summed over all axes but the channel axis."""
+    dbias summed over all axes but the channel axis, written as
+        dx = rstd * weight[c] * dy - rstd * (mean(g) + (x - mean) * q),
+        q = rstd**2 * mean(g * (x - mean)),  g = dy * weight[c]."""
     (dy, x, weight), dtype = _prepare_optional(dy=dy, x=x, weight=weight)
     _arrays.check_given(mean=mean, rstd=rstd)
     (mean, rstd), _ = _prepare_optional(mean=mean, rstd=rstd)
@@ -331,10 +333,26 @@ def _sets_backward(dy, x, weight, mean, rstd, groups):
     work = _arrays.compute_dtype(dtype)
     mean, rstd = mean[..., None].astype(work), rstd[..., None].astype(work)
     dy3 = dy.reshape(x3.shape)
+    centered = _from_sets(rows - mean, x3.shape, groups)
     xhat = _from_sets((rows - mean) * rstd, x3.shape, groups)
-    g = dy3 if weight is None else dy3 * weight[:, None]
-    g_rows, xhat_rows = _to_sets(g, groups), _to_sets(xhat, groups)
-    dx_rows = rstd * (g_rows - _row_mean(g_rows) - xhat_rows * _row_mean(g_rows * xhat_rows))
+    w = np.ones(x3.shape[1], work) if weight is None else weight
+    # sum(g) over a set as sum over its channels of weight[c] * (the sum of dy over the
+    # channel's elements in the set), the same for sum(g * (x - mean)): exact algebra, and the
+    # kernels' order. It decides what an infinite weight gives: +-inf where the channel's sum
+    # is not 0 (rather than NaN for any set whose dy change sign). Sums in float64.
+    def set_means(a):
+        if groups is None:                          # batch norm: the set is the channel
+            sums = (w * a.sum(axis=(0, 2), dtype=np.float64))[:, None]
+        else:
+            sums = _to_sets((w * a.sum(axis=2, dtype=np.float64))[..., None], groups).sum(
+                axis=-1, keepdims=True)
+        return sums / rows.shape[-1]
+    with np.errstate(all="ignore"):             # a set of no elements: NaN; inf stays inf
+        g_mean = set_means(dy3).astype(work)
+        q = (set_means(dy3 * centered) * rstd * rstd).astype(work)
+    element_rstd = _from_sets(np.broadcast_to(rstd, rows.shape), x3.shape, groups)
+    dx_rows = (_to_sets(element_rstd * w[:, None] * dy3, groups)
+               - rstd * (g_mean + (rows - mean) * q))
     dx = _from_sets(dx_rows, x3.shape, groups).reshape(x.shape)
     return _weight_grads(dx, dy3, xhat, weight, dtype, axes=(0, 2))
 
@@ -373,8 +391,13 @@ def instance_norm(x, weight=None, bias=None, *, eps=1e-5, return_stats=False):
 
         mean, var (biased) over x[n, c],  y = (x - mean) / sqrt(var + eps) * weight[c] + bias[c]
 
+    A single spatial element (prod(spatial) == 1) raises ValueError, as in PyTorch.
     Returns y, or (y, mean, rstd) with `return_stats` (statistics (N, C), compute dtype).
     """
+    shape = np.shape(x)
+    if len(shape) >= 2 and math.prod(shape[2:]) == 1:
+        raise ValueError(f"Expected more than 1 spatial element when training, got x of shape "
+                         f"{shape}")
     return _sets_forward(x, weight, bias, eps, "channels", return_stats)
 
 
@@ -523,19 +546,22 @@ def _ce_target(target, shape, ignore_index, work):
         if target.shape != tuple(shape):
             raise ValueError(f"target of class probabilities has shape {target.shape}, expected "
                              f"logits' shape {tuple(shape)} (class indices must be integers)")
+        if ignore_index >= 0:
+            raise ValueError(f"ignore_index={ignore_index} is not supported with "
+                             f"class-probability targets (PyTorch allows only a negative one)")
         return None, np.ones(math.prod(batch), bool), target.astype(work).reshape(-1, classes)
     raise TypeError(f"target has unsupported dtype {target.dtype}: class indices must be "
                     f"integers, class probabilities floating point")
 
 
-def _ce_class_weights(weight, shape, work):
+def _ce_class_weights(weight, shape, work, name="weight"):
     """The class weights (C,) in the compute dtype, or None."""
     if weight is None:
         return None
     w = np.asarray(weight)
-    _arrays.result_dtype(w.dtype, "weight")                # TypeError for complex, object, str
+    _arrays.result_dtype(w.dtype, name)                    # TypeError for complex, object, str
     if w.shape != tuple(shape[-1:]):
-        raise ValueError(f"weight has shape {w.shape}, expected (C,) = {tuple(shape[-1:])} "
+        raise ValueError(f"{name} has shape {w.shape}, expected (C,) = {tuple(shape[-1:])} "
                          f"for logits of shape {tuple(shape)}")
     return w.astype(work)
 
@@ -578,7 +604,9 @@ def _ce_rows(x, t, valid, q, w, eps, z_loss, softcap, need_grad):
     p = np.exp(logp).astype(np.float64)                          # softmax(z)
     dz = p * (np.sum(r, axis=-1) + 2 * z_loss * lse)[:, None] - r
     if softcap is not None:
-        dz = dz * (1 - (z.astype(np.float64) / softcap) ** 2)    # d(c tanh(x / c))/dx
+        # d(c tanh(x / c))/dx in the precision of the forward: z / c <= 1 there, so the factor
+        # is never negative (float64 division by a c not representable in float32 could be)
+        dz = dz * (1 - (z / work.type(softcap)) ** 2).astype(np.float64)
     return loss, share, np.where(valid[:, None], dz, 0.0)
 
 
@@ -597,7 +625,7 @@ def _ce_dloss(dloss, reduction, batch):
 
 
 def _cross_entropy(x, shape, target, weight, ignore_index, reduction, label_smoothing, z_loss,
-                   softcap, dloss):
+                   softcap, dloss, weight_name="weight"):
     """The cross-entropy of rows x (N, C) (logits of `shape`) reduced, in float64, and the
     gradient (N, C) of dloss * loss when dloss is not None."""
     eps, z_loss, softcap = _ce_options(reduction, label_smoothing, z_loss, softcap)
@@ -605,7 +633,7 @@ def _cross_entropy(x, shape, target, weight, ignore_index, reduction, label_smoo
     if x.shape[1] == 0 and x.shape[0] > 0:
         raise ValueError(f"logits of shape {tuple(shape)} have no classes")
     t, valid, q = _ce_target(target, shape, ignore_index, x.dtype)
-    w = _ce_class_weights(weight, shape, x.dtype)
+    w = _ce_class_weights(weight, shape, x.dtype, weight_name)
     if dloss is not None:
         dloss = _ce_dloss(dloss, reduction, shape[:-1])
     with np.errstate(all="ignore"):          # inf and NaN propagate, a mean of nothing is NaN
@@ -685,22 +713,28 @@ def cross_entropy_backward(logits, target, dloss=1.0, *, weight=None, ignore_ind
     return _result(grad.reshape(shape), dtype, out)
 
 
-def linear_cross_entropy(hidden, weight, target, *, bias=None, chunk_size=None,
-                         ignore_index=-100, reduction="mean", label_smoothing=0.0, z_loss=0.0,
-                         softcap=None, return_grad=False):
-    """cross_entropy(hidden @ weight.T + bias, target, ...) for hidden (N, D), weight (C, D) and
-    bias (C,) (the options as in cross_entropy; no class weights). cyburn's kernel computes
-    the logits chunk_size rows at a time; this oracle materializes all of them, in the
-    compute dtype, and checks chunk_size only (None or an integer >= 1).
+def linear_cross_entropy(hidden, weight, target, *, bias=None, class_weight=None,
+                         chunk_size=None, ignore_index=-100, reduction="mean",
+                         label_smoothing=0.0, z_loss=0.0, softcap=None, return_grad=False):
+    """cross_entropy(hidden @ weight.T + bias, target, weight=class_weight, ...) for hidden
+    (N, D), weight (C, D), bias (C,) and class weights class_weight (C,) (the other options as
+    in cross_entropy). cyburn's kernel computes the logits chunk_size rows at a time; this
+    oracle materializes all of them, in the compute dtype, and checks chunk_size only (None or
+    an integer >= 1). hidden and weight, the matmul's inputs, set the compute and result
+    dtypes; bias and class_weight are cast to them.
 
     With return_grad=True returns (loss, dhidden, dweight, dbias) by the chain rule from
     dlogits = cross_entropy_backward(logits, target, 1, ...), in float64:
 
         dhidden = dlogits @ weight,  dweight = dlogits.T @ hidden,  dbias = sum_i dlogits[i]
 
-    dbias is None without a bias; all in the result dtype of hidden, weight and bias.
+    dbias is None without a bias; all in the result dtype of hidden and weight.
     """
-    (hidden, weight, bias), dtype = _prepare_optional(hidden=hidden, weight=weight, bias=bias)
+    (hidden, weight), dtype = _prepare_optional(hidden=hidden, weight=weight)
+    if bias is not None:
+        bias = np.asarray(bias)
+        _arrays.result_dtype(bias.dtype, "bias")            # TypeError for complex, object, str
+        bias = bias.astype(hidden.dtype)
     if hidden.ndim != 2:
         raise ValueError(f"hidden must have shape (N, D), got shape {hidden.shape}")
     if weight.ndim != 2 or weight.shape[1] != hidden.shape[1]:
@@ -714,8 +748,9 @@ def linear_cross_entropy(hidden, weight, target, *, bias=None, chunk_size=None,
     logits = hidden @ weight.T
     if bias is not None:
         logits = logits + bias
-    loss, grad = _cross_entropy(logits, logits.shape, target, None, ignore_index, reduction,
-                                label_smoothing, z_loss, softcap, 1.0 if return_grad else None)
+    loss, grad = _cross_entropy(logits, logits.shape, target, class_weight, ignore_index,
+                                reduction, label_smoothing, z_loss, softcap,
+                                1.0 if return_grad else None, weight_name="class_weight")
     loss = _ce_loss_result(loss, dtype)
     if not return_grad:
         return loss
