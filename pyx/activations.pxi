@@ -90,6 +90,16 @@ cdef void activation_span(Activation f, const real *x, real *y, Py_ssize_t n) no
             y[i] = verf(x[i])
 
 
+cdef inline real times_slope(real dy, real slope, real x) noexcept nogil:
+    """dy * slope, slope = f'(x) for gelu or silu. Their derivative is negative and nonzero
+    at every finite x < 0; where it rounds to 0 (far below 0), the product is what the
+    mathematics says, not inf * 0 = NaN: -dy when dy is infinite, else 0 with -dy's sign.
+    (x - x == 0: x is finite; dy - dy != 0: dy is infinite or NaN, which stays NaN.)"""
+    if (slope == 0) & (x < 0) & (x - x == 0):
+        return -dy * (<real>1 if dy - dy != 0 else <real>0)
+    return dy * slope
+
+
 cdef void gradient_span(Activation f, const real *dy, const real *x, real *dx,
                         Py_ssize_t n) noexcept nogil:
     """dx = dy * f'(x) for n elements (dx may be dy or x)."""
@@ -101,17 +111,17 @@ cdef void gradient_span(Activation f, const real *dy, const real *x, real *dx,
     elif f == GELU:
         for i in range(n):
             v = saturate(x[i])
-            dx[i] = dy[i] * (normal_cdf(v) + v * normal_pdf(v))
+            dx[i] = times_slope(dy[i], normal_cdf(v) + v * normal_pdf(v), x[i])
     elif f == GELU_TANH:
         for i in range(n):
             v = saturate(x[i])
             s = sigmoid_pair(gelu_tanh_v(v), &complement)
-            dx[i] = dy[i] * (s + v * s * complement * gelu_tanh_dv(v))
+            dx[i] = times_slope(dy[i], s + v * s * complement * gelu_tanh_dv(v), x[i])
     else:
         for i in range(n):
             v = saturate(x[i])
             s = sigmoid_pair(v, &complement)
-            dx[i] = dy[i] * (s + v * s * complement)
+            dx[i] = times_slope(dy[i], s + v * s * complement, x[i])
 
 
 cdef void elementwise(Activation f, const real *dy, const real *x, real *out, Py_ssize_t n,

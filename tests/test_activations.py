@@ -692,6 +692,25 @@ def test_backward_nan_and_inf_dy(name, dtype):
     assert np.all(got[3:] == -np.inf)
 
 
+
+@pytest.mark.parametrize("dtype", NATIVE, ids=lambda d: d.name)
+@pytest.mark.parametrize("name", ["gelu_backward", "gelu_tanh_backward", "silu_backward"])
+def test_backward_infinite_dy_where_the_derivative_underflows(name, dtype):
+    """gelu' and silu' are negative and nonzero at every finite x < 0: far below 0 they
+    round to 0 (gelu'(-20) = -1.1e-86 in float64, 0 in float32; gelu'(-104) is 0 in float64
+    too), and an infinite dy then gives -dy, not inf * 0 = NaN; a finite dy gives -0 where
+    the derivative underflows in float64 as well. The limit at x = -inf is an exact 0
+    (dy = inf: NaN, as inf * 0)."""
+    x = np.array([-20.0, -104.0, -1e30, -800.0, -1e30, -np.inf], dtype)
+    dy = np.array([np.inf, np.inf, -np.inf, 2.0, 3.0, np.inf], dtype)
+    with np.errstate(all="ignore"):
+        got = call(name, (dy, x))
+        ref = call(name, (dy, x), cb.reference)
+    expected = [-np.inf, -np.inf, np.inf, -0.0, -0.0, np.nan]
+    for result in (got, ref):
+        np.testing.assert_array_equal(result, expected)
+        assert np.signbit(result[3:5]).all(), result
+
 @pytest.mark.parametrize("dtype", NATIVE, ids=lambda d: d.name)
 def test_known_values(dtype):
     """A few values worked out independently (math.erf, math.tanh, math.exp in float64)."""

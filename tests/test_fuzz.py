@@ -51,9 +51,6 @@ numbers blanked) the smallest case seen is reported with a `replay(...)` call:
 which rebuilds the arguments and runs the same checks, printing what happened. To fuzz
 longer: CYBURN_FUZZ_EXAMPLES=5000 python -m pytest tests/test_fuzz.py -s, or in one process
     cd tests && python -c "import test_fuzz as f; f.main(None, ['gelu'], 5000)"
-
-Known library bugs are listed in KNOWN_BUGS (each with a TODO) so that the rest of the fuzz
-passes; the calls they match are counted in the summary as "known: ...".
 """
 import collections
 import faulthandler
@@ -1629,10 +1626,6 @@ def check_case(case, verbose=False):
     fn = getattr(cb, name)
     stats = CALL_STATS[name]
     stats["calls"] += 1
-    known = known_bug(case, None)
-    if known and known[1] == "crash":
-        stats["known: " + known[0]] += 1
-        return "known"
     r_args, r_kwargs, _ = case.build()
     ref, ref_exc = run_reference(case, r_args, r_kwargs)
     args, kwargs, env = case.build()
@@ -1654,10 +1647,6 @@ def check_case(case, verbose=False):
         outcome = judge(case, res if exc is None else None, exc, ref, ref_exc, env, pristine,
                         r_kwargs)
     except FuzzFailure as failure:
-        known = known_bug(case, failure, exc=exc, ref_exc=ref_exc)
-        if known:
-            stats["known: " + known[0]] += 1
-            return "known"
         stats["FAILED"] += 1
         text = (f"[{failure.kind}] {failure.message}\n  case: {case!r}\n  call: cb.{name}("
                 + ", ".join([describe(a) for a in args]
@@ -1746,59 +1735,6 @@ def check_inputs_unchanged(case, env, pristine):
             same = v.dtype.kind in "OUM" or np.array_equal(v, p)
         if not same:
             raise FuzzFailure("input-modified", f"input {n} was modified")
-
-
-# ================================================================================================
-# Known library bugs (each a TODO: remove the entry when the library is fixed)
-# ================================================================================================
-
-def _lit(case, name):
-    """The source code of a Lit argument, or None."""
-    v = case.spec.get(name)
-    return v.code if isinstance(v, Lit) else None
-
-
-def _has_fault(case, text):
-    return any(text in what or text in names for names, what in case.faults)
-
-
-ALL = tuple(FUNCTIONS)
-
-# Each entry: (label, failure kind (see FuzzFailure) or "crash" (skip the call), functions,
-# predicate(case, failure, exc, ref_exc)). A failure that matches is counted as "known: label".
-KNOWN_BUGS = [
-    # TODO(cyburn): gelu_backward / silu_backward of dy = +-inf where gelu'(x) / silu'(x) is
-    # not zero but underflows in float32 (x < about -14.5 for gelu, < about -103 for silu):
-    # cyburn returns NaN (inf * 0), the reference (which takes the derivative in float64) -inf.
-    #   cb.gelu_backward(np.float32([np.inf]), np.float32([-20.0])) -> [nan]; reference [-inf]
-    #   cb.silu_backward(np.float32([np.inf]), np.float32([-104.0])) -> [nan]; reference [-inf]
-    # The float64 mathematics says -inf (gelu'(-20) = -1.1e-86 is not 0; PyTorch in float64
-    # agrees, in float32 it gives NaN): the fix is in pyx/activations.pxi, left to its owner.
-    ("dy = inf where the derivative underflows: NaN vs inf", "mismatch",
-     ("gelu_backward", "silu_backward"),
-     lambda case, f, exc, ref: "NaN at different places" in f.message and _has_inf(case, "dy")),
-]
-
-
-def _has_inf(case, name):
-    try:
-        v = case.build()[2][name]
-        return v is not None and bool(np.isinf(np.asarray(v, dtype=np.float64)).any())
-    except Exception:                   # noqa: BLE001
-        return False
-
-
-def known_bug(case, failure, exc=None, ref_exc=None):
-    for label, kind, names, predicate in KNOWN_BUGS:
-        if case.name not in names:
-            continue
-        if kind == "crash" and failure is None:
-            if predicate(case, None, None, None):
-                return label, kind
-        elif failure is not None and kind == failure.kind and predicate(case, failure, exc,
-                                                                        ref_exc):
-            return label, kind
-    return None
 
 
 # ================================================================================================

@@ -800,6 +800,14 @@ def _limits(x, value, at_minus_inf, at_plus_inf):
     return np.where(x == -np.inf, at_minus_inf, np.where(x == np.inf, at_plus_inf, value))
 
 
+def _times_slope(dy, slope, x):
+    """dy * slope, slope = f'(x) for gelu or silu: their derivative is negative and nonzero at
+    every finite x < 0, so where it rounds to 0 an infinite dy gives -dy (not inf * 0 = NaN)
+    and a finite dy gives 0 (with -dy's sign)."""
+    underflowed = (slope == 0) & np.isfinite(x) & (x < 0)
+    return np.where(underflowed, -dy * np.where(np.isinf(dy), 1.0, 0.0), dy * slope)
+
+
 def _check_approximate(approximate):
     if approximate not in ("none", "tanh"):
         raise ValueError(f'approximate must be "none" or "tanh", not {approximate!r}')
@@ -836,7 +844,8 @@ def gelu(x, *, approximate="none", out=None):
 def gelu_backward(dy, x, *, approximate="none", out=None):
     """approximate="none":  dx = dy (Phi(x) + x phi(x)),  phi(x) = exp(-x^2 / 2) / sqrt(2 pi);
     approximate="tanh":  dx = dy (s + x s (1 - s) v'),  s = sigmoid(v),  v = 2u as in gelu;
-    the derivative is 0 at -inf and 1 at inf."""
+    the derivative is 0 at -inf and 1 at inf, and nonzero at every finite x (see
+    _times_slope where it underflows)."""
     _check_approximate(approximate)
     (dy, x), dtype = _activation_input(dy=dy, x=x)
     with np.errstate(all="ignore"):
@@ -847,7 +856,7 @@ def gelu_backward(dy, x, *, approximate="none", out=None):
             s, complement = _sigmoid(v)
             d = s + x * s * complement * dv
         d = np.where(np.abs(x) > 1e4, x > 0, d)      # (s (1 - s) underflows long before)
-        dx = dy * _limits(x, d, 0.0, 1.0)
+        dx = _times_slope(dy, _limits(x, d, 0.0, 1.0), x)
     return _result(dx, dtype, out)
 
 
@@ -860,11 +869,12 @@ def silu(x, *, out=None):
 
 
 def silu_backward(dy, x, *, out=None):
-    """dx = dy (s + x s (1 - s)),  s = sigmoid(x); the derivative is 0 at -inf, 1 at inf."""
+    """dx = dy (s + x s (1 - s)),  s = sigmoid(x); the derivative is 0 at -inf, 1 at inf,
+    and nonzero at every finite x (see _times_slope where it underflows)."""
     (dy, x), dtype = _activation_input(dy=dy, x=x)
     with np.errstate(all="ignore"):
         s, complement = _sigmoid(x)
-        dx = dy * _limits(x, s + x * s * complement, 0.0, 1.0)
+        dx = _times_slope(dy, _limits(x, s + x * s * complement, 0.0, 1.0), x)
     return _result(dx, dtype, out)
 
 
