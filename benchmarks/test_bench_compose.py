@@ -1,6 +1,6 @@
 """pytest-benchmark suite for cyburn's kernels between NumPy matrix products (the cases of
-cyburn.bench_compose: GPT-2 small's MLP, residual layer norm and attention at B=4, T=64 and
-B=8, T=1024), each step alone and the steps composed.
+cyburn.bench_compose: GPT-2 small's MLP, residual layer norm, attention and a whole block's
+forward and backward at B=4, T=64 and B=8, T=1024), each step alone and the steps composed.
 
     pytest benchmarks/test_bench_compose.py --benchmark-only
 
@@ -18,20 +18,20 @@ IDS = [label.replace(" -> ", "-").replace("  ", " ").replace(" ", "_") for label
 
 @pytest.mark.parametrize("label, make", CASES, ids=IDS)
 def test_composed(benchmark, label, make):
-    steps = make(np.random.default_rng(0))
+    steps, whole = make(np.random.default_rng(0))
 
-    def composed():
+    def in_order():
         for _, f in steps:
             f()
-    benchmark(composed)
+    benchmark(whole or in_order)
 
 
-STEPS = [(make, i) for _, make in CASES for i in range(len(make(np.random.default_rng(0))))]
-STEP_IDS = [f"{case_id}-step{i}" for case_id, (_, make) in zip(IDS, CASES)
-            for i in range(len(make(np.random.default_rng(0))))]
+STEP_COUNTS = [len(make(np.random.default_rng(0))[0]) for _, make in CASES]
+STEPS = [(make, i) for (_, make), n in zip(CASES, STEP_COUNTS) for i in range(n)]
+STEP_IDS = [f"{case_id}-step{i}" for case_id, n in zip(IDS, STEP_COUNTS) for i in range(n)]
 
 
 @pytest.mark.parametrize("make, step", STEPS, ids=STEP_IDS)
 def test_step_alone(benchmark, make, step):
     """One step in a loop of its own: the sum of these is the composed loop's baseline."""
-    benchmark(make(np.random.default_rng(0))[step][1])
+    benchmark(make(np.random.default_rng(0))[0][step][1])

@@ -4,18 +4,21 @@ products, as a transformer written in NumPy calls them.
 A kernel timed alone says nothing about what it does to its neighbours. After a parallel
 region an OpenMP runtime's threads wait for the next one, and while they spin they take the
 cores that the BLAS threads of the next matrix product need; OpenBLAS's idle threads, in
-turn, keep calling sched_yield for about 2^28 cycles (a tenth of a second) after a product,
-on the cores of the kernel that follows. Each case here is a loop of steps in the shapes of a
-GPT-2 small layer (n_embd 768, 12 heads of 64), timed in interleaved rounds of one run:
+turn, keep spinning for about 2^28 cycles (a tenth of a second) after a product, on the
+cores of the kernel that follows. Each case here is a loop of steps in the shapes of a GPT-2
+small layer (n_embd 768, 12 heads of 64), timed in interleaved rounds of one run:
 
 - alone: each step in a loop of its own, started after the process has been quiet for
   QUIET_SECONDS (longer than either library's idle threads spin), so that it pays only for
   itself; their sum is the "sum of the parts";
-- composed: the steps one after the other, as a model calls them, each step timed too.
+- composed: the steps one after the other, as a model calls them, each step timed too; or,
+  for a whole block's forward and backward, the real step, whose two parts are its NumPy
+  work (every cyburn call answered from a record) and its cyburn calls replayed alone.
 
 composed / sum of the parts is 1.00x when the libraries share the cores without getting in
 each other's way; the per-step columns say which side pays when they do not.
 """
+import contextlib
 import json
 import os
 import subprocess
@@ -44,7 +47,7 @@ def mlp_case(rng, B, T):
     h = x @ w
     g = np.empty_like(h)
     return [("matmul", lambda: np.matmul(x, w, out=h)),
-            ("gelu", lambda: cb.gelu(h, approximate="tanh", out=g))]
+            ("gelu", lambda: cb.gelu(h, approximate="tanh", out=g))], None
 
 
 def layer_norm_case(rng, B, T):
@@ -55,7 +58,7 @@ def layer_norm_case(rng, B, T):
     weight, bias = np.ones(N_EMBD, np.float32), np.zeros(N_EMBD, np.float32)
     a = g @ w
     return [("matmul", lambda: np.matmul(g, w, out=a)),
-            ("layer_norm", lambda: cb.layer_norm(a, weight, bias, residual=residual))]
+            ("layer_norm", lambda: cb.layer_norm(a, weight, bias, residual=residual))], None
 
 
 def attention_case(rng, B, T):
@@ -68,11 +71,82 @@ def attention_case(rng, B, T):
     return [("q @ k^T", lambda: np.matmul(q, kt, out=scores)),
             ("masked_softmax", lambda: cb.masked_softmax(scores, scale=scale, causal=True,
                                                          out=scores)),
-            ("p @ v", lambda: np.matmul(scores, v, out=out))]
+            ("p @ v", lambda: np.matmul(scores, v, out=out))], None
+
+
+KERNELS = ("layer_norm", "masked_softmax", "gelu", "gelu_backward", "layer_norm_backward",
+           "masked_softmax_backward")          # what a GPT-2 block calls
+
+
+class _Recorded:
+    """cyburn's kernels as one step calls them, recorded once: `replay()` calls them again
+    alone, in order, on copies of their inputs (allocating their results where the step
+    writes some in place); inside `answering()` each kernel returns the result it had instead
+    of computing, so that the step runs everything but cyburn."""
+
+    def __init__(self, step):
+        self.calls = []                     # (function, args, kwargs, result)
+        with self._patched(self._record):
+            step()
+
+    def _record(self, function, args, kwargs):
+        copy = lambda v: v.copy() if isinstance(v, np.ndarray) else v       # noqa: E731
+        result = function(*args, **kwargs)
+        inputs = {k: copy(v) for k, v in kwargs.items() if k != "out"}
+        self.calls.append((function, [copy(a) for a in args], inputs, result))
+        return result
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _patched(handler):
+        """cyburn's KERNELS call handler(function, args, kwargs) instead, in the block."""
+        saved = {name: getattr(cb, name) for name in KERNELS}
+        for name, function in saved.items():
+            setattr(cb, name, lambda *a, _f=function, **k: handler(_f, a, k))
+        try:
+            yield
+        finally:
+            for name, function in saved.items():
+                setattr(cb, name, function)
+
+    def replay(self):
+        for function, args, kwargs, _ in self.calls:
+            function(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def answering(self):
+        answers = iter(self.calls)
+        with self._patched(lambda function, args, kwargs: next(answers)[3]):
+            yield
+
+
+def block_case(rng, B, T):
+    """The forward and backward of one GPT-2 small block (cyburn.gpt2 with one layer, the
+    embedding and final layer norm included). Its parts: cyburn's kernel calls of the step,
+    replayed alone in order, and the rest of the step (NumPy's products and additions) with
+    each kernel call answered from a record. The composed step is the real one."""
+    from cyburn.gpt2 import GPT2, GPT2Config
+    from cyburn.gpt2.model import _Block
+    model = GPT2(GPT2Config(vocab_size=256, n_positions=T, n_embd=N_EMBD, n_layer=1,
+                            n_head=N_HEAD), seed=0)
+    idx = rng.integers(0, 256, (B, T))
+    dh = rng.standard_normal((B * T, N_EMBD)).astype(np.float32)
+
+    def step():
+        saved = []
+        model._hidden(idx, saved)
+        saved.pop()                                 # the final layer norm's, not the block's
+        model._block_backward(dh, _Block(model.params, 0), saved.pop(), {}, B, T)
+    record = _Recorded(step)
+
+    def numpy_part():
+        with record.answering():
+            step()
+    return [("NumPy", numpy_part), ("cyburn", record.replay)], step
 
 
 CASES = (("matmul -> gelu", mlp_case), ("matmul -> layer_norm", layer_norm_case),
-         ("attention", attention_case))
+         ("attention", attention_case), ("block forward+backward", block_case))
 
 
 def _per_call(f, calls):
@@ -82,15 +156,20 @@ def _per_call(f, calls):
     return (time.perf_counter() - start) / calls
 
 
-def time_composed(steps, seconds=1.0, max_rounds=15):
+def time_composed(steps, seconds=1.0, max_rounds=15, whole=None):
     """Median seconds per iteration of each step alone, of each step inside the composed
     loop, and of the whole composed loop, over interleaved rounds (see the module's
-    docstring). Returns ({step: alone}, {step: in the composed loop}, composed)."""
+    docstring). The composed loop is the steps in order, or `whole` when given (a step whose
+    parts the steps are: then no step is timed inside it). Returns ({step: alone},
+    {step: in the composed loop}, composed)."""
     names = [name for name, _ in steps]
-    stamps = np.empty(len(steps) + 1)
+    stamps = np.zeros(len(steps) + 1)
 
     def composed():
         stamps[0] = time.perf_counter()
+        if whole is not None:
+            whole()
+            return
         for i, (_, f) in enumerate(steps, 1):
             f()
             stamps[i] = time.perf_counter()
@@ -101,7 +180,7 @@ def time_composed(steps, seconds=1.0, max_rounds=15):
     rounds = int(min(max_rounds, max(5, seconds / (2 * calls * once + QUIET_SECONDS))))
     alone = {name: [] for name in names}
     inside = {name: [] for name in names}
-    whole = []
+    loops = []
     for _ in range(rounds):
         for name, f in steps:
             time.sleep(QUIET_SECONDS)
@@ -113,11 +192,11 @@ def time_composed(steps, seconds=1.0, max_rounds=15):
         for _ in range(calls):
             composed()
             step_sums += np.diff(stamps)
-        whole.append((time.perf_counter() - start) / calls)
+        loops.append((time.perf_counter() - start) / calls)
         for name, total in zip(names, step_sums):
-            inside[name].append(total / calls)
+            inside[name].append(total / calls if whole is None else np.nan)
     median = lambda d: {name: float(np.median(s)) for name, s in d.items()}   # noqa: E731
-    return median(alone), median(inside), float(np.median(whole))
+    return median(alone), median(inside), float(np.median(loops))
 
 
 BACK_TO_BACK = r"""
@@ -158,7 +237,8 @@ def time_back_to_back(rounds=6, samples=10):
 
 
 def compose_cases():
-    """(label, make) for every case at every shape: make(rng) returns the steps."""
+    """(label, make) for every case at every shape: make(rng) returns (steps, whole), the
+    named steps and the step they compose (None: the steps in order)."""
     for B, T in SHAPES:
         for label, make in CASES:
             yield f"{label}  B={B} T={T}", lambda rng, make=make, B=B, T=T: make(rng, B, T)
@@ -177,7 +257,8 @@ def run_compose(args=None, progress=None):
     for done, (label, make) in enumerate(cases, 1):
         if progress is not None:
             progress.update(done, len(cases), "compose", label)
-        rows.append((label, *time_composed(make(np.random.default_rng(0)), seconds)))
+        steps, whole = make(np.random.default_rng(0))
+        rows.append((label, *time_composed(steps, seconds, whole=whole)))
     if progress is not None:
         progress.update(len(cases), len(cases), "compose",
                         "back-to-back layer_norms, in fresh processes")
@@ -188,7 +269,9 @@ def run_compose(args=None, progress=None):
           f"{'composed':>8} {'ratio':>6}")
     for label, alone, inside, composed in rows:
         total = sum(alone.values())
-        steps = ", ".join(f"{name} {_ms(alone[name])}->{_ms(inside[name])}" for name in alone)
+        steps = ", ".join(f"{name} {_ms(alone[name])}" + ("" if np.isnan(inside[name]) else
+                                                          f"->{_ms(inside[name])}")
+                          for name in alone)
         print(f"{label:<34} {steps:<62} {_ms(total):>8} {_ms(composed):>8} "
               f"{composed / total:5.2f}x")
     print(f"ratio = composed / sum of the parts (medians of interleaved rounds; 1.00x: the "
