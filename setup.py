@@ -65,6 +65,11 @@ class BuildExt(build_ext):
     def build_extensions(self):
         openmp = not self.serial and self._compiler_has_openmp()
         private = self.private_openmp_runtime() if openmp else None
+        if private is None:                     # no stale copy may be taken for cyburn's
+            for stale in (Path(self.build_lib) / "cyburn" / PRIVATE_OPENMP,
+                          Path(self.get_finalized_command("build_py").get_package_dir("cyburn"))
+                          / PRIVATE_OPENMP):
+                stale.unlink(missing_ok=True)
         if openmp:
             for ext in self.extensions:
                 ext.extra_compile_args.append("-fopenmp")

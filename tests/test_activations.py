@@ -696,7 +696,7 @@ def test_backward_nan_and_inf_dy(name, dtype):
 @pytest.mark.parametrize("dtype", NATIVE, ids=lambda d: d.name)
 @pytest.mark.parametrize("name", ["gelu_backward", "gelu_tanh_backward", "silu_backward"])
 def test_backward_infinite_dy_where_the_derivative_underflows(name, dtype):
-    """gelu' and silu' are negative and nonzero at every finite x < 0: far below 0 they
+    """gelu' and silu' are negative and nonzero at every finite x < -8: far below 0 they
     round to 0 (gelu'(-20) = -1.1e-86 in float64, 0 in float32; gelu'(-104) is 0 in float64
     too), and an infinite dy then gives -dy, not inf * 0 = NaN; a finite dy gives -0 where
     the derivative underflows in float64 as well. The limit at x = -inf is an exact 0

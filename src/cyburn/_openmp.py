@@ -15,13 +15,16 @@ short beside a matrix product), then sleep:
   beside the extensions); the repaired wheel carries that copy too. No other library in the
   process uses it, so its setting changes nothing for them (PyTorch and scikit-learn keep
   their own runtimes and settings).
-- libgomp reads GOMP_SPINCOUNT once, when it loads: cyburn sets the variable while its
-  extensions load the private runtime and removes it right after, so the process'
-  environment is left as it was.
+- libgomp reads GOMP_SPINCOUNT once, when it loads: cyburn loads its private runtime itself
+  (one dlopen, before its extensions, which then find it loaded), sets the variable for
+  that call only and removes it right after, so the process' environment is left as it was.
 - Its own SONAME is not enough: PyTorch loads its libgomp with RTLD_GLOBAL, and the dynamic
   linker binds every later library's OpenMP calls to a global definition before looking at
   the library's own dependencies. cyburn's extensions are therefore loaded with
-  RTLD_DEEPBIND (where the platform has it), which puts their own dependencies first.
+  RTLD_DEEPBIND (where the platform has it), which puts their own dependencies first, and
+  never RTLD_GLOBAL (even if the program asked for it), so that no one binds to them. NumPy
+  is imported first, so that it never loads under those flags.
+- The policy reported is judged from the runtime the extensions' calls were bound to.
 - A user's OMP_WAIT_POLICY or GOMP_SPINCOUNT wins: then cyburn sets nothing.
 - A build without a private runtime (CYBURN_SHARED_OPENMP=1, no patchelf, not Linux) shares
   the compiler's libgomp with whatever else loads it (PyTorch, built with GCC, has the same
@@ -32,27 +35,47 @@ import glob
 import os
 import sys
 
+import numpy  # noqa: F401  (loaded before cyburn changes dlopen flags, never under them)
+
 SPIN_COUNT = 10000
 USER_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 
 
 def private_runtime():
-    """The path of cyburn's own libgomp (the source build's copy beside the extensions, or
-    the one the repaired wheel carries in cyburn.libs/), or None when cyburn has none."""
-    for pattern in ("libgomp-cyburn*.so*", os.path.join("..", "cyburn.libs", "libgomp*.so*")):
-        found = sorted(glob.glob(os.path.join(_PACKAGE, pattern)))
-        if found:
-            return os.path.normpath(found[0])
-    return None
+    """The path of cyburn's own libgomp, beside the extensions (a source build's and the
+    wheel's alike), or None when this build has none."""
+    found = glob.glob(os.path.join(_PACKAGE, "libgomp-cyburn*.so*"))
+    return os.path.realpath(found[0]) if found else None
 
 
-def _load_extensions():
+def _preload_private_runtime(private):
+    """Load cyburn's own libgomp before the extensions that need it (they then find it
+    loaded, by its SONAME), with GOMP_SPINCOUNT set for that one dlopen only, unless the
+    user set a wait policy; returns the policy it sets, in words."""
+    import ctypes
+    user = [f"{name}={os.environ[name]}" for name in USER_VARIABLES if name in os.environ]
+    if user:
+        ctypes.CDLL(private, mode=os.RTLD_LOCAL)
+        return f"{', '.join(user)} (the user's)"
+    os.environ["GOMP_SPINCOUNT"] = str(SPIN_COUNT)
+    try:
+        ctypes.CDLL(private, mode=os.RTLD_LOCAL)
+    finally:
+        del os.environ["GOMP_SPINCOUNT"]
+    return f"spin {SPIN_COUNT} rounds, then sleep (cyburn's private runtime)"
+
+
+def _import_extensions():
     """Import cyburn's extension modules (cyburn._runtime, then the kernels through
-    cyburn._dispatch), which load the OpenMP runtime, binding their calls to cyburn's own
-    runtime first (RTLD_DEEPBIND)."""
+    cyburn._dispatch) with their own dependencies first in their symbol lookup
+    (RTLD_DEEPBIND) and nothing of theirs made global."""
+    if not hasattr(sys, "getdlopenflags"):     # (no dlopen: not a POSIX system)
+        from . import _dispatch, _runtime       # noqa: F401
+        return
     flags = sys.getdlopenflags()
-    sys.setdlopenflags(flags | getattr(os, "RTLD_DEEPBIND", 0))
+    sys.setdlopenflags((flags & ~getattr(os, "RTLD_GLOBAL", 0))
+                       | getattr(os, "RTLD_DEEPBIND", 0))
     try:
         from . import _dispatch, _runtime       # noqa: F401
     finally:
@@ -60,24 +83,19 @@ def _load_extensions():
 
 
 def _load_runtime():
-    """Load cyburn's extensions with cyburn's wait policy; returns the policy in force, in
-    words."""
-    user = [f"{name}={os.environ[name]}" for name in USER_VARIABLES if name in os.environ]
-    if user:
-        _load_extensions()
-        policy = f"{', '.join(user)} (the user's)"
-    elif private_runtime() is None:
-        _load_extensions()
-        policy = "the shared runtime's own (no private OpenMP runtime in this build)"
-    else:
-        os.environ["GOMP_SPINCOUNT"] = str(SPIN_COUNT)
-        try:
-            _load_extensions()
-        finally:
-            del os.environ["GOMP_SPINCOUNT"]
-        policy = f"spin {SPIN_COUNT} rounds, then sleep (cyburn's private runtime)"
+    """Load cyburn's extensions and OpenMP runtime; returns the wait policy in force, in
+    words, judged from the runtime the extensions' calls were bound to."""
+    private = private_runtime()
+    policy = _preload_private_runtime(private) if private else None
+    _import_extensions()
     from . import _runtime
-    return policy if _runtime.openmp_version() else "none (serial build)"
+    if not _runtime.openmp_version():
+        return "none (serial build)"
+    if private is None or os.path.realpath(_runtime.openmp_library()) != private:
+        user = [f"{name}={os.environ[name]}" for name in USER_VARIABLES if name in os.environ]
+        return (f"{', '.join(user)} (the user's, in a shared runtime)" if user else
+                "the shared runtime's own (cyburn's kernels do not call a private runtime)")
+    return policy
 
 
 _policy = _load_runtime()

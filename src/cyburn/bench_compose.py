@@ -80,8 +80,8 @@ KERNELS = ("layer_norm", "masked_softmax", "gelu", "gelu_backward", "layer_norm_
 
 class _Recorded:
     """cyburn's kernels as one step calls them, recorded once: `replay()` calls them again
-    alone, in order, on copies of their inputs (allocating their results where the step
-    writes some in place); inside `answering()` each kernel returns the result it had instead
+    alone, in order, on copies of their inputs (a call that wrote into `out=` writes into a
+    buffer of its own); inside `answering()` each kernel returns the result it had instead
     of computing, so that the step runs everything but cyburn."""
 
     def __init__(self, step):
@@ -91,9 +91,9 @@ class _Recorded:
 
     def _record(self, function, args, kwargs):
         copy = lambda v: v.copy() if isinstance(v, np.ndarray) else v       # noqa: E731
+        inputs = [copy(a) for a in args], {k: copy(v) for k, v in kwargs.items()}
         result = function(*args, **kwargs)
-        inputs = {k: copy(v) for k, v in kwargs.items() if k != "out"}
-        self.calls.append((function, [copy(a) for a in args], inputs, result))
+        self.calls.append((function, *inputs, result))
         return result
 
     @staticmethod

@@ -801,10 +801,11 @@ def _limits(x, value, at_minus_inf, at_plus_inf):
 
 
 def _times_slope(dy, slope, x):
-    """dy * slope, slope = f'(x) for gelu or silu: their derivative is negative and nonzero at
-    every finite x < 0, so where it rounds to 0 an infinite dy gives -dy (not inf * 0 = NaN)
-    and a finite dy gives 0 (with -dy's sign)."""
-    underflowed = (slope == 0) & np.isfinite(x) & (x < 0)
+    """dy * slope, slope = f'(x) for gelu or silu: below x = -8 (far below their derivatives'
+    zeros, -0.75 and -1.28) the derivative is negative and nonzero at every finite x, so where
+    it rounds to 0 there an infinite dy gives -dy (not inf * 0 = NaN, PyTorch's answer) and a
+    finite dy gives 0 (with -dy's sign)."""
+    underflowed = (slope == 0) & np.isfinite(x) & (x < -8)
     return np.where(underflowed, -dy * np.where(np.isinf(dy), 1.0, 0.0), dy * slope)
 
 
@@ -844,7 +845,7 @@ def gelu(x, *, approximate="none", out=None):
 def gelu_backward(dy, x, *, approximate="none", out=None):
     """approximate="none":  dx = dy (Phi(x) + x phi(x)),  phi(x) = exp(-x^2 / 2) / sqrt(2 pi);
     approximate="tanh":  dx = dy (s + x s (1 - s) v'),  s = sigmoid(v),  v = 2u as in gelu;
-    the derivative is 0 at -inf and 1 at inf, and nonzero at every finite x (see
+    the derivative is 0 at -inf and 1 at inf, and nonzero at every finite x below -8 (see
     _times_slope where it underflows)."""
     _check_approximate(approximate)
     (dy, x), dtype = _activation_input(dy=dy, x=x)
@@ -870,7 +871,7 @@ def silu(x, *, out=None):
 
 def silu_backward(dy, x, *, out=None):
     """dx = dy (s + x s (1 - s)),  s = sigmoid(x); the derivative is 0 at -inf, 1 at inf,
-    and nonzero at every finite x (see _times_slope where it underflows)."""
+    and nonzero at every finite x below -8 (see _times_slope where it underflows)."""
     (dy, x), dtype = _activation_input(dy=dy, x=x)
     with np.errstate(all="ignore"):
         s, complement = _sigmoid(x)
