@@ -195,6 +195,15 @@ def test_adamw_matches_torch_on_the_model(torch, rng):
                                    atol=1e-14, err_msg=name)
     with pytest.raises(KeyError, match="transformer.wte.weight"):
         ours.step({})
+    # a bad gradient anywhere fails the step before any parameter moves
+    before = {n: p.copy() for n, p in model.params.items()}
+    bad = {n: t.grad.numpy() for n, t in t_params.items()}
+    last = list(bad)[-1]
+    bad[last] = bad[last][..., :1]
+    with pytest.raises(ValueError, match=last.replace(".", r"\.")):
+        ours.step(bad)
+    for name, p in model.params.items():
+        np.testing.assert_array_equal(p, before[name], err_msg=name)
     with pytest.raises(ValueError, match="lr"):
         AdamW(model.params, lr=-1.0)
 
@@ -274,6 +283,8 @@ def test_from_state_dict_errors():
                                                 n_layer=2, n_head=3))
     with pytest.raises(TypeError, match="GPT2Config"):
         GPT2.from_state_dict(params, {"n_embd": 24})
+    with pytest.raises(TypeError, match="GPT2Config"):
+        GPT2({"n_embd": 24})
 
 
 def test_safetensors_round_trip(tmp_path, rng):

@@ -111,6 +111,7 @@ class GPT2:
         """GPT-2's initialisation: weights N(0, 0.02), the residual projections (c_proj)
         N(0, 0.02 / sqrt(2 n_layer)), biases 0, layer-norm weights 1; from numpy's
         default_rng(seed)."""
+        _check_config(config)
         dtype = _float_dtype(dtype, "dtype")
         rng = np.random.default_rng(seed)
         params = {}
@@ -126,8 +127,7 @@ class GPT2:
         self._adopt(config, params)
 
     def _adopt(self, config, params):
-        if not isinstance(config, GPT2Config):
-            raise TypeError(f"config must be a GPT2Config, not {type(config).__name__}")
+        _check_config(config)
         self.config = config
         self.params = params
         self.dtype = params["transformer.wte.weight"].dtype
@@ -375,6 +375,11 @@ class GPT2:
             if t + 1 < T + max_new_tokens:
                 last = self._hidden(tokens[:, t:t + 1], cache=cache, start=t)
         return tokens
+
+
+def _check_config(config):
+    if not isinstance(config, GPT2Config):
+        raise TypeError(f"config must be a GPT2Config, not {type(config).__name__}")
 
 
 def _float_dtype(dtype, name):

@@ -28,6 +28,11 @@ class AdamW:
         missing = [name for name in self.params if name not in grads]
         if missing:
             raise KeyError(f"grads has no {missing[0]!r}")
+        for name, param in self.params.items():       # all checked before any is updated
+            grad = np.asarray(grads[name])
+            if grad.shape != param.shape or grad.dtype != param.dtype:
+                raise ValueError(f"grads[{name!r}] is {grad.dtype} {grad.shape}; its parameter "
+                                 f"is {param.dtype} {param.shape}")
         self.steps += 1
         for name, param in self.params.items():
             cb.adamw_step(param, grads[name], self.exp_avg[name], self.exp_avg_sq[name],
