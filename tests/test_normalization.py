@@ -1265,3 +1265,38 @@ def test_group_norm_of_one_spatial_element_costs_about_a_layer_norm(rng):
             best[name] = min(best[name], timeit.timeit(call, number=3))
     assert best["gnb"] <= 2.5 * best["lnb"], best
     assert best["gn"] <= 4 * best["ln"], best
+
+
+@pytest.mark.parametrize("dtype", [F32, F64], ids=str)
+@pytest.mark.parametrize("shape, groups", [
+    ((300, 5), 5),          # groups of 1 element, odd C
+    ((9, 14), 7),           # 2
+    ((300, 15), 5),         # 3, odd C
+    ((6, 35), 7),           # 5, odd C
+    ((300, 96), 3),         # 32: the lane-wise sums
+    ((5, 192), 3),          # 64
+    ((4, 4096), 16),        # 256: the longest lane-wise segment
+    ((3, 1056), 2),         # 528: blocked sums, a multiple of 16
+    ((70, 120), 3),         # 40: blocked sums, not a multiple of 16
+    ((3, 8320), 130),       # 64 elements in more than one batch of 64 segments
+], ids=str)
+def test_group_norm_of_an_n_by_c_input_against_the_truth(shape, groups, dtype, rng,
+                                                           restore_threads):
+    """group_norm and group_norm_backward of (N, C) data, each group a segment of C / G
+    elements of its row, for segments summed lane-wise (16 k <= 256 elements) and by the
+    blocked sums (other lengths): the truth in float64 within the tolerances, and the same
+    bits for 1 and 2 threads. x = 300 + N(0, 1) checks the two-pass variance."""
+    x = (rng.standard_normal(shape) + 300).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    w = rng.uniform(0.5, 2, shape[1]).astype(dtype)
+    b = rng.standard_normal(shape[1]).astype(dtype)
+    results = []
+    for threads in (1, 2):
+        cb.set_num_threads(threads)
+        y, mean, rstd = cb.group_norm(x, groups, w, b, return_stats=True)
+        results.append((y, mean, rstd) + cb.group_norm_backward(dy, x, groups, w, mean, rstd))
+    for a, b_ in zip(*results):
+        assert_bitwise_equal(a, b_, "1 thread vs 2")
+    check_forward("group", dtype, (results[0][0], None, results[0][1:3]),
+                  dict(x=x, weight=w, bias=b, groups=groups))
+    check_backward("group", dtype, results[0][3:], dy, x, w, results[0][1:3], groups)
