@@ -497,6 +497,16 @@ CYB_INLINE void cyb_segment_sums_centered_##SUFFIX(const T *dy, const T *w, cons
     }                                                                                        \
     *sum_g = cyb_lanes_total_##SUFFIX(s);                                                    \
     *sum_gx = cyb_lanes_total_##SUFFIX(sx);                                                  \
+}                                                                                            \
+/* y = (x - m) * r * w + b over [0:n], for cyb_lane_wise(n): a loop with no alias checks   \
+   and no remainder, which the compiler would otherwise set up for every short segment */   \
+CYB_INLINE void cyb_segment_affine_##SUFFIX(const T *x, T m, T r, const T *w, const T *b,   \
+                                           T *y, ptrdiff_t n)                               \
+{                                                                                            \
+    for (ptrdiff_t i = 0; i < n; i += CYB_LANES)                                             \
+        *(cyb_lanes_##SUFFIX *)(y + i) = (cyb_load_lanes_##SUFFIX(x + i) - m) * r            \
+                                         * cyb_load_lanes_##SUFFIX(w + i)                    \
+                                         + cyb_load_lanes_##SUFFIX(b + i);                   \
 }
 #else
 /* Without GCC's vector extensions: the blocked sums above (the same sums, other roundings). */
@@ -514,6 +524,12 @@ CYB_INLINE void cyb_segment_sums_centered_##SUFFIX(const T *dy, const T *w, cons
                                                   double *sum_gx)                           \
 {                                                                                            \
     cyb_sums_centered_##SUFFIX(dy, w, x, m, n, sum_g, sum_gx);                               \
+}                                                                                            \
+CYB_INLINE void cyb_segment_affine_##SUFFIX(const T *x, T m, T r, const T *w, const T *b,   \
+                                           T *y, ptrdiff_t n)                               \
+{                                                                                            \
+    for (ptrdiff_t i = 0; i < n; i++)                                                        \
+        y[i] = (x[i] - m) * r * w[i] + b[i];                                                 \
 }
 #endif
 

@@ -35,6 +35,10 @@ cdef extern from "cyburn_vmath.h" nogil:
                                        Py_ssize_t n, double *sum_g, double *sum_gx)
     void cyb_segment_sums_centered_f64(const double *dy, const double *w, const double *x,
                                        double m, Py_ssize_t n, double *sum_g, double *sum_gx)
+    void cyb_segment_affine_f32(const float *x, float m, float r, const float *w, const float *b,
+                                float *y, Py_ssize_t n)
+    void cyb_segment_affine_f64(const double *x, double m, double r, const double *w,
+                                const double *b, double *y, Py_ssize_t n)
 
 
 cdef inline double segment_sum(const real *x, Py_ssize_t n) noexcept nogil:
@@ -55,6 +59,15 @@ cdef inline double segment_sum_sq_dev(const real *x, real m, Py_ssize_t n) noexc
         return cyb_segment_sum_sq_dev_f32(x, m, n)
     else:
         return cyb_segment_sum_sq_dev_f64(x, m, n)
+
+
+cdef inline void segment_affine(const real *x, real m, real r, const real *w, const real *b,
+                                real *y, Py_ssize_t n) noexcept nogil:
+    """y = (x - m) * r * w + b over [0:n], n lane-wise."""
+    if real is float:
+        cyb_segment_affine_f32(x, m, r, w, b, y, n)
+    else:
+        cyb_segment_affine_f64(x, m, r, w, b, y, n)
 
 
 cdef inline void segment_sums_centered(const real *dy, const real *w, const real *x, real m,
@@ -116,6 +129,10 @@ cdef void norm_row(const real *x, const real *residual, const real *weight, cons
     for g in range(groups):
         m = mean[g]
         r = rstd[g]
+        if cyb_lane_wise(length) and groups > 1:
+            segment_affine(x + g * length, m, r, weight + g * length, bias + g * length,
+                           y + g * length, length)
+            continue
         for i in range(g * length, (g + 1) * length):
             y[i] = (x[i] - m) * r * weight[i] + bias[i]
 
