@@ -507,6 +507,22 @@ CYB_INLINE void cyb_segment_affine_##SUFFIX(const T *x, T m, T r, const T *w, co
         *(cyb_lanes_##SUFFIX *)(y + i) = (cyb_load_lanes_##SUFFIX(x + i) - m) * r            \
                                          * cyb_load_lanes_##SUFFIX(w + i)                    \
                                          + cyb_load_lanes_##SUFFIX(b + i);                   \
+}                                                                                            \
+/* A normalization's backward over [0:n], for cyb_lane_wise(n), in one loop:               \
+   dweight += dy * ((x - m) * r), dbias += dy, dx = r * (dy * w - g_mean - (x - m) * q) */  \
+CYB_INLINE void cyb_segment_backward_##SUFFIX(const T *dy, const T *x, const T *w, T m, T r, \
+                                             T g_mean, T q, T *dx, T *dweight, T *dbias,    \
+                                             ptrdiff_t n)                                   \
+{                                                                                            \
+    cyb_lanes_##SUFFIX d, c;                                                                 \
+    for (ptrdiff_t i = 0; i < n; i += CYB_LANES) {                                           \
+        d = cyb_load_lanes_##SUFFIX(dy + i);                                                 \
+        c = cyb_load_lanes_##SUFFIX(x + i) - m;                                              \
+        *(cyb_lanes_##SUFFIX *)(dweight + i) = cyb_load_lanes_##SUFFIX(dweight + i) + d * (c * r); \
+        *(cyb_lanes_##SUFFIX *)(dbias + i) = cyb_load_lanes_##SUFFIX(dbias + i) + d;          \
+        *(cyb_lanes_##SUFFIX *)(dx + i) = r * (d * cyb_load_lanes_##SUFFIX(w + i) - g_mean   \
+                                               - c * q);                                     \
+    }                                                                                        \
 }
 #else
 /* Without GCC's vector extensions: the blocked sums above (the same sums, other roundings). */
@@ -530,6 +546,16 @@ CYB_INLINE void cyb_segment_affine_##SUFFIX(const T *x, T m, T r, const T *w, co
 {                                                                                            \
     for (ptrdiff_t i = 0; i < n; i++)                                                        \
         y[i] = (x[i] - m) * r * w[i] + b[i];                                                 \
+}                                                                                            \
+CYB_INLINE void cyb_segment_backward_##SUFFIX(const T *dy, const T *x, const T *w, T m, T r, \
+                                             T g_mean, T q, T *dx, T *dweight, T *dbias,    \
+                                             ptrdiff_t n)                                   \
+{                                                                                            \
+    for (ptrdiff_t i = 0; i < n; i++) {                                                      \
+        dweight[i] += dy[i] * ((x[i] - m) * r);                                              \
+        dbias[i] += dy[i];                                                                   \
+        dx[i] = r * (dy[i] * w[i] - g_mean - (x[i] - m) * q);                                \
+    }                                                                                        \
 }
 #endif
 

@@ -39,6 +39,12 @@ cdef extern from "cyburn_vmath.h" nogil:
                                 float *y, Py_ssize_t n)
     void cyb_segment_affine_f64(const double *x, double m, double r, const double *w,
                                 const double *b, double *y, Py_ssize_t n)
+    void cyb_segment_backward_f32(const float *dy, const float *x, const float *w, float m,
+                                  float r, float g_mean, float q, float *dx, float *dweight,
+                                  float *dbias, Py_ssize_t n)
+    void cyb_segment_backward_f64(const double *dy, const double *x, const double *w, double m,
+                                  double r, double g_mean, double q, double *dx,
+                                  double *dweight, double *dbias, Py_ssize_t n)
 
 
 cdef inline double segment_sum(const real *x, Py_ssize_t n) noexcept nogil:
@@ -68,6 +74,17 @@ cdef inline void segment_affine(const real *x, real m, real r, const real *w, co
         cyb_segment_affine_f32(x, m, r, w, b, y, n)
     else:
         cyb_segment_affine_f64(x, m, r, w, b, y, n)
+
+
+cdef inline void segment_backward(const real *dy, const real *x, const real *w, real m, real r,
+                                  real g_mean, real q, real *dx, real *dweight, real *dbias,
+                                  Py_ssize_t n) noexcept nogil:
+    """dweight += dy * ((x - m) * r), dbias += dy, dx = r * (dy * w - g_mean - (x - m) * q)
+    over [0:n], n lane-wise."""
+    if real is float:
+        cyb_segment_backward_f32(dy, x, w, m, r, g_mean, q, dx, dweight, dbias, n)
+    else:
+        cyb_segment_backward_f64(dy, x, w, m, r, g_mean, q, dx, dweight, dbias, n)
 
 
 cdef inline void segment_sums_centered(const real *dy, const real *w, const real *x, real m,
@@ -191,6 +208,14 @@ cdef void norm_backward_row(const real *dy, const real *x, const real *weight, c
         for k in range(last - first):
             g_mean[k] = <real>(sum_g[k] / length) if centered else 0
             q[k] = <real>(sum_gx[k] / length * rstd[first + k] * rstd[first + k])
+        if groups > 1 and cyb_lane_wise(length):
+            for g in range(first, last):
+                k = g - first
+                segment_backward(dy + g * length, x + g * length, weight + g * length,
+                                 mean[g] if centered else 0, rstd[g], g_mean[k], q[k],
+                                 dx + g * length, dweight + g * length, dbias + g * length,
+                                 length)
+            continue
         for g in range(first, last):
             m = mean[g] if centered else 0
             r = rstd[g]

@@ -1246,10 +1246,11 @@ class _Without:
 
 
 def test_group_norm_of_one_spatial_element_costs_about_a_layer_norm(rng):
-    """The row path's cost, against layer norm of the same (2048, 1024) float32 data, 32
-    groups (segments of 32): measured 1.6x for the backward and 2.8x for the forward (the
-    run-by-run channel kernels before: 16-21x and 10x). Bounds 2.5x and 4x, best of
-    interleaved rounds: a regression guard, not the issue's target of 1x (not met yet)."""
+    """The row path's cost, against layer norm of the same (2048, 1024) float32 data (in L3),
+    32 groups (segments of 32): measured 1.16-1.25x for the backward and 1.4-1.7x for the
+    forward with the lane-wise segment sums; 1.6-2.2x and 2.8-3.6x with the blocked sums
+    (span_sum and kin) on each segment. Bounds 1.5x and 2x, best of interleaved rounds: a
+    regression guard (on (16384, 1024), out of cache, the ratios are lower)."""
     import timeit
     x = rng.standard_normal((2048, 1024)).astype(F32)
     dy = rng.standard_normal((2048, 1024)).astype(F32)
@@ -1263,8 +1264,8 @@ def test_group_norm_of_one_spatial_element_costs_about_a_layer_norm(rng):
     for _ in range(7):
         for name, call in calls.items():
             best[name] = min(best[name], timeit.timeit(call, number=3))
-    assert best["gnb"] <= 2.5 * best["lnb"], best
-    assert best["gn"] <= 4 * best["ln"], best
+    assert best["gnb"] <= 1.5 * best["lnb"], best
+    assert best["gn"] <= 2 * best["ln"], best
 
 
 @pytest.mark.parametrize("dtype", [F32, F64], ids=str)
