@@ -47,9 +47,9 @@ cdef extern from "cyburn_vmath.h" nogil:
                                   double *dweight, double *dbias, Py_ssize_t n)
 
 
-cdef inline double segment_sum(const real *x, Py_ssize_t n) noexcept nogil:
-    """sum(x[0:n])."""
-    if not cyb_lane_wise(n):
+cdef inline double segment_sum(const real *x, Py_ssize_t n, bint lanes) noexcept nogil:
+    """sum(x[0:n]), lane-wise when `lanes` (cyb_lane_wise(n) must hold)."""
+    if not lanes:
         return span_sum(x, n)
     if real is float:
         return cyb_segment_sum_f32(x, n)
@@ -57,9 +57,10 @@ cdef inline double segment_sum(const real *x, Py_ssize_t n) noexcept nogil:
         return cyb_segment_sum_f64(x, n)
 
 
-cdef inline double segment_sum_sq_dev(const real *x, real m, Py_ssize_t n) noexcept nogil:
-    """sum((x[0:n] - m)^2)."""
-    if not cyb_lane_wise(n):
+cdef inline double segment_sum_sq_dev(const real *x, real m, Py_ssize_t n,
+                                      bint lanes) noexcept nogil:
+    """sum((x[0:n] - m)^2), lane-wise when `lanes`."""
+    if not lanes:
         return span_sum_sq_dev(x, m, n)
     if real is float:
         return cyb_segment_sum_sq_dev_f32(x, m, n)
@@ -88,10 +89,10 @@ cdef inline void segment_backward(const real *dy, const real *x, const real *w, 
 
 
 cdef inline void segment_sums_centered(const real *dy, const real *w, const real *x, real m,
-                                       Py_ssize_t n, double *sum_g,
-                                       double *sum_gx) noexcept nogil:
-    """sum(g) and sum(g * (x - m)) over [0:n], g = dy * w."""
-    if not cyb_lane_wise(n):
+                                       Py_ssize_t n, double *sum_g, double *sum_gx,
+                                       bint lanes) noexcept nogil:
+    """sum(g) and sum(g * (x - m)) over [0:n], g = dy * w, lane-wise when `lanes`."""
+    if not lanes:
         span_sums_centered(dy, w, x, m, n, sum_g, sum_gx)
     elif real is float:
         cyb_segment_sums_centered_f32(dy, w, x, m, n, sum_g, sum_gx)
@@ -105,7 +106,8 @@ cdef inline void segment_sums_centered(const real *dy, const real *w, const real
 # A row of n features may be cut into `groups` segments of L = n / groups, each with its own
 # statistics (stat r * groups + g): group norm of an (N, C) input, whose groups of one-element
 # runs are such segments, takes this path (groups = 1 for layer norm and RMSNorm).
-# A row's segments are taken in batches of up to SEGMENT_BATCH, statistic by statistic: every
+# norm_row_segments takes a row's segments in batches of up to SEGMENT_BATCH, statistic by
+# statistic (layer norm's single segment keeps norm_row): every
 # segment's sum, then every mean, every sum of squared deviations, every rstd, and then the
 # normalization. The sums of different segments do not depend on each other, so the CPU
 # overlaps them, and the divisions and square roots of a batch run as vector instructions
@@ -113,40 +115,55 @@ cdef inline void segment_sums_centered(const real *dy, const real *w, const real
 # The arithmetic of each segment is the same either way.
 
 cdef void norm_row(const real *x, const real *residual, const real *weight, const real *bias,
-                   real *h, real *y, real *mean, real *rstd, Py_ssize_t n, Py_ssize_t groups,
-                   double eps, bint centered) noexcept nogil:
-    """h = x + residual (when residual != NULL; otherwise h is x itself), then for each of
-    the `groups` segments h_g = h[g L : (g + 1) L] of L = n / groups elements
-        layer norm:  y = (h_g - mean(h_g)) * rstd * weight + bias,  rstd = 1 / sqrt(var(h_g) + eps)
-        RMSNorm:     y = h_g * rstd * weight,                       rstd = 1 / sqrt(mean(h_g^2) + eps)
-    with var(h_g) = mean((h_g - mean(h_g))^2) (two passes), storing mean(h_g) (layer norm) in
-    mean[g] and rstd in rstd[g]; with one group, mean and rstd may be NULL (not stored)."""
-    cdef Py_ssize_t i, g, batch, first, last, length = n // groups
-    cdef double sums[SEGMENT_BATCH]
-    cdef real m = 0, r, own_mean, own_rstd
-    if mean == NULL:
-        mean = &own_mean
-    if rstd == NULL:
-        rstd = &own_rstd
+                   real *h, real *y, real *mean, real *rstd, Py_ssize_t n, double eps,
+                   bint centered) noexcept nogil:
+    """h = x + residual (when residual != NULL; otherwise h is x itself), then
+        layer norm:  y = (h - mean(h)) * rstd * weight + bias,  rstd = 1 / sqrt(var(h) + eps)
+        RMSNorm:     y = h * rstd * weight,                     rstd = 1 / sqrt(mean(h^2) + eps)
+    storing mean(h) (layer norm) and rstd where they are not NULL."""
+    cdef Py_ssize_t i
+    cdef real m = 0, r
     if residual != NULL:
         for i in range(n):
             h[i] = x[i] + residual[i]
         x = h
+    if centered:
+        m = <real>(span_sum(x, n) / n)
+        if mean != NULL:
+            mean[0] = m
+    r = <real>(1.0 / c_sqrt(span_sum_sq_dev(x, m, n) / n + eps))
+    if rstd != NULL:
+        rstd[0] = r
+    for i in range(n):
+        y[i] = (x[i] - m) * r * weight[i] + bias[i]
+
+
+cdef void norm_row_segments(const real *x, const real *weight, const real *bias, real *y,
+                            real *mean, real *rstd, Py_ssize_t n, Py_ssize_t groups,
+                            double eps) noexcept nogil:
+    """norm_row (layer norm, no residual) of each of the `groups` segments
+    x_g = x[g L : (g + 1) L] of L = n / groups elements (group norm of an (N, C) input):
+        y = (x_g - mean(x_g)) * rstd * weight + bias,  rstd = 1 / sqrt(var(x_g) + eps),
+    var(x_g) = mean((x_g - mean(x_g))^2) (two passes), storing mean[g] and rstd[g]."""
+    cdef Py_ssize_t i, g, batch, first, last, length = n // groups
+    cdef double sums[SEGMENT_BATCH]
+    cdef real m, r
+    cdef bint lanes = cyb_lane_wise(length)
     for batch in range((groups + SEGMENT_BATCH - 1) // SEGMENT_BATCH):
         first = batch * SEGMENT_BATCH
         last = min(groups, first + SEGMENT_BATCH)
         for g in range(first, last):
-            sums[g - first] = segment_sum(x + g * length, length) if centered else 0
+            sums[g - first] = segment_sum(x + g * length, length, lanes)
         for g in range(first, last):
             mean[g] = <real>(sums[g - first] / length)
         for g in range(first, last):
-            sums[g - first] = segment_sum_sq_dev(x + g * length, mean[g], length)
+            sums[g - first] = segment_sum_sq_dev(x + g * length, mean[g], length, lanes)
         for g in range(first, last):
             rstd[g] = <real>(1.0 / c_sqrt(sums[g - first] / length + eps))
     for g in range(groups):
         m = mean[g]
         r = rstd[g]
-        if cyb_lane_wise(length) and groups > 1:
+        if lanes:
             segment_affine(x + g * length, m, r, weight + g * length, bias + g * length,
                            y + g * length, length)
             continue
@@ -165,10 +182,13 @@ cdef void norm_rows_chunk(const real *x, const real *residual, const real *weigh
             if residual != NULL:
                 prefetch_span(residual + (r + 1) * n, n)
         at = r * n
-        norm_row(x + at, residual + at if residual != NULL else NULL, weight, bias,
-                 h + at if h != NULL else NULL, y + at,
-                 mean + r * groups if mean != NULL else NULL,
-                 rstd + r * groups if rstd != NULL else NULL, n, groups, eps, centered)
+        if groups > 1:
+            norm_row_segments(x + at, weight, bias, y + at, mean + r * groups,
+                              rstd + r * groups, n, groups, eps)
+        else:
+            norm_row(x + at, residual + at if residual != NULL else NULL, weight, bias,
+                     h + at if h != NULL else NULL, y + at, mean + r if mean != NULL else NULL,
+                     rstd + r if rstd != NULL else NULL, n, eps, centered)
 
 
 cdef void norm_rows(const real *x, const real *residual, const real *weight, const real *bias,
@@ -198,17 +218,18 @@ cdef void norm_backward_row(const real *dy, const real *x, const real *weight, c
     cdef real g_mean[SEGMENT_BATCH]
     cdef real q[SEGMENT_BATCH]          # xhat * mean(g * xhat) = (x - mean) * q
     cdef real m, r
+    cdef bint lanes = groups > 1 and cyb_lane_wise(length)     # (layer norm: the blocked sums)
     for batch in range((groups + SEGMENT_BATCH - 1) // SEGMENT_BATCH):
         first = batch * SEGMENT_BATCH
         last = min(groups, first + SEGMENT_BATCH)
         for g in range(first, last):
             segment_sums_centered(dy + g * length, weight + g * length, x + g * length,
                                   mean[g] if centered else 0, length, &sum_g[g - first],
-                                  &sum_gx[g - first])
+                                  &sum_gx[g - first], lanes)
         for k in range(last - first):
             g_mean[k] = <real>(sum_g[k] / length) if centered else 0
             q[k] = <real>(sum_gx[k] / length * rstd[first + k] * rstd[first + k])
-        if groups > 1 and cyb_lane_wise(length):
+        if lanes:
             for g in range(first, last):
                 k = g - first
                 segment_backward(dy + g * length, x + g * length, weight + g * length,
@@ -685,8 +706,9 @@ def row_norm_forward(cnp.ndarray x not None, residual, cnp.ndarray weight not No
     cdef void *pb = data_of(bias, t, n, False)
     cdef void *py = data_of(y, t, size, True)
     cdef void *ph = NULL if residual is None else data_of(h, t, size, True)
-    if groups > 1 and (mean is None or rstd is None):
-        raise ValueError("cyburn kernel: segments' statistics need mean and rstd arrays")
+    if groups > 1 and (mean is None or rstd is None or residual is not None or not centered):
+        raise ValueError("cyburn kernel: segments are layer-normed without residual, into "
+                         "mean and rstd arrays")
     cdef void *pm = NULL if mean is None else data_of(mean, t, rows * groups, True)
     cdef void *ps = NULL if rstd is None else data_of(rstd, t, rows * groups, True)
     cdef int threads = team_size(size, rows, num_threads)
