@@ -16,15 +16,103 @@ from libc.math cimport sqrt as c_sqrt
 
 cdef enum:
     GRADIENT_BLOCK_ROWS = 64    # rows backward: dweight and dbias are summed in blocks of rows
+    SEGMENT_BATCH = 64          # rows cut into segments: statistics taken for this many at once
     SHORT_RUN = 8               # channel runs shorter than this are summed inline
+
+
+# ---- sums over a short segment ---------------------------------------------------------------
+# As span_sum, span_sum_sq_dev and span_sums_centered, but for a segment of 16 k <= 256 elements
+# added as 16 lanes and a tree in registers (see cyburn_vmath.h): on segments of 32, the blocked
+# sums' one-by-one addition of the lanes costs more than the rest of the work.
+
+cdef extern from "cyburn_vmath.h" nogil:
+    bint cyb_lane_wise(Py_ssize_t n)
+    double cyb_segment_sum_f32(const float *x, Py_ssize_t n)
+    double cyb_segment_sum_f64(const double *x, Py_ssize_t n)
+    double cyb_segment_sum_sq_dev_f32(const float *x, float m, Py_ssize_t n)
+    double cyb_segment_sum_sq_dev_f64(const double *x, double m, Py_ssize_t n)
+    void cyb_segment_sums_centered_f32(const float *dy, const float *w, const float *x, float m,
+                                       Py_ssize_t n, double *sum_g, double *sum_gx)
+    void cyb_segment_sums_centered_f64(const double *dy, const double *w, const double *x,
+                                       double m, Py_ssize_t n, double *sum_g, double *sum_gx)
+    void cyb_segment_affine_f32(const float *x, float m, float r, const float *w, const float *b,
+                                float *y, Py_ssize_t n)
+    void cyb_segment_affine_f64(const double *x, double m, double r, const double *w,
+                                const double *b, double *y, Py_ssize_t n)
+    void cyb_segment_backward_f32(const float *dy, const float *x, const float *w, float m,
+                                  float r, float g_mean, float q, float *dx, float *dweight,
+                                  float *dbias, Py_ssize_t n)
+    void cyb_segment_backward_f64(const double *dy, const double *x, const double *w, double m,
+                                  double r, double g_mean, double q, double *dx,
+                                  double *dweight, double *dbias, Py_ssize_t n)
+
+
+cdef inline double segment_sum(const real *x, Py_ssize_t n, bint lanes) noexcept nogil:
+    """sum(x[0:n]), lane-wise when `lanes` (cyb_lane_wise(n) must hold)."""
+    if not lanes:
+        return span_sum(x, n)
+    if real is float:
+        return cyb_segment_sum_f32(x, n)
+    else:
+        return cyb_segment_sum_f64(x, n)
+
+
+cdef inline double segment_sum_sq_dev(const real *x, real m, Py_ssize_t n,
+                                      bint lanes) noexcept nogil:
+    """sum((x[0:n] - m)^2), lane-wise when `lanes`."""
+    if not lanes:
+        return span_sum_sq_dev(x, m, n)
+    if real is float:
+        return cyb_segment_sum_sq_dev_f32(x, m, n)
+    else:
+        return cyb_segment_sum_sq_dev_f64(x, m, n)
+
+
+cdef inline void segment_affine(const real *x, real m, real r, const real *w, const real *b,
+                                real *y, Py_ssize_t n) noexcept nogil:
+    """y = (x - m) * r * w + b over [0:n], n lane-wise."""
+    if real is float:
+        cyb_segment_affine_f32(x, m, r, w, b, y, n)
+    else:
+        cyb_segment_affine_f64(x, m, r, w, b, y, n)
+
+
+cdef inline void segment_backward(const real *dy, const real *x, const real *w, real m, real r,
+                                  real g_mean, real q, real *dx, real *dweight, real *dbias,
+                                  Py_ssize_t n) noexcept nogil:
+    """dweight += dy * ((x - m) * r), dbias += dy, dx = r * (dy * w - g_mean - (x - m) * q)
+    over [0:n], n lane-wise."""
+    if real is float:
+        cyb_segment_backward_f32(dy, x, w, m, r, g_mean, q, dx, dweight, dbias, n)
+    else:
+        cyb_segment_backward_f64(dy, x, w, m, r, g_mean, q, dx, dweight, dbias, n)
+
+
+cdef inline void segment_sums_centered(const real *dy, const real *w, const real *x, real m,
+                                       Py_ssize_t n, double *sum_g, double *sum_gx,
+                                       bint lanes) noexcept nogil:
+    """sum(g) and sum(g * (x - m)) over [0:n], g = dy * w, lane-wise when `lanes`."""
+    if not lanes:
+        span_sums_centered(dy, w, x, m, n, sum_g, sum_gx)
+    elif real is float:
+        cyb_segment_sums_centered_f32(dy, w, x, m, n, sum_g, sum_gx)
+    else:
+        cyb_segment_sums_centered_f64(dy, w, x, m, n, sum_g, sum_gx)
 
 
 # ---- rows: layer norm and RMSNorm ---------------------------------------------------------
 # RMSNorm is layer norm with the mean taken as 0, the bias as 0 (the caller passes zeros)
 # and no mean(g) term in the gradient: one kernel does both, told by `centered`.
-# A row of n features may be cut into `groups` segments of n / groups, each with its own
+# A row of n features may be cut into `groups` segments of L = n / groups, each with its own
 # statistics (stat r * groups + g): group norm of an (N, C) input, whose groups of one-element
 # runs are such segments, takes this path (groups = 1 for layer norm and RMSNorm).
+# norm_row_segments takes a row's segments in batches of up to SEGMENT_BATCH, statistic by
+# statistic (layer norm's single segment keeps norm_row): every
+# segment's sum, then every mean, every sum of squared deviations, every rstd, and then the
+# normalization. The sums of different segments do not depend on each other, so the CPU
+# overlaps them, and the divisions and square roots of a batch run as vector instructions
+# (segment after segment, each short segment would wait on its own scalar divide and sqrt).
+# The arithmetic of each segment is the same either way.
 
 cdef void norm_row(const real *x, const real *residual, const real *weight, const real *bias,
                    real *h, real *y, real *mean, real *rstd, Py_ssize_t n, double eps,
@@ -50,23 +138,57 @@ cdef void norm_row(const real *x, const real *residual, const real *weight, cons
         y[i] = (x[i] - m) * r * weight[i] + bias[i]
 
 
+cdef void norm_row_segments(const real *x, const real *weight, const real *bias, real *y,
+                            real *mean, real *rstd, Py_ssize_t n, Py_ssize_t groups,
+                            double eps) noexcept nogil:
+    """norm_row (layer norm, no residual) of each of the `groups` segments
+    x_g = x[g L : (g + 1) L] of L = n / groups elements (group norm of an (N, C) input):
+        y = (x_g - mean(x_g)) * rstd * weight + bias,  rstd = 1 / sqrt(var(x_g) + eps),
+    var(x_g) = mean((x_g - mean(x_g))^2) (two passes), storing mean[g] and rstd[g]."""
+    cdef Py_ssize_t i, g, batch, first, last, length = n // groups
+    cdef double sums[SEGMENT_BATCH]
+    cdef real m, r
+    cdef bint lanes = cyb_lane_wise(length)
+    for batch in range((groups + SEGMENT_BATCH - 1) // SEGMENT_BATCH):
+        first = batch * SEGMENT_BATCH
+        last = min(groups, first + SEGMENT_BATCH)
+        for g in range(first, last):
+            sums[g - first] = segment_sum(x + g * length, length, lanes)
+        for g in range(first, last):
+            mean[g] = <real>(sums[g - first] / length)
+        for g in range(first, last):
+            sums[g - first] = segment_sum_sq_dev(x + g * length, mean[g], length, lanes)
+        for g in range(first, last):
+            rstd[g] = <real>(1.0 / c_sqrt(sums[g - first] / length + eps))
+    for g in range(groups):
+        m = mean[g]
+        r = rstd[g]
+        if lanes:
+            segment_affine(x + g * length, m, r, weight + g * length, bias + g * length,
+                           y + g * length, length)
+            continue
+        for i in range(g * length, (g + 1) * length):
+            y[i] = (x[i] - m) * r * weight[i] + bias[i]
+
+
 cdef void norm_rows_chunk(const real *x, const real *residual, const real *weight,
                           const real *bias, real *h, real *y, real *mean, real *rstd,
                           Py_ssize_t n, Py_ssize_t groups, double eps, bint centered,
                           Py_ssize_t first, Py_ssize_t last) noexcept nogil:
-    cdef Py_ssize_t r, g, at, k, length = n // groups
+    cdef Py_ssize_t r, at
     for r in range(first, last):
         if r + 1 < last:
             prefetch_span(x + (r + 1) * n, n)
             if residual != NULL:
                 prefetch_span(residual + (r + 1) * n, n)
-        for g in range(groups):
-            at = r * n + g * length
-            k = r * groups + g
-            norm_row(x + at, residual + at if residual != NULL else NULL, weight + g * length,
-                     bias + g * length, h + at if h != NULL else NULL, y + at,
-                     mean + k if mean != NULL else NULL, rstd + k if rstd != NULL else NULL,
-                     length, eps, centered)
+        at = r * n
+        if groups > 1:
+            norm_row_segments(x + at, weight, bias, y + at, mean + r * groups,
+                              rstd + r * groups, n, groups, eps)
+        else:
+            norm_row(x + at, residual + at if residual != NULL else NULL, weight, bias,
+                     h + at if h != NULL else NULL, y + at, mean + r if mean != NULL else NULL,
+                     rstd + r if rstd != NULL else NULL, n, eps, centered)
 
 
 cdef void norm_rows(const real *x, const real *residual, const real *weight, const real *bias,
@@ -82,29 +204,57 @@ cdef void norm_rows(const real *x, const real *residual, const real *weight, con
                         chunk_start(rows, c, threads), chunk_start(rows, c + 1, threads))
 
 
-cdef void norm_backward_row(const real *dy, const real *x, const real *weight, real mean,
-                            real rstd, real *dx, real *dweight, real *dbias, Py_ssize_t n,
-                            bint centered) noexcept nogil:
-    """With xhat = (x - mean) * rstd and g = dy * weight (RMSNorm: mean = 0):
+cdef void norm_backward_row(const real *dy, const real *x, const real *weight, const real *mean,
+                            const real *rstd, real *dx, real *dweight, real *dbias,
+                            Py_ssize_t n, Py_ssize_t groups, bint centered) noexcept nogil:
+    """For each of the `groups` segments of L = n / groups elements (as in norm_row), with
+    xhat = (x - mean[g]) * rstd[g] and g = dy * weight (RMSNorm: mean = 0, may be NULL):
         layer norm:  dx = rstd * (g - mean(g) - xhat * mean(g * xhat))
         RMSNorm:     dx = rstd * (g - xhat * mean(g * xhat))
-    and dweight += dy * xhat, dbias += dy."""
-    cdef Py_ssize_t i
-    cdef double sum_g, sum_gx
-    cdef real g_mean, q
-    span_sums_centered(dy, weight, x, mean, n, &sum_g, &sum_gx)
-    g_mean = <real>(sum_g / n) if centered else 0
-    q = <real>(sum_gx / n * rstd * rstd)             # xhat * mean(g * xhat) = (x - mean) * q
-    for i in range(n):             # a loop of its own: with dx in it, GCC would not vectorize
-        dweight[i] += dy[i] * ((x[i] - mean) * rstd)
-        dbias[i] += dy[i]
-    if centered and n == 1:
-        # g - mean(g) is exactly 0 (NaN for an infinite g); computed, it would be the rounding
-        # error of g, as the compiler fuses g - mean(g) into one multiply-add of dy * weight
-        dx[0] = rstd * (0 * (dy[0] * weight[0]) - (x[0] - mean) * q)
-        return
-    for i in range(n):
-        dx[i] = rstd * (dy[i] * weight[i] - g_mean - (x[i] - mean) * q)
+    and dweight += dy * xhat, dbias += dy. Segments go in batches, sums first (see norm_row)."""
+    cdef Py_ssize_t i, g, k, batch, first, last, length = n // groups
+    cdef double sum_g[SEGMENT_BATCH]
+    cdef double sum_gx[SEGMENT_BATCH]
+    cdef real g_mean[SEGMENT_BATCH]
+    cdef real q[SEGMENT_BATCH]          # xhat * mean(g * xhat) = (x - mean) * q
+    cdef real m, r
+    cdef bint lanes = groups > 1 and cyb_lane_wise(length)     # (layer norm: the blocked sums)
+    for batch in range((groups + SEGMENT_BATCH - 1) // SEGMENT_BATCH):
+        first = batch * SEGMENT_BATCH
+        last = min(groups, first + SEGMENT_BATCH)
+        for g in range(first, last):
+            segment_sums_centered(dy + g * length, weight + g * length, x + g * length,
+                                  mean[g] if centered else 0, length, &sum_g[g - first],
+                                  &sum_gx[g - first], lanes)
+        for k in range(last - first):
+            g_mean[k] = <real>(sum_g[k] / length) if centered else 0
+            q[k] = <real>(sum_gx[k] / length * rstd[first + k] * rstd[first + k])
+        if lanes:
+            for g in range(first, last):
+                k = g - first
+                segment_backward(dy + g * length, x + g * length, weight + g * length,
+                                 mean[g] if centered else 0, rstd[g], g_mean[k], q[k],
+                                 dx + g * length, dweight + g * length, dbias + g * length,
+                                 length)
+            continue
+        for g in range(first, last):
+            m = mean[g] if centered else 0
+            r = rstd[g]
+            for i in range(g * length, (g + 1) * length):  # apart from dx: GCC would not vectorize
+                dweight[i] += dy[i] * ((x[i] - m) * r)
+                dbias[i] += dy[i]
+        for g in range(first, last):
+            m = mean[g] if centered else 0
+            r = rstd[g]
+            k = g - first
+            if centered and length == 1:
+                # g - mean(g) is exactly 0 (NaN for an infinite g); computed, it would be the
+                # rounding error of g, as the compiler fuses g - mean(g) into one multiply-add of
+                # dy * weight
+                dx[g] = r * (0 * (dy[g] * weight[g]) - (x[g] - m) * q[k])
+                continue
+            for i in range(g * length, (g + 1) * length):
+                dx[i] = r * (dy[i] * weight[i] - g_mean[k] - (x[i] - m) * q[k])
 
 
 cdef void norm_backward_block(const real *dy, const real *x, const real *weight,
@@ -112,19 +262,16 @@ cdef void norm_backward_block(const real *dy, const real *x, const real *weight,
                               Py_ssize_t n, Py_ssize_t groups, bint centered, Py_ssize_t first,
                               Py_ssize_t last) noexcept nogil:
     """Rows first..last-1, their dweight and dbias sums in partial[0:n] and partial[n:2n]."""
-    cdef Py_ssize_t r, g, at, k, length = n // groups
+    cdef Py_ssize_t r, at
     for r in range(2 * n):
         partial[r] = 0
     for r in range(first, last):
         if r + 1 < last:
             prefetch_span(dy + (r + 1) * n, n)
             prefetch_span(x + (r + 1) * n, n)
-        for g in range(groups):
-            at = r * n + g * length
-            k = r * groups + g
-            norm_backward_row(dy + at, x + at, weight + g * length, mean[k] if centered else 0,
-                              rstd[k], dx + at, partial + g * length, partial + n + g * length,
-                              length, centered)
+        at = r * n
+        norm_backward_row(dy + at, x + at, weight, mean + r * groups if centered else NULL,
+                          rstd + r * groups, dx + at, partial, partial + n, n, groups, centered)
 
 
 cdef int norm_rows_gradient(const real *dy, const real *x, const real *weight,
@@ -559,6 +706,9 @@ def row_norm_forward(cnp.ndarray x not None, residual, cnp.ndarray weight not No
     cdef void *pb = data_of(bias, t, n, False)
     cdef void *py = data_of(y, t, size, True)
     cdef void *ph = NULL if residual is None else data_of(h, t, size, True)
+    if groups > 1 and (mean is None or rstd is None or residual is not None or not centered):
+        raise ValueError("cyburn kernel: segments are layer-normed without residual, into "
+                         "mean and rstd arrays")
     cdef void *pm = NULL if mean is None else data_of(mean, t, rows * groups, True)
     cdef void *ps = NULL if rstd is None else data_of(rstd, t, rows * groups, True)
     cdef int threads = team_size(size, rows, num_threads)

@@ -1246,10 +1246,11 @@ class _Without:
 
 
 def test_group_norm_of_one_spatial_element_costs_about_a_layer_norm(rng):
-    """The row path's cost, against layer norm of the same (2048, 1024) float32 data, 32
-    groups (segments of 32): measured 1.6x for the backward and 2.8x for the forward (the
-    run-by-run channel kernels before: 16-21x and 10x). Bounds 2.5x and 4x, best of
-    interleaved rounds: a regression guard, not the issue's target of 1x (not met yet)."""
+    """The row path's cost, against layer norm of the same (2048, 1024) float32 data (in L3),
+    32 groups (segments of 32): measured 1.16-1.25x for the backward and 1.4-1.7x for the
+    forward with the lane-wise segment sums; 1.6-2.2x and 2.8-3.6x with the blocked sums
+    (span_sum and kin) on each segment. Bounds 1.5x and 2x, best of interleaved rounds: a
+    regression guard (on (16384, 1024), out of cache, the ratios are lower)."""
     import timeit
     x = rng.standard_normal((2048, 1024)).astype(F32)
     dy = rng.standard_normal((2048, 1024)).astype(F32)
@@ -1263,5 +1264,40 @@ def test_group_norm_of_one_spatial_element_costs_about_a_layer_norm(rng):
     for _ in range(7):
         for name, call in calls.items():
             best[name] = min(best[name], timeit.timeit(call, number=3))
-    assert best["gnb"] <= 2.5 * best["lnb"], best
-    assert best["gn"] <= 4 * best["ln"], best
+    assert best["gnb"] <= 1.5 * best["lnb"], best
+    assert best["gn"] <= 2 * best["ln"], best
+
+
+@pytest.mark.parametrize("dtype", [F32, F64], ids=str)
+@pytest.mark.parametrize("shape, groups", [
+    ((300, 5), 5),          # groups of 1 element, odd C
+    ((9, 14), 7),           # 2
+    ((300, 15), 5),         # 3, odd C
+    ((6, 35), 7),           # 5, odd C
+    ((300, 96), 3),         # 32: the lane-wise sums
+    ((5, 192), 3),          # 64
+    ((4, 4096), 16),        # 256: the longest lane-wise segment
+    ((3, 1056), 2),         # 528: blocked sums, a multiple of 16
+    ((70, 120), 3),         # 40: blocked sums, not a multiple of 16
+    ((3, 8320), 130),       # 64 elements in more than one batch of 64 segments
+], ids=str)
+def test_group_norm_of_an_n_by_c_input_against_the_truth(shape, groups, dtype, rng,
+                                                           restore_threads):
+    """group_norm and group_norm_backward of (N, C) data, each group a segment of C / G
+    elements of its row, for segments summed lane-wise (16 k <= 256 elements) and by the
+    blocked sums (other lengths): the truth in float64 within the tolerances, and the same
+    bits for 1 and 2 threads. x = 300 + N(0, 1) checks the two-pass variance."""
+    x = (rng.standard_normal(shape) + 300).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    w = rng.uniform(0.5, 2, shape[1]).astype(dtype)
+    b = rng.standard_normal(shape[1]).astype(dtype)
+    results = []
+    for threads in (1, 2):
+        cb.set_num_threads(threads)
+        y, mean, rstd = cb.group_norm(x, groups, w, b, return_stats=True)
+        results.append((y, mean, rstd) + cb.group_norm_backward(dy, x, groups, w, mean, rstd))
+    for a, b_ in zip(*results):
+        assert_bitwise_equal(a, b_, "1 thread vs 2")
+    check_forward("group", dtype, (results[0][0], None, results[0][1:3]),
+                  dict(x=x, weight=w, bias=b, groups=groups))
+    check_backward("group", dtype, results[0][3:], dy, x, w, results[0][1:3], groups)
