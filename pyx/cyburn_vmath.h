@@ -446,7 +446,7 @@ CYB_INLINE int cyb_lane_wise(ptrdiff_t n)
     return n % CYB_LANES == 0 && n <= CYB_BLOCK;
 }
 
-#if defined(__GNUC__)
+#if defined(__clang__) || (defined(__GNUC__) && __GNUC__ >= 12)   /* __builtin_shufflevector */
 #define CYB_DEFINE_SEGMENT_SUMS(T, SUFFIX)                                                     \
 typedef T cyb_lanes_##SUFFIX __attribute__((vector_size(16 * sizeof(T)), aligned(sizeof(T)))); \
 typedef T cyb_lanes8_##SUFFIX __attribute__((vector_size(8 * sizeof(T))));                    \
@@ -525,7 +525,8 @@ CYB_INLINE void cyb_segment_backward_##SUFFIX(const T *dy, const T *x, const T *
     }                                                                                        \
 }
 #else
-/* Without GCC's vector extensions: the blocked sums above (the same sums, other roundings). */
+/* Without __builtin_shufflevector (GCC before 12, other compilers): the blocked sums above
+   (the same sums, other roundings). */
 #define CYB_DEFINE_SEGMENT_SUMS(T, SUFFIX)                                                     \
 CYB_INLINE double cyb_segment_sum_##SUFFIX(const T *x, ptrdiff_t n)                          \
 {                                                                                            \
