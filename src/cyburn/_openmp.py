@@ -49,21 +49,27 @@ def private_runtime():
     return os.path.realpath(found[0]) if found else None
 
 
-def _preload_private_runtime(private):
+def _users_setting():
+    """The user's wait-policy variables, as "NAME=value, ...", or "" when there are none."""
+    return ", ".join(f"{name}={os.environ[name]}" for name in USER_VARIABLES
+                     if name in os.environ)
+
+
+def _preload_private_runtime(private, user):
     """Load cyburn's own libgomp before the extensions that need it (they then find it
-    loaded, by its SONAME), with GOMP_SPINCOUNT set for that one dlopen only, unless the
-    user set a wait policy; returns the policy it sets, in words."""
+    loaded, by its SONAME), with GOMP_SPINCOUNT set for that one dlopen only unless the
+    user set a wait policy; returns the policy in force, in words."""
     import ctypes
-    user = [f"{name}={os.environ[name]}" for name in USER_VARIABLES if name in os.environ]
-    if user:
-        ctypes.CDLL(private, mode=os.RTLD_LOCAL)
-        return f"{', '.join(user)} (the user's)"
-    os.environ["GOMP_SPINCOUNT"] = str(SPIN_COUNT)
+    ours = not user
+    if ours:
+        os.environ["GOMP_SPINCOUNT"] = str(SPIN_COUNT)
     try:
         ctypes.CDLL(private, mode=os.RTLD_LOCAL)
     finally:
-        del os.environ["GOMP_SPINCOUNT"]
-    return f"spin {SPIN_COUNT} rounds, then sleep (cyburn's private runtime)"
+        if ours:
+            del os.environ["GOMP_SPINCOUNT"]
+    return (f"spin {SPIN_COUNT} rounds, then sleep (cyburn's private runtime)" if ours
+            else f"{user} (the user's)")
 
 
 def _import_extensions():
@@ -85,15 +91,14 @@ def _import_extensions():
 def _load_runtime():
     """Load cyburn's extensions and OpenMP runtime; returns the wait policy in force, in
     words, judged from the runtime the extensions' calls were bound to."""
-    private = private_runtime()
-    policy = _preload_private_runtime(private) if private else None
+    private, user = private_runtime(), _users_setting()
+    policy = _preload_private_runtime(private, user) if private else None
     _import_extensions()
     from . import _runtime
     if not _runtime.openmp_version():
         return "none (serial build)"
     if private is None or os.path.realpath(_runtime.openmp_library()) != private:
-        user = [f"{name}={os.environ[name]}" for name in USER_VARIABLES if name in os.environ]
-        return (f"{', '.join(user)} (the user's, in a shared runtime)" if user else
+        return (f"{user} (the user's, in a shared runtime)" if user else
                 "the shared runtime's own (cyburn's kernels do not call a private runtime)")
     return policy
 
