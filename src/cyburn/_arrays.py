@@ -6,9 +6,12 @@ passed transposed, without a copy; any other strides, and misaligned data, are c
 """
 import functools
 import operator
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import numpy as np
 from numpy.exceptions import AxisError
+from numpy.typing import ArrayLike, NDArray
 
 FLOAT32 = np.dtype(np.float32)
 FLOAT64 = np.dtype(np.float64)
@@ -16,11 +19,11 @@ FLOAT16 = np.dtype(np.float16)
 NATIVE = (FLOAT32, FLOAT64)
 
 
-def is_half(dtype):
+def is_half(dtype: np.dtype[Any]) -> bool:
     return dtype == FLOAT16 or (dtype.kind == "V" and dtype.name == "bfloat16")  # ml_dtypes
 
 
-def result_dtype(dtype, name):
+def result_dtype(dtype: np.dtype[Any], name: str) -> np.dtype[Any]:
     """The dtype a function returns for an input of `dtype`: bool and integers give float64
     (as NumPy's true division does); non-native byte order gives the native dtype."""
     if dtype in NATIVE:
@@ -35,18 +38,18 @@ def result_dtype(dtype, name):
                     f"bfloat16, float32, float64 (bool and integer inputs become float64)")
 
 
-def compute_dtype(dtype):
+def compute_dtype(dtype: np.dtype[Any]) -> np.dtype[Any]:
     """The dtype the kernels compute in: float32 for the half types, else the dtype itself."""
     return dtype if dtype in NATIVE else FLOAT32
 
 
-def as_input(x, name):
+def as_input(x: ArrayLike, name: str) -> tuple[NDArray[Any], np.dtype[Any]]:
     """`x` as an ndarray, and the dtype the result will have."""
     a = x if type(x) is np.ndarray else np.asarray(x)
     return a, result_dtype(a.dtype, name)
 
 
-def as_inputs(**named):
+def as_inputs(**named: ArrayLike | None) -> tuple[list[Any], Any]:
     """The named array-likes as ndarrays (None stays None), and the result dtype they promote to."""
     arrays, others = [], []
     dtype = None
@@ -66,20 +69,21 @@ def as_inputs(**named):
     return arrays, dtype
 
 
-def contiguous(a, dtype):
+def contiguous(a: NDArray[Any], dtype: np.dtype[Any]) -> NDArray[Any]:
     """`a` as an aligned, C-contiguous array of the native `dtype`: itself when it is one."""
     if a.dtype == dtype and a.flags.c_contiguous and a.flags.aligned:
         return a
     return np.array(a, dtype=dtype, order="C")
 
 
-def check_shape(a, name, shape, expected_as):
+def check_shape(a: NDArray[Any] | None, name: str, shape: tuple[int, ...],
+                expected_as: str) -> None:
     """ValueError naming both shapes unless a.shape == shape (a None passes)."""
     if a is not None and a.shape != shape:
         raise ValueError(f"{name} has shape {a.shape}, expected {expected_as} = {shape}")
 
 
-def check_num_groups(num_groups, channels):
+def check_num_groups(num_groups: Any, channels: int) -> int:
     """num_groups as an int >= 1 that divides `channels` (else TypeError / ValueError)."""
     try:
         groups = operator.index(num_groups)
@@ -91,7 +95,7 @@ def check_num_groups(num_groups, channels):
     return groups
 
 
-def real_number(value, name):
+def real_number(value: Any, name: str) -> float:
     """`value` as a Python float, or TypeError naming the argument (float() alone would not)."""
     if isinstance(value, float):
         return value
@@ -103,7 +107,7 @@ def real_number(value, name):
         raise TypeError(f"{name} must be a real number, not {value!r}") from None
 
 
-def integer(value, name):
+def integer(value: Any, name: str) -> int:
     """`value` as a Python int (anything with __index__), or TypeError naming the argument."""
     try:
         if isinstance(value, bool):
@@ -113,7 +117,7 @@ def integer(value, name):
         raise TypeError(f"{name} must be an integer, not {value!r}") from None
 
 
-def check_given(**named):
+def check_given(**named: object) -> None:
     """TypeError naming any of the named arrays that is None (a backward function's saved
     statistics)."""
     for name, a in named.items():
@@ -122,7 +126,7 @@ def check_given(**named):
                             f"function with return_stats=True")
 
 
-def check_scores(x, causal, name="x"):
+def check_scores(x: NDArray[Any], causal: object, name: str = "x") -> None:
     """ValueError unless x (the argument `name`) has a key axis, and a query axis too when
     causal."""
     if x.ndim < 1 or causal and x.ndim < 2:
@@ -130,7 +134,7 @@ def check_scores(x, causal, name="x"):
                          + (" and a query axis (..., Tq, Tk) for causal=True" if causal else ""))
 
 
-def check_mask(mask, shape):
+def check_mask(mask: ArrayLike, shape: tuple[int, ...]) -> NDArray[Any]:
     """`mask` as an ndarray, boolean or floating, that broadcasts to `shape` (else TypeError /
     ValueError naming both shapes)."""
     mask = mask if type(mask) is np.ndarray else np.asarray(mask)
@@ -144,20 +148,21 @@ def check_mask(mask, shape):
     return mask
 
 
-def normalize_axis(axis, ndim):
+def normalize_axis(axis: Any, ndim: int) -> int:
     axis = integer(axis, "axis")
     if not -ndim <= axis < ndim:
         raise AxisError(axis, ndim)
     return axis % ndim
 
 
-def check_same_shape(a, b, name_a, name_b):
+def check_same_shape(a: NDArray[Any], b: NDArray[Any], name_a: str, name_b: str) -> None:
     if a.shape != b.shape:
         raise ValueError(f"{name_a} and {name_b} must have the same shape, "
                          f"got {name_a}.shape={a.shape} and {name_b}.shape={b.shape}")
 
 
-def check_out(out, shape, dtype, name="out"):
+def check_out(out: object, shape: tuple[int, ...], dtype: np.dtype[Any],
+              name: str = "out") -> None:
     """Validate a user's `out=` array (not None; `name` is the argument's name)."""
     if not isinstance(out, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray, not {type(out).__name__}")
@@ -169,7 +174,8 @@ def check_out(out, shape, dtype, name="out"):
         raise ValueError(f"{name} is read-only")
 
 
-def c_layout(arrays, axis):
+def c_layout(arrays: Sequence[NDArray[Any]], axis: int
+             ) -> tuple[Sequence[NDArray[Any]], int, bool]:
     """The kernels take aligned, C-contiguous arrays. Returns (arrays, axis, transposed): the
     arrays themselves when they are so, their transposes (same memory, reversed axes) when all
     are aligned and F-contiguous, else aligned C-contiguous copies."""
@@ -180,7 +186,8 @@ def c_layout(arrays, axis):
     return [np.array(a, order="C") for a in arrays], axis, False
 
 
-def _all_flags(arrays, contiguous):
+def _all_flags(arrays: Sequence[NDArray[Any]],
+               contiguous: Literal["C_CONTIGUOUS", "F_CONTIGUOUS"]) -> bool:
     """Every array aligned and `contiguous` (written as a loop: this is on every call's path)."""
     for a in arrays:
         flags = a.flags
@@ -189,13 +196,15 @@ def _all_flags(arrays, contiguous):
     return True
 
 
-def _same_elements(a, b):
+def _same_elements(a: NDArray[Any], b: NDArray[Any]) -> bool:
     """True when a and b are the same elements of the same buffer (e.g. out=x)."""
     return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0]
             and a.strides == b.strides)
 
 
-def output_for(inputs, out, dtype, transposed, out_may_be_input=True, read_later=()):
+def output_for(inputs: Sequence[NDArray[Any]], out: NDArray[Any] | None, dtype: np.dtype[Any],
+               transposed: bool, out_may_be_input: bool = True,
+               read_later: Sequence[NDArray[Any] | None] = ()) -> tuple[NDArray[Any], bool]:
     """The aligned C-contiguous array the kernel writes, in the orientation of `inputs`
     (from c_layout): `out` itself when it fits and does not overlap an input (except as the
     very same elements, when `out_may_be_input`) nor any array of `read_later` (read after
@@ -215,7 +224,8 @@ def output_for(inputs, out, dtype, transposed, out_may_be_input=True, read_later
     return np.empty(inputs[0].shape, dtype), False
 
 
-def finish(target, target_is_out, out, dtype, transposed):
+def finish(target: NDArray[Any], target_is_out: bool, out: NDArray[Any] | None,
+           dtype: np.dtype[Any], transposed: bool) -> NDArray[Any]:
     """The result to return, from the array the kernel wrote (see output_for)."""
     result = target.T if transposed else target
     if out is not None:
@@ -226,7 +236,7 @@ def finish(target, target_is_out, out, dtype, transposed):
 
 
 @functools.lru_cache(maxsize=32)
-def constant(value, n, dtype):
+def constant(value: float, n: int, dtype: np.dtype[Any]) -> NDArray[Any]:
     """A read-only array of n copies of `value` (the default weights and biases of the
     kernels), made once per (value, n, dtype): small calls must not pay for it each time."""
     a = np.full(n, value, dtype)

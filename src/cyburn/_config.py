@@ -2,19 +2,19 @@
 from . import _dispatch, _openmp, _runtime, _threads
 
 
-def simd_path():
+def simd_path() -> str:
     """The instruction-set level of the kernels in use: 'baseline', 'avx2', 'avx512' or 'default'."""
     return _dispatch.simd_level
 
 
-def _openmp_runtime():
+def _openmp_runtime() -> str:
     if not _runtime.openmp_version():
         return "none (serial build: every kernel runs on the calling thread)"
     library = _runtime.openmp_library()
     return f"OpenMP {_runtime.openmp_version()}" + (f" ({library})" if library else "")
 
 
-def show_config():
+def show_config() -> None:
     """Print the version, the SIMD path, the OpenMP runtime, how its threads wait between
     kernels, and the thread count."""
     from . import __version__

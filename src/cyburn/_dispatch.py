@@ -7,6 +7,7 @@ CYBURN_SIMD=baseline|avx2|avx512 forces a level; elsewhere the only level is "de
 import importlib
 import importlib.util
 import os
+from collections.abc import Iterable, Sequence
 
 from . import _runtime
 
@@ -14,7 +15,7 @@ ENV_VAR = "CYBURN_SIMD"
 KNOWN_LEVELS = ("baseline", "avx2", "avx512", "default")
 
 
-def choose_level(requested, available):
+def choose_level(requested: str, available: Sequence[str]) -> str:
     """The level to load: `requested` (validated) or the best of `available`."""
     if not available:
         raise ImportError("cyburn has no kernel module for this CPU; reinstall it from source")
@@ -29,7 +30,7 @@ def choose_level(requested, available):
     return requested
 
 
-def built_levels(cpu_levels):
+def built_levels(cpu_levels: Iterable[str]) -> list[str]:
     """The levels of `cpu_levels` whose kernel module this installation has."""
     return [level for level in cpu_levels
             if importlib.util.find_spec(f"cyburn._kernels_{level}") is not None]

@@ -42,20 +42,20 @@ USER_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 
 
-def private_runtime():
+def private_runtime() -> str | None:
     """The path of cyburn's own libgomp, beside the extensions (a source build's and the
     wheel's alike), or None when this build has none."""
     found = glob.glob(os.path.join(_PACKAGE, "libgomp-cyburn*.so*"))
     return os.path.realpath(found[0]) if found else None
 
 
-def _users_setting():
+def _users_setting() -> str:
     """The user's wait-policy variables, as "NAME=value, ...", or "" when there are none."""
     return ", ".join(f"{name}={os.environ[name]}" for name in USER_VARIABLES
                      if name in os.environ)
 
 
-def _preload_private_runtime(private, user):
+def _preload_private_runtime(private: str, user: str) -> str:
     """Load cyburn's own libgomp before the extensions that need it (they then find it
     loaded, by its SONAME), with GOMP_SPINCOUNT set for that one dlopen only unless the
     user set a wait policy; returns the policy in force, in words."""
@@ -72,7 +72,7 @@ def _preload_private_runtime(private, user):
             else f"{user} (the user's)")
 
 
-def _import_extensions():
+def _import_extensions() -> None:
     """Import cyburn's extension modules (cyburn._runtime, then the kernels through
     cyburn._dispatch) with their own dependencies first in their symbol lookup
     (RTLD_DEEPBIND) and nothing of theirs made global."""
@@ -88,7 +88,7 @@ def _import_extensions():
         sys.setdlopenflags(flags)
 
 
-def _load_runtime():
+def _load_runtime() -> str | None:
     """Load cyburn's extensions and OpenMP runtime; returns the wait policy in force, in
     words, judged from the runtime the extensions' calls were bound to."""
     private, user = private_runtime(), _users_setting()
@@ -106,6 +106,6 @@ def _load_runtime():
 _policy = _load_runtime()
 
 
-def wait_policy():
+def wait_policy() -> str | None:
     """How cyburn's OpenMP threads wait between kernels, in words."""
     return _policy

@@ -36,6 +36,8 @@ import contextlib
 import contextvars
 import operator
 import os
+from collections.abc import Iterator
+from typing import Any
 
 from . import _runtime
 
@@ -45,7 +47,8 @@ from . import _runtime
 MAX_THREADS = max(256, 8 * (os.cpu_count() or 1))
 
 
-_block_override = contextvars.ContextVar("cyburn_num_threads", default=None)
+_block_override: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "cyburn_num_threads", default=None)
 # The state lives in cyburn._runtime, whose thread_count() reads it in C: the count is read
 # at every kernel call, and a Python function reading it took about twice as long.
 _runtime.configure_threads(_block_override, MAX_THREADS)
@@ -53,7 +56,7 @@ _runtime.configure_threads(_block_override, MAX_THREADS)
 current = _runtime.thread_count     # the count for a kernel called now (see the docstring)
 
 
-def _after_fork_in_child():
+def _after_fork_in_child() -> None:
     _runtime.make_serial()          # inherited by the child's own children
 
 
@@ -61,7 +64,7 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def _checked(n):
+def _checked(n: Any) -> int:
     if isinstance(n, bool):
         raise TypeError("num_threads must be an integer, not bool")
     try:
@@ -73,19 +76,19 @@ def _checked(n):
     return n
 
 
-def get_num_threads():
+def get_num_threads() -> int:
     """The number of threads cyburn's kernels use (1 in a forked child)."""
     return _runtime.thread_count()
 
 
-def set_num_threads(n):
+def set_num_threads(n: int) -> None:
     """Use `n` threads (1 <= n <= MAX_THREADS) in cyburn's kernels from now on, whatever the
     OpenMP runtime's setting (in a forked child, which stays serial, `n` is only checked)."""
     _runtime.set_thread_count(_checked(n))
 
 
 @contextlib.contextmanager
-def num_threads(n):
+def num_threads(n: int) -> Iterator[None]:
     """`with cyburn.num_threads(n): ...` runs the block's kernels on `n` threads (in a forked
     child, which stays serial, `n` is only checked)."""
     token = _block_override.set(_checked(n))

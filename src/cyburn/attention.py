@@ -3,13 +3,18 @@ over their keys, with keys hidden by a causal rule or a mask."""
 import functools
 import math
 
+from typing import Any
+
 import numpy as np
+from numpy.typing import NDArray
 
 from . import _arrays, _threads
 from ._dispatch import kernels
+from ._typing import ArrayLike, FloatArray
 
 
-def _mask_rows(mask, shape, work):
+def _mask_rows(mask: NDArray[Any], shape: tuple[int, ...], work: np.dtype[Any]
+               ) -> tuple[NDArray[Any], NDArray[np.intp]]:
     """The mask as C-contiguous (M, Tk) rows of bool or `work`, and for every row of the
     scores (shape[:-1], flattened) the index of its mask row: the mask's own rows are kept, and
     broadcasting over the leading axes stays in the index (only a broadcast key axis is
@@ -22,7 +27,7 @@ def _mask_rows(mask, shape, work):
 
 
 @functools.lru_cache(maxsize=16)
-def _row_index(mask_lead, lead):
+def _row_index(mask_lead: tuple[int, ...], lead: tuple[int, ...]) -> NDArray[np.intp]:
     """For every row of scores with leading shape `lead` (flattened), the index of its row in
     a mask whose leading shape `mask_lead` broadcasts to `lead`. Read-only, made once per
     pair of shapes: a training loop asks for the same ones at every step."""
@@ -31,7 +36,8 @@ def _row_index(mask_lead, lead):
     return index
 
 
-def masked_softmax(x, *, scale=1.0, causal=False, mask=None, out=None):
+def masked_softmax(x: ArrayLike, *, scale: float = 1.0, causal: bool = False,
+                   mask: ArrayLike | None = None, out: FloatArray | None = None) -> FloatArray:
     """Softmax over the last axis of s = scale * x, for attention scores x of shape
     (..., Tq, Tk), with hidden keys:
 
@@ -60,7 +66,8 @@ def masked_softmax(x, *, scale=1.0, causal=False, mask=None, out=None):
     return _arrays.finish(y, y_is_out, out, dtype, False)
 
 
-def masked_softmax_backward(dy, y, *, scale=1.0, out=None):
+def masked_softmax_backward(dy: ArrayLike, y: ArrayLike, *, scale: float = 1.0,
+                            out: FloatArray | None = None) -> FloatArray:
     """Gradient of masked_softmax given its output y: dx = scale * y * (dy - sum(dy * y)) over
     the last axis (hidden keys have y = 0, hence dx = 0). `out` may be `dy` (in-place)."""
     (dy, y), dtype = _arrays.as_inputs(dy=dy, y=y)

@@ -12,11 +12,14 @@ ignore: an ignore_index >= 0 with them is a ValueError (a negative one matches n
 PyTorch.
 """
 import math
+from typing import Any, Literal, overload
 
 import numpy as np
+from numpy.typing import NDArray
 
 from . import _arrays, _threads
 from ._dispatch import kernels
+from ._typing import ArrayLike, FloatArray, LinearCrossEntropyGrads, Reduction
 
 REDUCTIONS = ("mean", "sum", "none")
 INT64 = np.iinfo(np.int64)
@@ -28,8 +31,13 @@ class _Problem:
     """The validated targets and options of one cross-entropy call on logits of `shape`,
     seen as N rows of C classes."""
 
-    def __init__(self, shape, dtype, target, weight, ignore_index, reduction, label_smoothing,
-                 z_loss, softcap, weight_name="weight"):
+    target: NDArray[np.int64] | None         # class indices, (N,)
+    probabilities: NDArray[Any] | None      # or class probabilities, (N, C)
+
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype[Any], target: ArrayLike,
+                 weight: NDArray[Any] | None, ignore_index: int, reduction: str,
+                 label_smoothing: float, z_loss: float, softcap: float | None,
+                 weight_name: str = "weight") -> None:
         if len(shape) == 0:
             raise ValueError("logits must have at least one dimension: the class axis, last")
         if reduction not in REDUCTIONS:
@@ -81,12 +89,13 @@ class _Problem:
                              f"of shape {shape}")
         self.denominator = self._denominator(weight is not None)
 
-    def _denominator(self, weighted):
+    def _denominator(self, weighted: bool) -> float:
         """What "mean" divides by; raises IndexError for a class index out of range."""
         if self.target is None:
             return float(self.N)
         if self.N == 0:
             return 0.0
+        total: float
         bad, total = kernels.check_targets(
             self.target, self.weight.astype(np.float64) if weighted else None,
             self.ignore_index, self.C)
@@ -95,7 +104,7 @@ class _Problem:
                              f"(row {bad}; ignore_index is {self.ignore_index})")
         return total
 
-    def grad_scale(self, dloss):
+    def grad_scale(self, dloss: ArrayLike) -> tuple[float, NDArray[Any] | None]:
         """(scale, row_scale) of the gradient rows, for the upstream gradient dloss."""
         dloss = np.asarray(dloss)
         if dloss.dtype.kind not in "biuf" and not _arrays.is_half(dloss.dtype):
@@ -111,7 +120,9 @@ class _Problem:
             return _divide(float(dloss), self.denominator), None
         return float(dloss), None
 
-    def run(self, logits, grad, losses, rows=slice(None), scale=1.0, row_scale=None):
+    def run(self, logits: NDArray[Any], grad: NDArray[Any] | None, losses: NDArray[np.float64],
+            rows: slice = slice(None), scale: float = 1.0,
+            row_scale: NDArray[Any] | None = None) -> None:
         """Per-row losses of the (n, C) `logits`, which are the rows `rows` of the problem, into
         `losses` (float64) and, with `grad` (which may be `logits`), their scaled gradient."""
         kernels.cross_entropy_loss_and_grad(
@@ -120,7 +131,7 @@ class _Problem:
             self.ignore_index, self.smoothing, self.z_loss, self.softcap, scale, row_scale,
             losses, grad, _threads.current())
 
-    def reduce(self, losses):
+    def reduce(self, losses: NDArray[np.float64]) -> NDArray[Any]:
         """The loss to return, from the per-row losses."""
         if self.reduction == "none":
             return losses.reshape(self.shape[:-1]).astype(self.dtype)
@@ -130,7 +141,8 @@ class _Problem:
         return np.asarray(total, dtype=self.dtype)
 
 
-def _prepare(logits, target, weight, *options):
+def _prepare(logits: ArrayLike, target: ArrayLike, weight: ArrayLike | None, *options: Any
+             ) -> tuple[_Problem, NDArray[Any]]:
     """(problem, the logits as aligned C-contiguous rows in the compute dtype). The logits
     alone set the result dtype; class weights are cast to it."""
     logits, dtype = _arrays.as_input(logits, "logits")
@@ -139,14 +151,15 @@ def _prepare(logits, target, weight, *options):
     return p, _arrays.contiguous(logits, p.work)
 
 
-def _divide(a, b):
+def _divide(a: float, b: float) -> float:
     """a / b with IEEE results for b == 0 (a mean over no targets is NaN, as in PyTorch)."""
     if b:
         return a / b
     return math.nan if a == 0 or math.isnan(a) else math.copysign(math.inf, a) * math.copysign(1, b)
 
 
-def _gradient_target(p, logits, out, name):
+def _gradient_target(p: _Problem, logits: NDArray[Any], out: FloatArray | None, name: str
+                     ) -> tuple[NDArray[Any], bool]:
     """The array the kernel writes the gradient into (`out`, the argument `name`, when it fits:
     it may be the logits themselves, but not the probability targets) and whether it is
     `out`."""
@@ -155,9 +168,28 @@ def _gradient_target(p, logits, out, name):
     return _arrays.output_for((logits,), out, p.work, False, read_later=(p.probabilities,))
 
 
-def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="mean",
-                  label_smoothing=0.0, z_loss=0.0, softcap=None, return_grad=False,
-                  grad_out=None):
+@overload
+def cross_entropy(logits: ArrayLike, target: ArrayLike, *, weight: ArrayLike | None = ...,
+                  ignore_index: int = ..., reduction: Reduction = ...,
+                  label_smoothing: float = ..., z_loss: float = ..., softcap: float | None = ...,
+                  return_grad: Literal[False] = ..., grad_out: None = ...) -> FloatArray: ...
+@overload
+def cross_entropy(logits: ArrayLike, target: ArrayLike, *, weight: ArrayLike | None = ...,
+                  ignore_index: int = ..., reduction: Reduction = ...,
+                  label_smoothing: float = ..., z_loss: float = ..., softcap: float | None = ...,
+                  return_grad: Literal[True], grad_out: FloatArray | None = ...
+                  ) -> tuple[FloatArray, FloatArray]: ...
+@overload
+def cross_entropy(logits: ArrayLike, target: ArrayLike, *, weight: ArrayLike | None = ...,
+                  ignore_index: int = ..., reduction: Reduction = ...,
+                  label_smoothing: float = ..., z_loss: float = ..., softcap: float | None = ...,
+                  return_grad: bool = ..., grad_out: FloatArray | None = ...
+                  ) -> FloatArray | tuple[FloatArray, FloatArray]: ...
+def cross_entropy(logits: ArrayLike, target: ArrayLike, *, weight: ArrayLike | None = None,
+                  ignore_index: int = -100, reduction: Reduction = "mean",
+                  label_smoothing: float = 0.0, z_loss: float = 0.0, softcap: float | None = None,
+                  return_grad: bool = False, grad_out: FloatArray | None = None
+                  ) -> FloatArray | tuple[FloatArray, FloatArray]:
     """Cross-entropy of logits (..., C) against class indices (logits.shape[:-1]) or
     probabilities (logits.shape); see the module docstring for the formulas.
     With return_grad, returns (loss, dlogits) from one fused pass: dlogits is the gradient of
@@ -179,9 +211,11 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="
     return p.reduce(losses), _arrays.finish(grad, grad_is_out, grad_out, p.dtype, False)
 
 
-def cross_entropy_backward(logits, target, dloss=1.0, *, weight=None, ignore_index=-100,
-                           reduction="mean", label_smoothing=0.0, z_loss=0.0, softcap=None,
-                           out=None):
+def cross_entropy_backward(logits: ArrayLike, target: ArrayLike, dloss: ArrayLike = 1.0, *,
+                           weight: ArrayLike | None = None, ignore_index: int = -100,
+                           reduction: Reduction = "mean", label_smoothing: float = 0.0,
+                           z_loss: float = 0.0, softcap: float | None = None,
+                           out: FloatArray | None = None) -> FloatArray:
     """dlogits = dloss * d(cross_entropy)/d(logits), recomputed from the logits: with
     p = softmax(z) and q' the smoothed target,
         dz_j = s * (p_j * (sum_c w_c q'_c + 2 z_loss lse) - w_j q'_j),
@@ -197,9 +231,33 @@ def cross_entropy_backward(logits, target, dloss=1.0, *, weight=None, ignore_ind
     return _arrays.finish(grad, grad_is_out, out, p.dtype, False)
 
 
-def linear_cross_entropy(hidden, weight, target, *, bias=None, class_weight=None,
-                         chunk_size=None, ignore_index=-100, reduction="mean",
-                         label_smoothing=0.0, z_loss=0.0, softcap=None, return_grad=False):
+@overload
+def linear_cross_entropy(hidden: ArrayLike, weight: ArrayLike, target: ArrayLike, *,
+                         bias: ArrayLike | None = ..., class_weight: ArrayLike | None = ...,
+                         chunk_size: int | None = ..., ignore_index: int = ...,
+                         reduction: Reduction = ..., label_smoothing: float = ...,
+                         z_loss: float = ..., softcap: float | None = ...,
+                         return_grad: Literal[False] = ...) -> FloatArray: ...
+@overload
+def linear_cross_entropy(hidden: ArrayLike, weight: ArrayLike, target: ArrayLike, *,
+                         bias: ArrayLike | None = ..., class_weight: ArrayLike | None = ...,
+                         chunk_size: int | None = ..., ignore_index: int = ...,
+                         reduction: Reduction = ..., label_smoothing: float = ...,
+                         z_loss: float = ..., softcap: float | None = ...,
+                         return_grad: Literal[True]) -> LinearCrossEntropyGrads: ...
+@overload
+def linear_cross_entropy(hidden: ArrayLike, weight: ArrayLike, target: ArrayLike, *,
+                         bias: ArrayLike | None = ..., class_weight: ArrayLike | None = ...,
+                         chunk_size: int | None = ..., ignore_index: int = ...,
+                         reduction: Reduction = ..., label_smoothing: float = ...,
+                         z_loss: float = ..., softcap: float | None = ...,
+                         return_grad: bool = ...) -> FloatArray | LinearCrossEntropyGrads: ...
+def linear_cross_entropy(hidden: ArrayLike, weight: ArrayLike, target: ArrayLike, *,
+                         bias: ArrayLike | None = None, class_weight: ArrayLike | None = None,
+                         chunk_size: int | None = None, ignore_index: int = -100,
+                         reduction: Reduction = "mean", label_smoothing: float = 0.0,
+                         z_loss: float = 0.0, softcap: float | None = None,
+                         return_grad: bool = False) -> FloatArray | LinearCrossEntropyGrads:
     """cross_entropy(hidden @ weight.T + bias, target, weight=class_weight, ...) for hidden
     (N, D), weight (C, D), bias and class_weight (C,), computed chunk_size rows at a time (by
     default in equal chunks of at most 80 MiB of logits): the logits of a chunk go through

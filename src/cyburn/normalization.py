@@ -6,30 +6,37 @@ backward function takes them back. Statistics are returned in the dtype the kern
 """
 
 import math
+from collections.abc import Callable
+from typing import Any, Literal, overload
 
 import numpy as np
+from numpy.typing import NDArray
 
 from . import _arrays, _threads
 from ._dispatch import kernels
+from ._typing import ArrayLike, FloatArray
 
 
-def _results(*values):
+def _results(*values: FloatArray) -> FloatArray | tuple[FloatArray, ...]:
     """One result alone, several as a tuple."""
     return values[0] if len(values) == 1 else values
 
 
-def _as(a, dtype):
+def _as(a: NDArray[Any], dtype: np.dtype[Any]) -> NDArray[Any]:
     return a if a.dtype == dtype else a.astype(dtype)
 
 
-def _optional(a, work, default, n):
+def _optional(a: NDArray[Any] | None, work: np.dtype[Any], default: float, n: int
+              ) -> NDArray[Any]:
     """`a` for the kernels, or n copies of `default` (1 for a weight, 0 for a bias) when None."""
     return _arrays.constant(default, n, work) if a is None else _arrays.contiguous(a, work)
 
 
 # ---- layer norm and RMSNorm --------------------------------------------------------------------
 
-def _row_norm(x, weight, bias, eps, residual, return_stats, out, centered):
+def _row_norm(x: ArrayLike, weight: ArrayLike | None, bias: ArrayLike | None, eps: float,
+              residual: ArrayLike | None, return_stats: bool, out: FloatArray | None,
+              centered: bool) -> FloatArray | tuple[FloatArray, ...]:
     (x, weight, bias, residual), dtype = _arrays.as_inputs(
         x=x, weight=weight, bias=bias, residual=residual)
     if x.ndim == 0:
@@ -61,15 +68,17 @@ def _row_norm(x, weight, bias, eps, residual, return_stats, out, centered):
                                  _optional(bias, work, 0, n), y, h, mean, rstd,
                                  centered, eps, _threads.current())
         y = _arrays.finish(y, y_is_out, out, dtype, False)
-    results = [y]
+    results: list[Any] = [y]
     if residual is not None:
-        results.append(_as(h, dtype))
+        results.append(_as(h, dtype))  # type: ignore[arg-type]  # (h is an array here)
     if return_stats:
         results += [mean, rstd] if centered else [rstd]
     return _results(*results)
 
 
-def _row_norm_backward(dy, x, weight, mean, rstd, centered):
+def _row_norm_backward(dy: ArrayLike, x: ArrayLike, weight: ArrayLike | None,
+                       mean: ArrayLike | None, rstd: ArrayLike, centered: bool
+                       ) -> tuple[Any, ...]:
     _arrays.check_given(rstd=rstd, **({"mean": mean} if centered else {}))
     (dy, x, weight), dtype = _arrays.as_inputs(dy=dy, x=x, weight=weight)
     (mean, rstd), _ = _arrays.as_inputs(mean=mean, rstd=rstd)
@@ -97,15 +106,45 @@ def _row_norm_backward(dy, x, weight, mean, rstd, centered):
     return tuple(results) if centered else tuple(results[:2])
 
 
-def layer_norm(x, weight=None, bias=None, *, eps=1e-5, residual=None, return_stats=False,
-               out=None):
+@overload
+def layer_norm(x: ArrayLike, weight: ArrayLike | None = ..., bias: ArrayLike | None = ..., *,
+               eps: float = ..., residual: None = ..., return_stats: Literal[False] = ...,
+               out: FloatArray | None = ...) -> FloatArray: ...
+@overload
+def layer_norm(x: ArrayLike, weight: ArrayLike | None = ..., bias: ArrayLike | None = ..., *,
+               eps: float = ..., residual: ArrayLike, return_stats: Literal[False] = ...,
+               out: FloatArray | None = ...) -> tuple[FloatArray, FloatArray]: ...
+@overload
+def layer_norm(x: ArrayLike, weight: ArrayLike | None = ..., bias: ArrayLike | None = ..., *,
+               eps: float = ..., residual: None = ..., return_stats: Literal[True],
+               out: FloatArray | None = ...) -> tuple[FloatArray, FloatArray, FloatArray]: ...
+@overload
+def layer_norm(x: ArrayLike, weight: ArrayLike | None = ..., bias: ArrayLike | None = ..., *,
+               eps: float = ..., residual: ArrayLike, return_stats: Literal[True],
+               out: FloatArray | None = ...
+               ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]: ...
+@overload
+def layer_norm(x: ArrayLike, weight: ArrayLike | None = ..., bias: ArrayLike | None = ..., *,
+               eps: float = ..., residual: ArrayLike | None = ..., return_stats: bool = ...,
+               out: FloatArray | None = ...) -> FloatArray | tuple[FloatArray, ...]: ...
+def layer_norm(x: ArrayLike, weight: ArrayLike | None = None, bias: ArrayLike | None = None, *,
+               eps: float = 1e-5, residual: ArrayLike | None = None, return_stats: bool = False,
+               out: FloatArray | None = None) -> FloatArray | tuple[FloatArray, ...]:
     """Layer norm over the last axis, of h = x + residual (or of x):
         y = (h - mean) * rstd * weight + bias,   rstd = 1 / sqrt(var + eps)   (biased var).
     Returns y; (y, h) with a residual; with return_stats also mean and rstd, of x.shape[:-1]."""
     return _row_norm(x, weight, bias, eps, residual, return_stats, out, True)
 
 
-def layer_norm_backward(dy, x, weight, mean, rstd):
+@overload
+def layer_norm_backward(dy: ArrayLike, x: ArrayLike, weight: ArrayLike, mean: ArrayLike,
+                        rstd: ArrayLike) -> tuple[FloatArray, FloatArray, FloatArray]: ...
+@overload
+def layer_norm_backward(dy: ArrayLike, x: ArrayLike, weight: None, mean: ArrayLike,
+                        rstd: ArrayLike) -> tuple[FloatArray, None, None]: ...
+def layer_norm_backward(dy: ArrayLike, x: ArrayLike, weight: ArrayLike | None, mean: ArrayLike,
+                        rstd: ArrayLike
+                        ) -> tuple[FloatArray, FloatArray | None, FloatArray | None]:
     """Gradients of layer_norm given its input x (h with a residual) and statistics:
     with xhat = (x - mean) * rstd and g = dy * weight,
         dx = rstd * (g - mean(g) - xhat * mean(g * xhat))   (means over the last axis),
@@ -114,14 +153,43 @@ def layer_norm_backward(dy, x, weight, mean, rstd):
     return _row_norm_backward(dy, x, weight, mean, rstd, True)
 
 
-def rms_norm(x, weight=None, *, eps=1e-6, residual=None, return_stats=False, out=None):
+@overload
+def rms_norm(x: ArrayLike, weight: ArrayLike | None = ..., *, eps: float = ...,
+             residual: None = ..., return_stats: Literal[False] = ...,
+             out: FloatArray | None = ...) -> FloatArray: ...
+@overload
+def rms_norm(x: ArrayLike, weight: ArrayLike | None = ..., *, eps: float = ...,
+             residual: ArrayLike, return_stats: Literal[False] = ...,
+             out: FloatArray | None = ...) -> tuple[FloatArray, FloatArray]: ...
+@overload
+def rms_norm(x: ArrayLike, weight: ArrayLike | None = ..., *, eps: float = ...,
+             residual: None = ..., return_stats: Literal[True],
+             out: FloatArray | None = ...) -> tuple[FloatArray, FloatArray]: ...
+@overload
+def rms_norm(x: ArrayLike, weight: ArrayLike | None = ..., *, eps: float = ...,
+             residual: ArrayLike, return_stats: Literal[True],
+             out: FloatArray | None = ...) -> tuple[FloatArray, FloatArray, FloatArray]: ...
+@overload
+def rms_norm(x: ArrayLike, weight: ArrayLike | None = ..., *, eps: float = ...,
+             residual: ArrayLike | None = ..., return_stats: bool = ...,
+             out: FloatArray | None = ...) -> FloatArray | tuple[FloatArray, ...]: ...
+def rms_norm(x: ArrayLike, weight: ArrayLike | None = None, *, eps: float = 1e-6,
+             residual: ArrayLike | None = None, return_stats: bool = False,
+             out: FloatArray | None = None) -> FloatArray | tuple[FloatArray, ...]:
     """RMSNorm over the last axis, of h = x + residual (or of x):
         y = h * rstd * weight,   rstd = 1 / sqrt(mean(h**2) + eps).
     Returns y; (y, h) with a residual; with return_stats also rstd, of x.shape[:-1]."""
     return _row_norm(x, weight, None, eps, residual, return_stats, out, False)
 
 
-def rms_norm_backward(dy, x, weight, rstd):
+@overload
+def rms_norm_backward(dy: ArrayLike, x: ArrayLike, weight: ArrayLike, rstd: ArrayLike
+                      ) -> tuple[FloatArray, FloatArray]: ...
+@overload
+def rms_norm_backward(dy: ArrayLike, x: ArrayLike, weight: None, rstd: ArrayLike
+                      ) -> tuple[FloatArray, None]: ...
+def rms_norm_backward(dy: ArrayLike, x: ArrayLike, weight: ArrayLike | None, rstd: ArrayLike
+                      ) -> tuple[FloatArray, FloatArray | None]:
     """Gradients of rms_norm given its input x (h with a residual) and rstd: with
     xhat = x * rstd and g = dy * weight,
         dx = rstd * (g - xhat * mean(g * xhat)),   dweight = sum(dy * xhat).
@@ -133,31 +201,35 @@ def rms_norm_backward(dy, x, weight, rstd):
 # The kernels see x as (N, C, S), S = prod(spatial); `groups` is group norm's number of groups
 # (statistics per sample and group), or BATCH for batch norm (statistics per channel).
 
-BATCH = None
+BATCH: None = None
 BATCH_RUN_MIN = 256     # batch norm of shorter runs (e.g. (N, C) input) goes by column sums
 
-def _channels(x):
+def _channels(x: NDArray[Any]) -> tuple[int, int]:
     if x.ndim < 2:
         raise ValueError(f"x must be (N, C, *spatial), got shape {x.shape}")
     return x.shape[0], x.shape[1]
 
 
-def _stats_shape(N, C, groups):
+def _stats_shape(N: int, C: int, groups: int | None) -> tuple[int, ...]:
     return (C,) if groups is BATCH else (N, groups)
 
 
-def _by_columns(x, N, C, groups):
+def _by_columns(x: NDArray[Any], N: int, C: int, groups: int | None) -> bool:
     """Batch norm of short runs (e.g. an (N, C) input) goes by column sums (see the kernels)."""
     return groups is BATCH and x.size // (N * C) < BATCH_RUN_MIN
 
 
-def _by_rows(x, N, C, groups):
+def _by_rows(x: NDArray[Any], N: int, C: int, groups: int | None) -> bool:
     """Group norm of one spatial element (an (N, C) input): a group of C / G one-element runs is
     a contiguous segment of the sample's row, normalized by the layer-norm row kernels."""
     return groups is not BATCH and x.size == N * C
 
 
-def _channel_norm(x, weight, bias, dtype, groups, eps, given_stats=None, want_var=False):
+def _channel_norm(x: NDArray[Any], weight: NDArray[Any] | None, bias: NDArray[Any] | None,
+                  dtype: np.dtype[Any], groups: int | None, eps: float,
+                  given_stats: tuple[NDArray[Any], NDArray[Any]] | None = None,
+                  want_var: bool = False) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any],
+                                                   NDArray[Any] | None]:
     """y, mean, rstd, var (var only with want_var) of group norm (`groups` groups) or batch norm
     (BATCH); with given_stats = (mean, rstd) those are used instead of computed."""
     N, C = _channels(x)
@@ -194,7 +266,9 @@ def _channel_norm(x, weight, bias, dtype, groups, eps, given_stats=None, want_va
     return _as(y, dtype), mean, rstd, var
 
 
-def _channel_norm_backward(dy, x, weight, mean, rstd, groups_of_C):
+def _channel_norm_backward(dy: ArrayLike, x: ArrayLike, weight: ArrayLike | None,
+                           mean: ArrayLike, rstd: ArrayLike,
+                           groups_of_C: Callable[[int], int | None]) -> tuple[Any, ...]:
     """(dx, dweight, dbias) of group norm (groups_of_C(C) groups) or batch norm (BATCH)."""
     _arrays.check_given(mean=mean, rstd=rstd)
     (dy, x, weight), dtype = _arrays.as_inputs(dy=dy, x=x, weight=weight)
@@ -228,7 +302,21 @@ def _channel_norm_backward(dy, x, weight, mean, rstd, groups_of_C):
     return tuple(_as(a, dtype) if a is not None else None for a in (dx, dweight, dbias))
 
 
-def group_norm(x, num_groups, weight=None, bias=None, *, eps=1e-5, return_stats=False):
+@overload
+def group_norm(x: ArrayLike, num_groups: int, weight: ArrayLike | None = ...,
+               bias: ArrayLike | None = ..., *, eps: float = ...,
+               return_stats: Literal[False] = ...) -> FloatArray: ...
+@overload
+def group_norm(x: ArrayLike, num_groups: int, weight: ArrayLike | None = ...,
+               bias: ArrayLike | None = ..., *, eps: float = ..., return_stats: Literal[True]
+               ) -> tuple[FloatArray, FloatArray, FloatArray]: ...
+@overload
+def group_norm(x: ArrayLike, num_groups: int, weight: ArrayLike | None = ...,
+               bias: ArrayLike | None = ..., *, eps: float = ..., return_stats: bool = ...
+               ) -> FloatArray | tuple[FloatArray, FloatArray, FloatArray]: ...
+def group_norm(x: ArrayLike, num_groups: int, weight: ArrayLike | None = None,
+               bias: ArrayLike | None = None, *, eps: float = 1e-5, return_stats: bool = False
+               ) -> FloatArray | tuple[FloatArray, FloatArray, FloatArray]:
     """Group norm of x (N, C, *spatial): the C channels form num_groups groups of C / num_groups,
     and each (sample, group) is normalized over its channels and positions:
         y = (x - mean) * rstd * weight[c] + bias[c],   rstd = 1 / sqrt(var + eps)   (biased var).
@@ -239,7 +327,16 @@ def group_norm(x, num_groups, weight=None, bias=None, *, eps=1e-5, return_stats=
     return (y, mean, rstd) if return_stats else y
 
 
-def group_norm_backward(dy, x, num_groups, weight, mean, rstd):
+@overload
+def group_norm_backward(dy: ArrayLike, x: ArrayLike, num_groups: int, weight: ArrayLike,
+                        mean: ArrayLike, rstd: ArrayLike
+                        ) -> tuple[FloatArray, FloatArray, FloatArray]: ...
+@overload
+def group_norm_backward(dy: ArrayLike, x: ArrayLike, num_groups: int, weight: None,
+                        mean: ArrayLike, rstd: ArrayLike) -> tuple[FloatArray, None, None]: ...
+def group_norm_backward(dy: ArrayLike, x: ArrayLike, num_groups: int, weight: ArrayLike | None,
+                        mean: ArrayLike, rstd: ArrayLike
+                        ) -> tuple[FloatArray, FloatArray | None, FloatArray | None]:
     """Gradients of group_norm: as layer_norm_backward with the means over each (sample, group)
     and g = dy * weight[c]; dweight and dbias sum over samples and positions.
     Returns (dx, dweight, dbias); the last two are None when weight is None."""
@@ -247,7 +344,20 @@ def group_norm_backward(dy, x, num_groups, weight, mean, rstd):
                                   lambda C: _arrays.check_num_groups(num_groups, C))
 
 
-def instance_norm(x, weight=None, bias=None, *, eps=1e-5, return_stats=False):
+@overload
+def instance_norm(x: ArrayLike, weight: ArrayLike | None = ..., bias: ArrayLike | None = ..., *,
+                  eps: float = ..., return_stats: Literal[False] = ...) -> FloatArray: ...
+@overload
+def instance_norm(x: ArrayLike, weight: ArrayLike | None = ..., bias: ArrayLike | None = ..., *,
+                  eps: float = ..., return_stats: Literal[True]
+                  ) -> tuple[FloatArray, FloatArray, FloatArray]: ...
+@overload
+def instance_norm(x: ArrayLike, weight: ArrayLike | None = ..., bias: ArrayLike | None = ..., *,
+                  eps: float = ..., return_stats: bool = ...
+                  ) -> FloatArray | tuple[FloatArray, FloatArray, FloatArray]: ...
+def instance_norm(x: ArrayLike, weight: ArrayLike | None = None, bias: ArrayLike | None = None, *,
+                  eps: float = 1e-5, return_stats: bool = False
+                  ) -> FloatArray | tuple[FloatArray, FloatArray, FloatArray]:
     """Instance norm: group_norm with one group per channel; statistics of shape (N, C).
     A single spatial element (prod(spatial) == 1, e.g. an (N, C) input) is a ValueError, as in
     PyTorch: each channel would be normalized over one value."""
@@ -257,7 +367,7 @@ def instance_norm(x, weight=None, bias=None, *, eps=1e-5, return_stats=False):
     return (y, mean, rstd) if return_stats else y
 
 
-def _check_spatial(x):
+def _check_spatial(x: NDArray[Any]) -> None:
     """instance_norm's input needs more than one spatial element."""
     _channels(x)
     if math.prod(x.shape[2:]) == 1:
@@ -265,12 +375,20 @@ def _check_spatial(x):
                          f"{x.shape}")
 
 
-def instance_norm_backward(dy, x, weight, mean, rstd):
+@overload
+def instance_norm_backward(dy: ArrayLike, x: ArrayLike, weight: ArrayLike, mean: ArrayLike,
+                           rstd: ArrayLike) -> tuple[FloatArray, FloatArray, FloatArray]: ...
+@overload
+def instance_norm_backward(dy: ArrayLike, x: ArrayLike, weight: None, mean: ArrayLike,
+                           rstd: ArrayLike) -> tuple[FloatArray, None, None]: ...
+def instance_norm_backward(dy: ArrayLike, x: ArrayLike, weight: ArrayLike | None,
+                           mean: ArrayLike, rstd: ArrayLike
+                           ) -> tuple[FloatArray, FloatArray | None, FloatArray | None]:
     """Gradients of instance_norm (group_norm_backward with one group per channel)."""
     return _channel_norm_backward(dy, x, weight, mean, rstd, lambda C: C)
 
 
-def _check_running(a, name, C, training):
+def _check_running(a: object, name: str, C: int, training: bool) -> None:
     if a is None:
         return
     if not isinstance(a, np.ndarray):
@@ -282,8 +400,27 @@ def _check_running(a, name, C, training):
         raise ValueError(f"{name} is read-only; batch_norm updates it in place")
 
 
-def batch_norm(x, weight=None, bias=None, *, running_mean=None, running_var=None, training=True,
-               momentum=0.1, eps=1e-5, return_stats=False):
+@overload
+def batch_norm(x: ArrayLike, weight: ArrayLike | None = ..., bias: ArrayLike | None = ..., *,
+               running_mean: FloatArray | None = ..., running_var: FloatArray | None = ...,
+               training: bool = ..., momentum: float = ..., eps: float = ...,
+               return_stats: Literal[False] = ...) -> FloatArray: ...
+@overload
+def batch_norm(x: ArrayLike, weight: ArrayLike | None = ..., bias: ArrayLike | None = ..., *,
+               running_mean: FloatArray | None = ..., running_var: FloatArray | None = ...,
+               training: bool = ..., momentum: float = ..., eps: float = ...,
+               return_stats: Literal[True]) -> tuple[FloatArray, FloatArray, FloatArray]: ...
+@overload
+def batch_norm(x: ArrayLike, weight: ArrayLike | None = ..., bias: ArrayLike | None = ..., *,
+               running_mean: FloatArray | None = ..., running_var: FloatArray | None = ...,
+               training: bool = ..., momentum: float = ..., eps: float = ...,
+               return_stats: bool = ...
+               ) -> FloatArray | tuple[FloatArray, FloatArray, FloatArray]: ...
+def batch_norm(x: ArrayLike, weight: ArrayLike | None = None, bias: ArrayLike | None = None, *,
+               running_mean: FloatArray | None = None, running_var: FloatArray | None = None,
+               training: bool = True, momentum: float = 0.1, eps: float = 1e-5,
+               return_stats: bool = False
+               ) -> FloatArray | tuple[FloatArray, FloatArray, FloatArray]:
     """Batch norm of x (N, C, *spatial): each channel normalized over samples and positions,
         y = (x - mean) * rstd * weight[c] + bias[c],   rstd = 1 / sqrt(var + eps).
     training: batch statistics (biased var); running_mean and running_var, when given, are
@@ -309,6 +446,7 @@ def batch_norm(x, weight=None, bias=None, *, running_mean=None, running_var=None
         y, mean, rstd, var = _channel_norm(x, weight, bias, dtype, BATCH, eps,
                                            want_var=running_var is not None)
         if values and running_mean is not None:        # no update from an empty batch
+            assert running_var is not None and var is not None      # (given with running_mean)
             running_mean[...] = (momentum * mean.astype(np.float64)
                                  + (1 - momentum) * running_mean)
             running_var[...] = (momentum * var.astype(np.float64) * values / (values - 1)
@@ -323,7 +461,15 @@ def batch_norm(x, weight=None, bias=None, *, running_mean=None, running_var=None
     return (y, mean, rstd) if return_stats else y
 
 
-def batch_norm_backward(dy, x, weight, mean, rstd):
+@overload
+def batch_norm_backward(dy: ArrayLike, x: ArrayLike, weight: ArrayLike, mean: ArrayLike,
+                        rstd: ArrayLike) -> tuple[FloatArray, FloatArray, FloatArray]: ...
+@overload
+def batch_norm_backward(dy: ArrayLike, x: ArrayLike, weight: None, mean: ArrayLike,
+                        rstd: ArrayLike) -> tuple[FloatArray, None, None]: ...
+def batch_norm_backward(dy: ArrayLike, x: ArrayLike, weight: ArrayLike | None, mean: ArrayLike,
+                        rstd: ArrayLike
+                        ) -> tuple[FloatArray, FloatArray | None, FloatArray | None]:
     """Gradients of batch_norm in training (batch statistics): as layer_norm_backward with the
     means over each channel's samples and positions, g = dy * weight[c]; dweight and dbias sum
     over samples and positions. Returns (dx, dweight, dbias); None for the last two when weight

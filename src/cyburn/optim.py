@@ -1,11 +1,15 @@
 """adamw_step: one fused, threaded AdamW update of one parameter, in place."""
+from typing import Any
+
 import numpy as np
+from numpy.typing import NDArray
 
 from . import _arrays, _threads
 from ._dispatch import kernels
+from ._typing import ArrayLike, FloatArray
 
 
-def _state_array(a, name):
+def _state_array(a: object, name: str) -> NDArray[Any]:
     """`a`, an array the step updates in place: an ndarray, writeable, aligned, C-contiguous."""
     if not isinstance(a, np.ndarray):
         raise TypeError(f"{name} must be a numpy.ndarray (it is updated in place), "
@@ -18,7 +22,8 @@ def _state_array(a, name):
     return a
 
 
-def _hyperparameters(lr, beta1, beta2, eps, weight_decay, step):
+def _hyperparameters(lr: float, beta1: float, beta2: float, eps: float, weight_decay: float,
+                     step: int) -> tuple[float, float, float, float, float, int]:
     """The hyperparameters as Python numbers, in the ranges torch.optim.AdamW accepts."""
     lr, beta1, beta2, eps, weight_decay = (
         _arrays.real_number(value, name) for value, name in
@@ -36,8 +41,9 @@ def _hyperparameters(lr, beta1, beta2, eps, weight_decay, step):
     return lr, beta1, beta2, eps, weight_decay, step
 
 
-def adamw_step(param, grad, exp_avg, exp_avg_sq, *, lr, beta1=0.9, beta2=0.999, eps=1e-8,
-               weight_decay=0.0, step):
+def adamw_step(param: FloatArray, grad: ArrayLike, exp_avg: FloatArray, exp_avg_sq: FloatArray,
+               *, lr: float, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+               weight_decay: float = 0.0, step: int) -> None:
     """One step of torch.optim.AdamW (amsgrad and maximize off) on one parameter, in place.
 
     With t = step (counting from 1), g = grad, m = exp_avg, v = exp_avg_sq:

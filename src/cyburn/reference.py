@@ -10,6 +10,8 @@ import warnings
 import numpy as np
 
 from . import _arrays
+from ._typing import (Approximate, ArrayLike, FloatArray, LinearCrossEntropyGrads,
+                      Reduction)
 
 
 def _prepare(**named):
@@ -35,14 +37,14 @@ def _result(y, dtype, out):
     return out
 
 
-def softmax(x, axis=-1, *, out=None):
+def softmax(x: ArrayLike, axis: int = -1, *, out: FloatArray | None = None) -> FloatArray:
     """y = exp(x - m) / sum(exp(x - m)),  m = max(x)  along `axis`."""
     (x,), dtype = _prepare(x=x)
     e = np.exp(x - np.max(x, axis=axis, keepdims=True))
     return _result(e / np.sum(e, axis=axis, keepdims=True), dtype, out)
 
 
-def log_softmax(x, axis=-1, *, out=None):
+def log_softmax(x: ArrayLike, axis: int = -1, *, out: FloatArray | None = None) -> FloatArray:
     """y = (x - m) - log(sum(exp(x - m))),  m = max(x)  along `axis`."""
     (x,), dtype = _prepare(x=x)
     shifted = x - np.max(x, axis=axis, keepdims=True)
@@ -50,13 +52,15 @@ def log_softmax(x, axis=-1, *, out=None):
     return _result(y, dtype, out)
 
 
-def softmax_backward(dy, y, axis=-1, *, out=None):
+def softmax_backward(dy: ArrayLike, y: ArrayLike, axis: int = -1, *,
+                     out: FloatArray | None = None) -> FloatArray:
     """For y = softmax(x): dx = y * (dy - sum(dy * y))  along `axis`."""
     dy, y, dtype = _prepare_pair(dy, y)
     return _result(y * (dy - np.sum(dy * y, axis=axis, keepdims=True)), dtype, out)
 
 
-def log_softmax_backward(dy, y, axis=-1, *, out=None):
+def log_softmax_backward(dy: ArrayLike, y: ArrayLike, axis: int = -1, *,
+                         out: FloatArray | None = None) -> FloatArray:
     """For y = log_softmax(x): dx = dy - exp(y) * sum(dy)  along `axis`."""
     dy, y, dtype = _prepare_pair(dy, y)
     return _result(dy - np.exp(y) * np.sum(dy, axis=axis, keepdims=True), dtype, out)
@@ -64,7 +68,8 @@ def log_softmax_backward(dy, y, axis=-1, *, out=None):
 
 # ---- attention softmax --------------------------------------------------------------------------
 
-def masked_softmax(x, *, scale=1.0, causal=False, mask=None, out=None):
+def masked_softmax(x: ArrayLike, *, scale: float = 1.0, causal: bool = False,
+                   mask: ArrayLike | None = None, out: FloatArray | None = None) -> FloatArray:
     """Softmax over the last axis of s = scale * x, x of shape (..., Tq, Tk), where
 
         s[..., i, j] = -inf  if causal and j > i + (Tk - Tq),  or where a boolean mask is False
@@ -91,7 +96,8 @@ def masked_softmax(x, *, scale=1.0, causal=False, mask=None, out=None):
     return _result(y, dtype, out)
 
 
-def masked_softmax_backward(dy, y, *, scale=1.0, out=None):
+def masked_softmax_backward(dy: ArrayLike, y: ArrayLike, *, scale: float = 1.0,
+                            out: FloatArray | None = None) -> FloatArray:
     """For y = masked_softmax(x, scale=scale, ...): dx = scale * y * (dy - sum(dy * y)) along
     the last axis."""
     dy, y, dtype = _prepare_pair(dy, y)
@@ -158,8 +164,9 @@ def _rows_input(x, residual):
     return x + residual
 
 
-def layer_norm(x, weight=None, bias=None, *, eps=1e-5, residual=None, return_stats=False,
-               out=None):
+def layer_norm(x: ArrayLike, weight: ArrayLike | None = None, bias: ArrayLike | None = None, *,
+               eps: float = 1e-5, residual: ArrayLike | None = None, return_stats: bool = False,
+               out: FloatArray | None = None) -> FloatArray | tuple[FloatArray, ...]:
     """Layer normalization over the last axis, after an optional residual add:
 
         h = x + residual  (or x)
@@ -182,7 +189,9 @@ def layer_norm(x, weight=None, bias=None, *, eps=1e-5, residual=None, return_sta
     return _norm_result(y, dtype, out, None if residual is None else h, stats)
 
 
-def layer_norm_backward(dy, x, weight, mean, rstd):
+def layer_norm_backward(dy: ArrayLike, x: ArrayLike, weight: ArrayLike | None, mean: ArrayLike,
+                        rstd: ArrayLike
+                        ) -> tuple[FloatArray, FloatArray | None, FloatArray | None]:
     """Gradient of layer_norm (x is the normalized input h), statistics depending on x:
 
         xhat = (x - mean) * rstd,  g = dy * weight  (dy without weight)
@@ -216,7 +225,9 @@ def _weight_grads(dx, dy, xhat, weight, dtype, axes):
     return dx, dweight.astype(dtype), dbias.astype(dtype)
 
 
-def rms_norm(x, weight=None, *, eps=1e-6, residual=None, return_stats=False, out=None):
+def rms_norm(x: ArrayLike, weight: ArrayLike | None = None, *, eps: float = 1e-6,
+             residual: ArrayLike | None = None, return_stats: bool = False,
+             out: FloatArray | None = None) -> FloatArray | tuple[FloatArray, ...]:
     """RMS normalization over the last axis, after an optional residual add:
 
         h = x + residual  (or x),   rstd = 1 / sqrt(mean(h**2) + eps),   y = h * rstd * weight
@@ -234,7 +245,8 @@ def rms_norm(x, weight=None, *, eps=1e-6, residual=None, return_stats=False, out
     return _norm_result(y, dtype, out, None if residual is None else h, stats)
 
 
-def rms_norm_backward(dy, x, weight, rstd):
+def rms_norm_backward(dy: ArrayLike, x: ArrayLike, weight: ArrayLike | None, rstd: ArrayLike
+                      ) -> tuple[FloatArray, FloatArray | None]:
     """Gradient of rms_norm (x is the normalized input h), rstd depending on x:
 
         xhat = x * rstd,  g = dy * weight  (dy without weight)
@@ -357,7 +369,9 @@ def _sets_backward(dy, x, weight, mean, rstd, groups):
     return _weight_grads(dx, dy3, xhat, weight, dtype, axes=(0, 2))
 
 
-def group_norm(x, num_groups, weight=None, bias=None, *, eps=1e-5, return_stats=False):
+def group_norm(x: ArrayLike, num_groups: int, weight: ArrayLike | None = None,
+               bias: ArrayLike | None = None, *, eps: float = 1e-5, return_stats: bool = False
+               ) -> FloatArray | tuple[FloatArray, FloatArray, FloatArray]:
     """Group normalization of x (N, C, *spatial): the C channels form num_groups groups of
     C // num_groups consecutive channels; for each sample n and group:
 
@@ -372,7 +386,9 @@ def group_norm(x, num_groups, weight=None, bias=None, *, eps=1e-5, return_stats=
     return _sets_forward(x, weight, bias, eps, groups, return_stats)
 
 
-def group_norm_backward(dy, x, num_groups, weight, mean, rstd):
+def group_norm_backward(dy: ArrayLike, x: ArrayLike, num_groups: int, weight: ArrayLike | None,
+                        mean: ArrayLike, rstd: ArrayLike
+                        ) -> tuple[FloatArray, FloatArray | None, FloatArray | None]:
     """Gradient of group_norm, statistics depending on x; per (sample, group) set:
 
         xhat = (x - mean) * rstd,  g = dy * weight[c]  (dy without weight)
@@ -386,7 +402,9 @@ def group_norm_backward(dy, x, num_groups, weight, mean, rstd):
     return _sets_backward(dy, x, weight, mean, rstd, groups)
 
 
-def instance_norm(x, weight=None, bias=None, *, eps=1e-5, return_stats=False):
+def instance_norm(x: ArrayLike, weight: ArrayLike | None = None, bias: ArrayLike | None = None, *,
+                  eps: float = 1e-5, return_stats: bool = False
+                  ) -> FloatArray | tuple[FloatArray, FloatArray, FloatArray]:
     """Instance normalization of x (N, C, *spatial): group_norm with one group per channel,
 
         mean, var (biased) over x[n, c],  y = (x - mean) / sqrt(var + eps) * weight[c] + bias[c]
@@ -401,13 +419,18 @@ def instance_norm(x, weight=None, bias=None, *, eps=1e-5, return_stats=False):
     return _sets_forward(x, weight, bias, eps, "channels", return_stats)
 
 
-def instance_norm_backward(dy, x, weight, mean, rstd):
+def instance_norm_backward(dy: ArrayLike, x: ArrayLike, weight: ArrayLike | None,
+                           mean: ArrayLike, rstd: ArrayLike
+                           ) -> tuple[FloatArray, FloatArray | None, FloatArray | None]:
     """Gradient of instance_norm: group_norm_backward with one group per channel."""
     return _sets_backward(dy, x, weight, mean, rstd, "channels")
 
 
-def batch_norm(x, weight=None, bias=None, *, running_mean=None, running_var=None, training=True,
-               momentum=0.1, eps=1e-5, return_stats=False):
+def batch_norm(x: ArrayLike, weight: ArrayLike | None = None, bias: ArrayLike | None = None, *,
+               running_mean: FloatArray | None = None, running_var: FloatArray | None = None,
+               training: bool = True, momentum: float = 0.1, eps: float = 1e-5,
+               return_stats: bool = False
+               ) -> FloatArray | tuple[FloatArray, FloatArray, FloatArray]:
     """Batch normalization of x (N, C, *spatial), per channel c over the M = N * prod(spatial)
     values x[:, c]:
 
@@ -465,7 +488,9 @@ def _check_running(r, name, channels, x_shape, training):
         raise ValueError(f"{name} is read-only; batch_norm updates it in place")
 
 
-def batch_norm_backward(dy, x, weight, mean, rstd):
+def batch_norm_backward(dy: ArrayLike, x: ArrayLike, weight: ArrayLike | None, mean: ArrayLike,
+                        rstd: ArrayLike
+                        ) -> tuple[FloatArray, FloatArray | None, FloatArray | None]:
     """Gradient of batch_norm in training mode (statistics depending on x); per channel c:
 
         xhat = (x - mean) * rstd,  g = dy * weight[c]  (dy without weight)
@@ -658,9 +683,11 @@ def _ce_loss_result(loss, dtype):
         return np.asarray(loss, dtype=np.float64).astype(dtype)
 
 
-def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="mean",
-                  label_smoothing=0.0, z_loss=0.0, softcap=None, return_grad=False,
-                  grad_out=None):
+def cross_entropy(logits: ArrayLike, target: ArrayLike, *, weight: ArrayLike | None = None,
+                  ignore_index: int = -100, reduction: Reduction = "mean",
+                  label_smoothing: float = 0.0, z_loss: float = 0.0, softcap: float | None = None,
+                  return_grad: bool = False, grad_out: FloatArray | None = None
+                  ) -> FloatArray | tuple[FloatArray, FloatArray]:
     """Cross-entropy of logits (..., C), class axis last, as torch.nn.functional.cross_entropy:
 
         z = softcap * tanh(logits / softcap)  (z = logits when softcap is None)
@@ -691,9 +718,11 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="
     return loss, _result(grad.reshape(shape), dtype, grad_out)
 
 
-def cross_entropy_backward(logits, target, dloss=1.0, *, weight=None, ignore_index=-100,
-                           reduction="mean", label_smoothing=0.0, z_loss=0.0, softcap=None,
-                           out=None):
+def cross_entropy_backward(logits: ArrayLike, target: ArrayLike, dloss: ArrayLike = 1.0, *,
+                           weight: ArrayLike | None = None, ignore_index: int = -100,
+                           reduction: Reduction = "mean", label_smoothing: float = 0.0,
+                           z_loss: float = 0.0, softcap: float | None = None,
+                           out: FloatArray | None = None) -> FloatArray:
     """Gradient of dloss * cross_entropy(logits, target, ...) with respect to the logits,
     with p = softmax(z) and z, lse, w, eps as in cross_entropy, per row i:
 
@@ -713,9 +742,12 @@ def cross_entropy_backward(logits, target, dloss=1.0, *, weight=None, ignore_ind
     return _result(grad.reshape(shape), dtype, out)
 
 
-def linear_cross_entropy(hidden, weight, target, *, bias=None, class_weight=None,
-                         chunk_size=None, ignore_index=-100, reduction="mean",
-                         label_smoothing=0.0, z_loss=0.0, softcap=None, return_grad=False):
+def linear_cross_entropy(hidden: ArrayLike, weight: ArrayLike, target: ArrayLike, *,
+                         bias: ArrayLike | None = None, class_weight: ArrayLike | None = None,
+                         chunk_size: int | None = None, ignore_index: int = -100,
+                         reduction: Reduction = "mean", label_smoothing: float = 0.0,
+                         z_loss: float = 0.0, softcap: float | None = None,
+                         return_grad: bool = False) -> FloatArray | LinearCrossEntropyGrads:
     """cross_entropy(hidden @ weight.T + bias, target, weight=class_weight, ...) for hidden
     (N, D), weight (C, D), bias (C,) and class weights class_weight (C,) (the other options as
     in cross_entropy). cyburn's kernel computes the logits chunk_size rows at a time; this
@@ -814,19 +846,20 @@ def _check_approximate(approximate):
         raise ValueError(f'approximate must be "none" or "tanh", not {approximate!r}')
 
 
-def relu(x, *, out=None):
+def relu(x: ArrayLike, *, out: FloatArray | None = None) -> FloatArray:
     """y = max(x, 0), NaN propagating."""
     (x,), dtype = _activation_input(x=x)
     return _result(np.where(x < 0, 0.0, x), dtype, out)
 
 
-def relu_backward(dy, x, *, out=None):
+def relu_backward(dy: ArrayLike, x: ArrayLike, *, out: FloatArray | None = None) -> FloatArray:
     """dx = 0 where x <= 0, else dy (PyTorch's threshold_backward: a NaN x passes dy)."""
     (dy, x), dtype = _activation_input(dy=dy, x=x)
     return _result(np.where(x <= 0, 0.0, dy), dtype, out)
 
 
-def gelu(x, *, approximate="none", out=None):
+def gelu(x: ArrayLike, *, approximate: Approximate = "none",
+         out: FloatArray | None = None) -> FloatArray:
     """approximate="none":  y = x Phi(x),  Phi(x) = erfc(-x / sqrt 2) / 2;
     approximate="tanh":  y = x (1 + tanh(u)) / 2,  u = sqrt(2 / pi) (x + 0.044715 x^3),
                          evaluated as x sigmoid(2u) (equal: 1 + tanh(u) = 2 sigmoid(2u));
@@ -842,7 +875,8 @@ def gelu(x, *, approximate="none", out=None):
     return _result(y, dtype, out)
 
 
-def gelu_backward(dy, x, *, approximate="none", out=None):
+def gelu_backward(dy: ArrayLike, x: ArrayLike, *, approximate: Approximate = "none",
+                  out: FloatArray | None = None) -> FloatArray:
     """approximate="none":  dx = dy (Phi(x) + x phi(x)),  phi(x) = exp(-x^2 / 2) / sqrt(2 pi);
     approximate="tanh":  dx = dy (s + x s (1 - s) v'),  s = sigmoid(v),  v = 2u as in gelu;
     the derivative is 0 at -inf and 1 at inf, and nonzero at every finite x below -8 (see
@@ -861,7 +895,7 @@ def gelu_backward(dy, x, *, approximate="none", out=None):
     return _result(dx, dtype, out)
 
 
-def silu(x, *, out=None):
+def silu(x: ArrayLike, *, out: FloatArray | None = None) -> FloatArray:
     """y = x sigmoid(x) = x / (1 + exp(-x)); y(-inf) = 0, y(inf) = inf."""
     (x,), dtype = _activation_input(x=x)
     with np.errstate(all="ignore"):
@@ -869,7 +903,7 @@ def silu(x, *, out=None):
     return _result(y, dtype, out)
 
 
-def silu_backward(dy, x, *, out=None):
+def silu_backward(dy: ArrayLike, x: ArrayLike, *, out: FloatArray | None = None) -> FloatArray:
     """dx = dy (s + x s (1 - s)),  s = sigmoid(x); the derivative is 0 at -inf, 1 at inf,
     and nonzero at every finite x below -8 (see _times_slope where it underflows)."""
     (dy, x), dtype = _activation_input(dy=dy, x=x)
@@ -884,8 +918,9 @@ swish = silu
 
 # ---- optimizer --------------------------------------------------------------------------------
 
-def adamw_step(param, grad, exp_avg, exp_avg_sq, *, lr, beta1=0.9, beta2=0.999, eps=1e-8,
-               weight_decay=0.0, step):
+def adamw_step(param: FloatArray, grad: ArrayLike, exp_avg: FloatArray, exp_avg_sq: FloatArray,
+               *, lr: float, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+               weight_decay: float = 0.0, step: int) -> None:
     """One step of torch.optim.AdamW (amsgrad and maximize off), in place. With t = step
     (from 1), g = grad, m = exp_avg, v = exp_avg_sq:
 

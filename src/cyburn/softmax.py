@@ -3,9 +3,10 @@ import numpy as np
 
 from . import _arrays, _threads
 from ._dispatch import kernels
+from ._typing import ArrayLike, FloatArray
 
 
-def _forward(x, axis, out, log):
+def _forward(x: ArrayLike, axis: int, out: FloatArray | None, log: bool) -> FloatArray:
     x, dtype = _arrays.as_input(x, "x")
     axis = _arrays.normalize_axis(axis, x.ndim)
     if out is not None:
@@ -20,7 +21,8 @@ def _forward(x, axis, out, log):
     return _arrays.finish(y, y_is_out, out, dtype, transposed)
 
 
-def _backward(dy, y, axis, out, log):
+def _backward(dy: ArrayLike, y: ArrayLike, axis: int, out: FloatArray | None,
+              log: bool) -> FloatArray:
     dy, dy_dtype = _arrays.as_input(dy, "dy")
     y, y_dtype = _arrays.as_input(y, "y")
     _arrays.check_same_shape(dy, y, "dy", "y")
@@ -39,7 +41,7 @@ def _backward(dy, y, axis, out, log):
     return _arrays.finish(dx, dx_is_out, out, dtype, transposed)
 
 
-def softmax(x, axis=-1, *, out=None):
+def softmax(x: ArrayLike, axis: int = -1, *, out: FloatArray | None = None) -> FloatArray:
     """Softmax along `axis`: y = exp(x - max(x)) / sum(exp(x - max(x))).
 
     A NaN anywhere in a slice makes that slice NaN; a slice of all -inf is NaN (as in PyTorch).
@@ -48,16 +50,18 @@ def softmax(x, axis=-1, *, out=None):
     return _forward(x, axis, out, False)
 
 
-def log_softmax(x, axis=-1, *, out=None):
+def log_softmax(x: ArrayLike, axis: int = -1, *, out: FloatArray | None = None) -> FloatArray:
     """Log-softmax along `axis`: y = (x - max(x)) - log(sum(exp(x - max(x))))."""
     return _forward(x, axis, out, True)
 
 
-def softmax_backward(dy, y, axis=-1, *, out=None):
+def softmax_backward(dy: ArrayLike, y: ArrayLike, axis: int = -1, *,
+                     out: FloatArray | None = None) -> FloatArray:
     """Gradient of softmax given its output y = softmax(x): dx = y * (dy - sum(dy * y))."""
     return _backward(dy, y, axis, out, False)
 
 
-def log_softmax_backward(dy, y, axis=-1, *, out=None):
+def log_softmax_backward(dy: ArrayLike, y: ArrayLike, axis: int = -1, *,
+                         out: FloatArray | None = None) -> FloatArray:
     """Gradient of log_softmax given its output y: dx = dy - exp(y) * sum(dy)."""
     return _backward(dy, y, axis, out, True)

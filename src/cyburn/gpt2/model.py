@@ -28,10 +28,15 @@ import dataclasses
 import math
 import numbers
 import operator
+import os
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 import cyburn as cb
+from cyburn._typing import FloatArray
 
 IGNORE_INDEX = -100
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
@@ -48,7 +53,7 @@ class GPT2Config:
     n_head: int = 12
     layer_norm_epsilon: float = 1e-5
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for name in ("vocab_size", "n_positions", "n_embd", "n_layer", "n_head"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
@@ -58,11 +63,12 @@ class GPT2Config:
         if not self.layer_norm_epsilon > 0:
             raise ValueError(f"layer_norm_epsilon must be > 0, got {self.layer_norm_epsilon}")
 
-    def parameter_shapes(self):
+    def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
         """{name: shape} of every parameter, with the names and layouts of Hugging Face's
         GPT2LMHeadModel (Conv1D weights stored input by output, so y = x @ W + b)."""
         V, P, C = self.vocab_size, self.n_positions, self.n_embd
-        shapes = {"transformer.wte.weight": (V, C), "transformer.wpe.weight": (P, C)}
+        shapes: dict[str, tuple[int, ...]] = {"transformer.wte.weight": (V, C),
+                                              "transformer.wpe.weight": (P, C)}
         for i in range(self.n_layer):
             block = f"transformer.h.{i}."
             for name, shape in (("ln_1.weight", (C,)), ("ln_1.bias", (C,)),
@@ -81,7 +87,20 @@ class _Block:
     """The parameters of block i, looked up in the model's dict at each pass (a user may
     replace an array in `params`)."""
 
-    def __init__(self, params, i):
+    ln1_w: FloatArray
+    ln1_b: FloatArray
+    attn_w: FloatArray
+    attn_b: FloatArray
+    proj_w: FloatArray
+    proj_b: FloatArray
+    ln2_w: FloatArray
+    ln2_b: FloatArray
+    fc_w: FloatArray
+    fc_b: FloatArray
+    mproj_w: FloatArray
+    mproj_b: FloatArray
+
+    def __init__(self, params: Mapping[str, FloatArray], i: int) -> None:
         prefix = f"transformer.h.{i}."
         self.names = {field: prefix + name for field, name in (
             ("ln1_w", "ln_1.weight"), ("ln1_b", "ln_1.bias"),
@@ -97,7 +116,8 @@ class _Block:
 class _KVCache:
     """Keys and values of every layer for up to `length` positions, (B, H, length, D) each."""
 
-    def __init__(self, config, batch, length, dtype):
+    def __init__(self, config: GPT2Config, batch: int, length: int, dtype: np.dtype[Any]
+                 ) -> None:
         shape = (batch, config.n_head, length, config.n_embd // config.n_head)
         self.keys = [np.empty(shape, dtype) for _ in range(config.n_layer)]
         self.values = [np.empty(shape, dtype) for _ in range(config.n_layer)]
@@ -107,14 +127,15 @@ class GPT2:
     """A GPT-2 whose parameters are NumPy arrays in `params` (Hugging Face names, see
     GPT2Config.parameter_shapes), all of one dtype, float32 or float64."""
 
-    def __init__(self, config, dtype=np.float32, seed=0):
+    def __init__(self, config: GPT2Config, dtype: DTypeLike = np.float32, seed: int | None = 0
+                 ) -> None:
         """GPT-2's initialisation: weights N(0, 0.02), the residual projections (c_proj)
         N(0, 0.02 / sqrt(2 n_layer)), biases 0, layer-norm weights 1; from numpy's
         default_rng(seed)."""
         _check_config(config)
         dtype = _float_dtype(dtype, "dtype")
         rng = np.random.default_rng(seed)
-        params = {}
+        params: dict[str, FloatArray] = {}
         for name, shape in config.parameter_shapes().items():
             if name.endswith(".bias"):
                 params[name] = np.zeros(shape, dtype)
@@ -126,14 +147,14 @@ class GPT2:
                 params[name] *= 0.02 / math.sqrt(2 * config.n_layer) if residual else 0.02
         self._adopt(config, params)
 
-    def _adopt(self, config, params):
+    def _adopt(self, config: GPT2Config, params: dict[str, FloatArray]) -> None:
         _check_config(config)
         self.config = config
         self.params = params
         self.dtype = params["transformer.wte.weight"].dtype
 
     @classmethod
-    def from_state_dict(cls, state_dict, config):
+    def from_state_dict(cls, state_dict: Mapping[str, ArrayLike], config: GPT2Config) -> "GPT2":
         """A model holding copies of the arrays of `state_dict` (name -> array, e.g. a
         Hugging Face GPT2LMHeadModel's weights as NumPy arrays), in their float dtype (float32
         or float64, one for all). Keys may also come without the "transformer." prefix, as in
@@ -143,7 +164,7 @@ class GPT2:
         return cls._from_arrays(state_dict, config, copy=True)
 
     @classmethod
-    def from_safetensors(cls, path, config):
+    def from_safetensors(cls, path: str | os.PathLike[str], config: GPT2Config) -> "GPT2":
         """A model from a .safetensors checkpoint (read with the `safetensors` package's
         NumPy loader: pip install safetensors), such as GPT-2's published model.safetensors."""
         try:
@@ -154,7 +175,8 @@ class GPT2:
         return cls._from_arrays(load_file(str(path)), config, copy=False)
 
     @classmethod
-    def _from_arrays(cls, state_dict, config, copy):
+    def _from_arrays(cls, state_dict: Mapping[str, ArrayLike], config: GPT2Config, copy: bool
+                     ) -> "GPT2":
         if not isinstance(config, GPT2Config):
             raise TypeError(f"config must be a GPT2Config, not {type(config).__name__}")
         params, dtype = {}, None
@@ -182,7 +204,7 @@ class GPT2:
 
     # ---- inputs ------------------------------------------------------------------------------
 
-    def _tokens(self, idx, name="idx", start=0):
+    def _tokens(self, idx: ArrayLike, name: str = "idx", start: int = 0) -> NDArray[np.int64]:
         """idx as an int64 (B, T) array of token ids that fit after `start` positions."""
         idx = np.asarray(idx)
         if idx.dtype.kind not in "iu":
@@ -199,7 +221,7 @@ class GPT2:
                                  f"vocab_size={self.config.vocab_size}")
         return idx.astype(np.int64, copy=False)
 
-    def _targets(self, targets, shape):
+    def _targets(self, targets: ArrayLike, shape: tuple[int, ...]) -> NDArray[np.int64]:
         targets = np.asarray(targets)
         if targets.dtype.kind not in "iu":
             raise TypeError(f"targets must hold integer token ids, not {targets.dtype}")
@@ -213,7 +235,8 @@ class GPT2:
 
     # ---- forward -----------------------------------------------------------------------------
 
-    def _hidden(self, idx, saved=None, cache=None, start=0):
+    def _hidden(self, idx: NDArray[np.int64], saved: list[tuple[FloatArray, ...]] | None = None,
+                cache: _KVCache | None = None, start: int = 0) -> FloatArray:
         """The last layer norm's output, (N, C), for tokens idx at positions start.. (see the
         module docstring). `saved`: a list that receives what the backward pass needs;
         `cache`: a _KVCache holding the keys and values of positions 0..start-1, to which
@@ -255,6 +278,7 @@ class GPT2:
             branch = f @ p.mproj_w
             branch += p.mproj_b
             h = h_mid
+        assert branch is not None                   # (n_layer >= 1)
         out, h, mean, rstd = cb.layer_norm(branch, params["transformer.ln_f.weight"],
                                            params["transformer.ln_f.bias"], eps=eps,
                                            residual=h, return_stats=True)
@@ -262,7 +286,7 @@ class GPT2:
             saved.append((h, mean, rstd))
         return out
 
-    def forward(self, idx):
+    def forward(self, idx: ArrayLike) -> FloatArray:
         """The logits (B, T, V) of the next token after each prefix of idx (B, T)."""
         idx = self._tokens(idx)
         hidden = self._hidden(idx)
@@ -271,7 +295,8 @@ class GPT2:
 
     # ---- training ----------------------------------------------------------------------------
 
-    def loss_and_grads(self, idx, targets):
+    def loss_and_grads(self, idx: ArrayLike, targets: ArrayLike
+                       ) -> tuple[float, dict[str, FloatArray]]:
         """(loss, grads): the mean cross-entropy of the next tokens `targets` (B, T) after
         each prefix of idx (targets equal to -100 are ignored), and its gradient for every
         parameter, in a dict keyed like `params` (wte's includes the tied LM head's)."""
@@ -279,13 +304,13 @@ class GPT2:
         targets = self._targets(targets, idx.shape)
         config, params = self.config, self.params
         B, T = idx.shape
-        saved = []
+        saved: list[tuple[FloatArray, ...]] = []
         hidden = self._hidden(idx, saved)
         wte = params["transformer.wte.weight"]
         loss, dhidden, dwte, _ = cb.linear_cross_entropy(hidden, wte, targets,
                                                          ignore_index=IGNORE_INDEX,
                                                          return_grad=True)
-        grads = {}
+        grads: dict[str, FloatArray] = {}
         h, mean, rstd = saved.pop()
         dh, grads["transformer.ln_f.weight"], grads["transformer.ln_f.bias"] = (
             cb.layer_norm_backward(dhidden, h, params["transformer.ln_f.weight"], mean, rstd))
@@ -298,7 +323,8 @@ class GPT2:
         grads["transformer.wpe.weight"] = dwpe
         return float(loss), {name: grads[name] for name in params}
 
-    def _block_backward(self, dh, p, saved, grads, B, T):
+    def _block_backward(self, dh: FloatArray, p: _Block, saved: tuple[FloatArray, ...],
+                        grads: dict[str, FloatArray], B: int, T: int) -> FloatArray:
         """Given dh, the gradient of the residual stream leaving block p, store the block's
         parameter gradients in `grads` and return the gradient of the stream entering it."""
         h, mean1, rstd1, a, qkv, att, y, h_mid, mean2, rstd2, m, pre, f = saved
@@ -336,7 +362,9 @@ class GPT2:
 
     # ---- generation --------------------------------------------------------------------------
 
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None, rng=None):
+    def generate(self, idx: ArrayLike, max_new_tokens: int, temperature: float = 1.0,
+                 top_k: int | None = None, rng: np.random.Generator | None = None
+                 ) -> NDArray[np.int64]:
         """idx (B, T) followed by max_new_tokens sampled tokens, (B, T + max_new_tokens).
 
         Each new token comes from softmax(logits / temperature), restricted to the top_k most
@@ -377,12 +405,12 @@ class GPT2:
         return tokens
 
 
-def _check_config(config):
+def _check_config(config: object) -> None:
     if not isinstance(config, GPT2Config):
         raise TypeError(f"config must be a GPT2Config, not {type(config).__name__}")
 
 
-def _float_dtype(dtype, name):
+def _float_dtype(dtype: DTypeLike, name: str) -> np.dtype[Any]:
     dtype = np.dtype(dtype)
     if dtype not in _FLOATS:
         raise TypeError(f"{name}: GPT2 computes in float32 or float64, not {dtype} "
@@ -390,23 +418,24 @@ def _float_dtype(dtype, name):
     return dtype
 
 
-def _split(x, B, T, H):
+def _split(x: FloatArray, B: int, T: int, H: int) -> FloatArray:
     """(N, H * D) rows -> (B, H, T, D) heads (a view)."""
     return x.reshape(B, T, H, x.shape[-1] // H).transpose(0, 2, 1, 3)
 
 
-def _split_heads(qkv, B, T, H):
+def _split_heads(qkv: FloatArray, B: int, T: int, H: int) -> FloatArray:
     """q, k, v as (B, H, T, D) views of c_attn's output (N, 3C)."""
     return qkv.reshape(B, T, 3, H, qkv.shape[-1] // (3 * H)).transpose(2, 0, 3, 1, 4)
 
 
-def _merge_heads(y):
+def _merge_heads(y: FloatArray) -> FloatArray:
     """(B, H, T, D) -> (N, H * D) rows (a copy)."""
     B, H, T, D = y.shape
     return y.transpose(0, 2, 1, 3).reshape(B * T, H * D)
 
 
-def _sample(logits, temperature, top_k, rng):
+def _sample(logits: FloatArray, temperature: float, top_k: int | None, rng: np.random.Generator
+            ) -> Any:
     """One token per row of logits (B, V): see GPT2.generate."""
     if temperature == 0 or top_k == 1:
         return np.argmax(logits, axis=-1)

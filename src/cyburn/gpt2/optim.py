@@ -1,7 +1,11 @@
 """AdamW over a model's parameter dict, one cb.adamw_step per parameter."""
+from collections.abc import Mapping
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 import cyburn as cb
+from cyburn._typing import FloatArray
 from cyburn.optim import _hyperparameters
 
 
@@ -10,7 +14,9 @@ class AdamW:
     place by step(grads), each parameter by one fused cyburn.adamw_step (see it for the
     formula). `lr` may be changed between steps (a learning-rate schedule)."""
 
-    def __init__(self, params, lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+    def __init__(self, params: Mapping[str, FloatArray], lr: float,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 0.0) -> None:
         if not hasattr(params, "items"):
             raise TypeError(f"params must be a dict of arrays (e.g. model.params), not "
                             f"{type(params).__name__}")
@@ -23,7 +29,7 @@ class AdamW:
         self.exp_avg_sq = {name: np.zeros_like(p, order="C") for name, p in params.items()}
         self.steps = 0
 
-    def step(self, grads):
+    def step(self, grads: Mapping[str, ArrayLike]) -> None:
         """Update every parameter in place with its gradient grads[name]."""
         missing = [name for name in self.params if name not in grads]
         if missing:
