@@ -207,6 +207,7 @@ def test_wheel_is_manylinux_with_every_simd_path_and_libgomp(repaired_wheel):
         assert any(re.fullmatch(rf"cyburn/_kernels_{level}\.[^/]*\.so", n) for n in names), (
             level, names)
     assert any(re.fullmatch(r"cyburn/_runtime\.[^/]*\.so", n) for n in names), names
+    assert {"cyburn/py.typed", "cyburn/_runtime.pyi"} <= set(names), names     # typed (PEP 561)
     gomp = [n for n in names if re.fullmatch(r"cyburn(\.libs)?/libgomp[^/]*\.so[.\d]*", n)]
     assert gomp == ["cyburn/libgomp-cyburn.so.1"], names   # its own, needing nothing outside
     # sources and build products stay out of the wheel
@@ -269,7 +270,8 @@ def test_sdist_builds_and_installs(tmp_path):
         if pyx.suffix in (".pyx", ".pxi", ".h"):
             assert f"pyx/{pyx.name}" in names, (pyx.name, sorted(names))
     for required in ("setup.py", "pyproject.toml", "README.md", "MANIFEST.in",
-                     "src/cyburn/__init__.py", "tests/conftest.py"):
+                     "src/cyburn/__init__.py", "src/cyburn/py.typed", "src/cyburn/_runtime.pyi",
+                     "tests/conftest.py"):
         assert required in names, (required, sorted(names))
     assert not [n for n in names if n.endswith((".so", ".c", ".o", ".pyc"))
                 or n.startswith(("build/", "dist/"))], sorted(names)
