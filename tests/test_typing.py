@@ -255,5 +255,8 @@ def test_the_user_program_runs(tmp_path):
 def test_the_package_passes_mypy_with_its_configuration(tmp_path):
     if not (ROOT / "pyproject.toml").is_file() or not (ROOT / "src" / "cyburn").is_dir():
         pytest.skip("not a source tree")
+    from mypy.version import __version__
+    if int(__version__.split(".")[0]) < 2:
+        pytest.skip(f"mypy {__version__}: the configuration needs mypy 2's allow_redefinition")
     result = mypy(tmp_path, cwd=ROOT, config=ROOT / "pyproject.toml")
     assert result.returncode == 0, result.stdout + result.stderr
