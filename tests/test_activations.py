@@ -36,7 +36,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import cyburn as cb
-from conftest import (BF16, DTYPES, F16, F32, F64, LAYOUTS, assert_bitwise_equal, assert_within,
+from helpers import (BF16, DTYPES, F16, F32, F64, LAYOUTS, assert_bitwise_equal, assert_within,
                       central_difference, compute_dtype, eps, in_layout, is_bf16, shapes, tiny)
 from cyburn._dispatch import kernels
 

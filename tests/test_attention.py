@@ -7,7 +7,7 @@ determinism across thread counts, PyTorch parity.
 Truth is the softmax, in extended precision, of the very scores the kernel exponentiates:
 s = scale * x + mask rounded once in the compute dtype (the scales used for truth are powers of
 two, so scale * x is exact and a fused multiply-add rounds the same), -inf where a key is
-hidden. The bound per element is conftest's softmax bound (k * local + S * sums) * eps(compute
+hidden. The bound per element is helpers' softmax bound (k * local + S * sums) * eps(compute
 dtype), plus eps(result dtype) * |truth| for the final rounding of the half types. A wrong
 kernel (a key read that the causal rule hides, a mask row taken for the wrong query or head,
 an off-by-one diagonal, scale applied twice or not at all) is off by far more.
@@ -21,7 +21,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import cyburn as cb
-from conftest import (BF16, DTYPES, F16, F32, F64, LAYOUTS, NATIVE, assert_bitwise_equal,
+from helpers import (BF16, DTYPES, F16, F32, F64, LAYOUTS, NATIVE, assert_bitwise_equal,
                       assert_within, central_difference, compute_dtype, eps, in_layout,
                       shapes, tiny, truth_and_scale)
 
@@ -87,7 +87,7 @@ def scores(x, scale=1.0, causal=False, mask=None):
 
 
 def masked_truth(x, scale=1.0, causal=False, mask=None):
-    """(truth, local, sums, s): float64 truth of masked_softmax, conftest's error scales for
+    """(truth, local, sums, s): float64 truth of masked_softmax, helpers' error scales for
     it, and the scores. A row whose every score is -inf (NaN-free) is all zeros, exactly."""
     s, _ = scores(x, scale, causal, mask)
     if s.size == 0:

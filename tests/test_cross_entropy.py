@@ -36,10 +36,10 @@ import numpy as np
 import pytest
 
 import cyburn as cb
-from conftest import DTYPES, F16, F32, F64, assert_bitwise_equal, assert_within, \
+from helpers import DTYPES, F16, F32, F64, assert_bitwise_equal, assert_within, \
     central_difference, compute_dtype, in_layout, is_bf16
-from conftest import eps as eps_of
-from conftest import tiny as ulp_floor
+from helpers import eps as eps_of
+from helpers import tiny as ulp_floor
 
 REDUCTIONS = ("mean", "sum", "none")
 KINDS = ("index", "probabilities")

@@ -1,6 +1,6 @@
 """Bad input never crashes: a hypothesis fuzz of every public function, run in a subprocess.
 
-`test_fuzz_every_public_function` starts a fresh interpreter (conftest.run_python) that runs
+`test_fuzz_every_public_function` starts a fresh interpreter (helpers.run_python) that runs
 `main()` below, so a segfault or an abort is a failed test with a report, not a lost pytest
 run. For each public function the child draws calls from `GENERATORS`: random shapes (0-d to
 4-d, zero-size, now and then a large one that takes the threaded paths), dtypes (float16/32/64,
@@ -99,7 +99,7 @@ FUNCTIONS = [
 
 @pytest.mark.slow
 def test_fuzz_every_public_function(tmp_path):
-    from conftest import run_python
+    from helpers import run_python
     helpers = {"get_num_threads", "set_num_threads", "num_threads", "show_config", "simd_path",
                "swish",             # (swish is silu)
                "adamw_step"}        # (no generator yet: tests/test_optim.py checks its inputs)

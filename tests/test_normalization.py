@@ -25,10 +25,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import cyburn as cb
-from conftest import BF16, DTYPES, F16, F32, F64, LAYOUTS, assert_bitwise_equal, assert_within, \
+from helpers import BF16, DTYPES, F16, F32, F64, LAYOUTS, assert_bitwise_equal, assert_within, \
     central_difference, compute_dtype, in_layout, shapes
-from conftest import eps as eps_of
-from conftest import tiny as ulp_floor
+from helpers import eps as eps_of
+from helpers import tiny as ulp_floor
 
 KINDS = ("layer", "rms", "group", "instance", "batch")
 ROWS = ("layer", "rms")                          # normalized over the last axis

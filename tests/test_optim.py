@@ -4,7 +4,7 @@ import inspect
 
 import numpy as np
 import pytest
-from conftest import F32, F64, assert_bitwise_equal, eps
+from helpers import F32, F64, assert_bitwise_equal, eps
 
 import cyburn as cb
 

@@ -269,7 +269,7 @@ def test_sdist_builds_and_installs(tmp_path):
         if pyx.suffix in (".pyx", ".pxi", ".h"):
             assert f"pyx/{pyx.name}" in names, (pyx.name, sorted(names))
     for required in ("setup.py", "pyproject.toml", "README.md", "MANIFEST.in",
-                     "src/cyburn/__init__.py", "tests/conftest.py"):
+                     "src/cyburn/__init__.py", "tests/conftest.py", "tests/helpers.py"):
         assert required in names, (required, sorted(names))
     assert not [n for n in names if n.endswith((".so", ".c", ".o", ".pyc"))
                 or n.startswith(("build/", "dist/"))], sorted(names)

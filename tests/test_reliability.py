@@ -14,7 +14,7 @@ import pytest
 
 import cyburn as cb
 from cyburn import _runtime
-from conftest import assert_bitwise_equal, run_python
+from helpers import assert_bitwise_equal, run_python
 
 OPENMP = bool(_runtime.openmp_version())
 needs_openmp = pytest.mark.skipif(not OPENMP, reason="serial build (no OpenMP)")

@@ -13,7 +13,7 @@ from hypothesis.extra import numpy as hnp
 from numpy.exceptions import AxisError
 
 import cyburn as cb
-from conftest import (ALL_FUNCS, BACKWARD, F16, F32, F64, FORWARD, LAYOUTS, REFERENCE,
+from helpers import (ALL_FUNCS, BACKWARD, F16, F32, F64, FORWARD, LAYOUTS, REFERENCE,
                       assert_bitwise_equal, assert_within, check_against_reference,
                       check_against_truth, eps, in_layout, random_array, random_inputs,
                       shapes, tolerance)
