@@ -10,7 +10,7 @@ import pytest
 import cyburn as cb
 from cyburn import _runtime
 from helpers import (ALL_FUNCS, F64, assert_within, check_against_truth, run_python,
-                      tolerance)
+                     tolerance)
 
 LEVELS = tuple(_runtime.simd_levels())
 
