@@ -1,13 +1,14 @@
 """masked_softmax and masked_softmax_backward: float64 truth and cyburn.reference for every dtype
 and option (causal with Tq ==, <, > Tk, boolean and float masks of any broadcast shape and
 layout, scales), hidden keys that must not be read, fully hidden rows, extreme values,
-gradients by central differences, out= (in place, overlapping the mask), errors, bitwise
-determinism across thread counts, PyTorch parity.
+gradients by central differences, out= (in place, overlapping the mask), errors. (The contracts
+every public function keeps, PyTorch parity and thread-count determinism among them:
+tests/test_contracts.py, which uses the helpers here.)
 
 Truth is the softmax, in extended precision, of the very scores the kernel exponentiates:
 s = scale * x + mask rounded once in the compute dtype (the scales used for truth are powers of
 two, so scale * x is exact and a fused multiply-add rounds the same), -inf where a key is
-hidden. The bound per element is conftest's softmax bound (k * local + S * sums) * eps(compute
+hidden. The bound per element is helpers' softmax bound (k * local + S * sums) * eps(compute
 dtype), plus eps(result dtype) * |truth| for the final rounding of the half types. A wrong
 kernel (a key read that the causal rule hides, a mask row taken for the wrong query or head,
 an off-by-one diagonal, scale applied twice or not at all) is off by far more.
@@ -21,9 +22,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import cyburn as cb
-from conftest import (BF16, DTYPES, F16, F32, F64, LAYOUTS, NATIVE, assert_bitwise_equal,
-                      assert_within, central_difference, compute_dtype, eps, in_layout,
-                      shapes, tiny, truth_and_scale)
+from helpers import (BF16, DTYPES, F16, F32, F64, LAYOUTS, NATIVE, assert_bitwise_equal,
+                     assert_within, central_difference, compute_dtype, eps, in_layout,
+                     shapes, tiny, truth_and_scale)
 
 FLOATS = [F32, F64]
 POW2_SCALES = [0.125, 1.0, -2.0]           # scale * x exact: truth needs no rounding model
@@ -87,7 +88,7 @@ def scores(x, scale=1.0, causal=False, mask=None):
 
 
 def masked_truth(x, scale=1.0, causal=False, mask=None):
-    """(truth, local, sums, s): float64 truth of masked_softmax, conftest's error scales for
+    """(truth, local, sums, s): float64 truth of masked_softmax, helpers' error scales for
     it, and the scores. A row whose every score is -inf (NaN-free) is all zeros, exactly."""
     s, _ = scores(x, scale, causal, mask)
     if s.size == 0:
@@ -406,39 +407,6 @@ def test_half_types_are_computed_in_float32():
         assert np.all(y[1].astype(np.float32) == 1 / 4096)
         assert y[0, -1] == 0 and np.allclose(y[0, :-1].astype(np.float32), 1 / 4095,
                                              rtol=eps(BF16), atol=0)
-
-
-@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, np.int32, np.bool_])
-@pytest.mark.parametrize("shape, causal", [((0,), False), ((0, 5), True), ((5, 0), True),
-                                           ((3, 0, 4), True), ((2, 3, 4, 0), False),
-                                           ((0, 3, 4), False)])
-def test_zero_size(dtype, shape, causal):
-    x = np.zeros(shape, dtype)
-    want = result_dtype(dtype)
-    for mask in (None, np.ones(shape[-1:], bool), np.zeros(shape, np.float32)):
-        y = cb.masked_softmax(x, causal=causal, mask=mask)
-        assert type(y) is np.ndarray and y.shape == shape and y.dtype == want
-        out = np.zeros(shape, want)
-        assert cb.masked_softmax(x, causal=causal, mask=mask, out=out) is out
-    dx = cb.masked_softmax_backward(x, x)
-    assert dx.shape == shape and dx.dtype == want
-    out = np.zeros(shape, want)
-    assert cb.masked_softmax_backward(x, x, out=out) is out
-
-
-def test_array_likes_and_python_scalars():
-    y = cb.masked_softmax([[1.0, 2.0], [3.0, 4.0]], causal=True, mask=[True, True])
-    assert type(y) is np.ndarray and y.dtype == F64
-    assert y[0].tolist() == [1.0, 0.0]
-    np.testing.assert_allclose(y[1], [1 / (1 + math.e), math.e / (1 + math.e)], rtol=4e-16)
-    assert cb.masked_softmax([0.0, 0.0], mask=[True, False]).tolist() == [1.0, 0.0]
-    assert cb.masked_softmax([0.0, 0.0], mask=False).tolist() == [0.0, 0.0]
-    assert cb.masked_softmax([0.0, 0.0], mask=-math.inf).tolist() == [0.0, 0.0]
-    assert cb.masked_softmax([0.0, 0.0], mask=[0.0, -math.inf]).tolist() == [1.0, 0.0]
-    assert cb.masked_softmax([0.0, 0.0], mask=0.5).tolist() == [0.5, 0.5]
-    assert cb.masked_softmax([1.0, 1.0], scale=np.float32(3)).tolist() == [0.5, 0.5]
-    dx = cb.masked_softmax_backward([1.0, 0.0], [0.5, 0.5], scale=2)
-    assert dx.tolist() == [0.5, -0.5]
 
 
 # ================================================================================================
@@ -834,31 +802,6 @@ def test_backward_out_is_an_input(dtype, which, shape, rng):
     assert_within(out, expected, tol, f"backward out={which} vs out of place")
 
 
-def test_out_errors():
-    x = np.zeros((3, 4), np.float32)
-    for call in (lambda out: cb.masked_softmax(x, causal=True, out=out),
-                 lambda out: cb.masked_softmax_backward(x, x, out=out)):
-        with pytest.raises(ValueError, match=r"\(4, 3\)"):
-            call(np.zeros((4, 3), np.float32))
-        with pytest.raises(ValueError):
-            call(np.zeros((3, 4, 1), np.float32))
-        with pytest.raises(TypeError, match="float64"):
-            call(np.zeros((3, 4), np.float64))
-        with pytest.raises(TypeError):
-            call(np.zeros((3, 4), np.float16))
-        with pytest.raises(TypeError):
-            call([[0.0] * 4] * 3)
-        readonly = np.zeros((3, 4), np.float32)
-        readonly.flags.writeable = False
-        with pytest.raises(ValueError):
-            call(readonly)
-        assert np.all(readonly == 0)
-    xi = np.arange(12).reshape(3, 4)
-    with pytest.raises(TypeError):
-        cb.masked_softmax(xi, out=xi)                   # float64 result into int64
-    assert np.array_equal(xi, np.arange(12).reshape(3, 4))
-
-
 # ================================================================================================
 # Bad inputs
 # ================================================================================================
@@ -926,86 +869,6 @@ def test_backward_shape_mismatch_names_both_shapes(dy_shape, y_shape):
     with pytest.raises(ValueError) as info:
         cb.masked_softmax_backward(np.ones(dy_shape), np.ones(y_shape))
     assert str(dy_shape) in str(info.value) and str(y_shape) in str(info.value)
-
-
-def test_keyword_only_arguments():
-    x = np.zeros((2, 2))
-    with pytest.raises(TypeError):
-        cb.masked_softmax(x, 1.0)                   # scale is keyword-only
-    with pytest.raises(TypeError):
-        cb.masked_softmax_backward(x, x, 1.0)
-
-
-# ================================================================================================
-# Threads
-# ================================================================================================
-
-@pytest.mark.parametrize("dtype", FLOATS)
-@pytest.mark.parametrize("tq, tk", [(200, 300), (300, 200), (256, 256)])
-@pytest.mark.parametrize("causal, kind", [(False, None), (True, None), (True, "bool"),
-                                          (False, "float"), (True, "float")])
-def test_bitwise_identical_for_any_thread_count(dtype, tq, tk, causal, kind, rng,
-                                                restore_threads):
-    shape = (2, 3, tq, tk)
-    x = (rng.standard_normal(shape) * 4).astype(dtype)
-    mask = make_mask(rng, kind, (2, 1, tq, tk) if kind == "float" else (tq, tk), 0.8)
-    dy = rng.standard_normal(shape).astype(dtype)
-    results = {}
-    for n in (1, 2, 3):
-        with cb.num_threads(n):
-            assert cb.get_num_threads() == n
-            y = cb.masked_softmax(x, scale=0.125, causal=causal, mask=mask)
-            results[n] = (y, cb.masked_softmax_backward(dy, y, scale=0.125))
-    for n in (2, 3):
-        assert_bitwise_equal(results[1][0], results[n][0], f"forward 1 vs {n} threads")
-        assert_bitwise_equal(results[1][1], results[n][1], f"backward 1 vs {n} threads")
-    check_forward(results[3][0], x, 0.125, causal, mask, what="threads")
-
-
-# ================================================================================================
-# PyTorch parity
-# ================================================================================================
-
-@pytest.mark.parametrize("dtype", FLOATS)
-@pytest.mark.parametrize("tq, tk", [(9, 9), (5, 12), (12, 5), (64, 200)])
-@pytest.mark.parametrize("causal, kind", [(True, None), (False, "bool"), (True, "bool"),
-                                          (False, "float"), (True, "float")])
-def test_matches_pytorch(torch, dtype, tq, tk, causal, kind, rng):
-    x = (rng.standard_normal((2, 3, tq, tk)) * 4).astype(dtype)
-    scale = 0.125
-    mask = make_mask(rng, kind, (2, 1, tq, tk), 0.7, dtype)
-    keep = np.ones((tq, tk), bool)
-    if causal:
-        keep = ~causal_hidden(tq, tk)
-    if kind == "bool":
-        keep = keep & mask
-    t = torch.from_numpy(x) * scale
-    if kind == "float":
-        t = t + torch.from_numpy(mask)
-    t = t.masked_fill(~torch.from_numpy(np.ascontiguousarray(np.broadcast_to(keep, x.shape))),
-                      -math.inf)
-    want = torch.softmax(t, dim=-1).numpy()
-    got = cb.masked_softmax(x, scale=scale, causal=causal, mask=mask)
-    s, _ = scores(x, scale, causal, mask)
-    live = ~np.all(s == -np.inf, axis=-1)        # torch gives NaN on rows with no key
-    truth, local, sums, _ = masked_truth(x, scale, causal, mask)
-    tol = eps(dtype) * (8 * local + 32 * sums) + 4 * tiny(dtype)
-    assert_within(got[live], want[live], tol[live], "vs torch.softmax")
-    assert np.all(got[~live] == 0)
-
-    # the gradient through torch's autograd (float64, rows that see a key)
-    x64 = x.astype(np.float64)
-    w = rng.standard_normal(x.shape)
-    tx = torch.tensor(x64, requires_grad=True)
-    t = tx * scale
-    if kind == "float":
-        t = t + torch.from_numpy(mask.astype(np.float64))
-    t = t.masked_fill(~torch.from_numpy(np.ascontiguousarray(np.broadcast_to(keep, x.shape))),
-                      -math.inf)
-    torch.softmax(t, dim=-1).backward(torch.from_numpy(w))
-    y64 = cb.masked_softmax(x64, scale=scale, causal=causal, mask=mask)
-    dx = cb.masked_softmax_backward(w, y64, scale=scale)
-    np.testing.assert_allclose(dx[live], tx.grad.numpy()[live], rtol=1e-10, atol=1e-13)
 
 
 # ================================================================================================

@@ -9,8 +9,8 @@ import pytest
 
 import cyburn as cb
 from cyburn import _runtime
-from conftest import (ALL_FUNCS, F64, assert_within, check_against_truth, run_python,
-                      tolerance)
+from helpers import (ALL_FUNCS, F64, assert_within, check_against_truth, run_python,
+                     tolerance)
 
 LEVELS = tuple(_runtime.simd_levels())
 

@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import F32, F64
+from helpers import F32, F64
 
 import cyburn
 from cyburn.gpt2 import GPT2, AdamW, GPT2Config

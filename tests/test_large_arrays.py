@@ -2,7 +2,7 @@
 any 32-bit element index or offset in a kernel would wrap around.
 
 One buffer of (2**21 + 3) * 1024 float32 (8.6 GB) serves both, in a fresh interpreter
-(conftest.run_python) so that its memory goes back to the system when it ends:
+(helpers.run_python) so that its memory goes back to the system when it ends:
 
 1. softmax in place (out=x) on it as (2**21 + 3, 1024): rows from 2**21 on start at or past
    element 2**31.
@@ -15,7 +15,7 @@ a small random table T of P = 4093 rows (P prime, so that no row offset that is 
 holds T[r % P], so the truth of every row is known from T alone:
 
 - softmax: every row of the result is checked against the float64 truth of its T row, with
-  conftest's softmax tolerance (about 20 float32 ulps); rows before, at and past element 2**31
+  helpers' softmax tolerance (about 20 float32 ulps); rows before, at and past element 2**31
   (and the last) also against cyburn.reference run on just those rows.
 - cross_entropy: class-index targets that do not repeat with P (and every 997th row ignored):
   reduction="none" gives every row's loss, each checked against the float64 truth
@@ -34,7 +34,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_python
+from helpers import run_python
 
 MIN_AVAILABLE = 14 * 10**9          # bytes: see the module docstring
 TESTS = Path(__file__).resolve().parent
@@ -56,9 +56,9 @@ CHILD = r'''
 import json, math, sys, time
 import numpy as np
 
-sys.path.insert(0, sys.argv[1])             # the tests' folder, for conftest
+sys.path.insert(0, sys.argv[1])             # the tests' folder, for helpers
 import cyburn as cb
-from conftest import F32, assert_within, check_against_reference, tolerance
+from helpers import F32, assert_within, check_against_reference, tolerance
 
 MIN_AVAILABLE = int(sys.argv[2])
 P = 4093                                    # rows of the repeated table (prime)

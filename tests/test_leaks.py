@@ -4,7 +4,7 @@ softcap buffers, weight-gradient block sums, batch norm's column sums, linear_cr
 chunks), and including calls that raise (wrong out= shape or dtype, shape mismatches,
 out-of-range class indices) -- leave the process's memory flat.
 
-Everything runs in one fresh interpreter (conftest.run_python), so that the memory of other
+Everything runs in one fresh interpreter (helpers.run_python), so that the memory of other
 tests cannot interfere. For each function the child warms up (WARMUP calls: caches such as
 _arrays.constant and attention._row_index fill, NumPy's and the allocators' free lists reach
 their steady state), then makes CALLS calls, its variants interleaved, and measures across
@@ -44,7 +44,7 @@ import sys
 import pytest
 
 import cyburn as cb
-from conftest import run_python
+from helpers import run_python
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="reads /proc/self/status")

@@ -1,7 +1,8 @@
 """layer_norm, rms_norm, group_norm, instance_norm, batch_norm and their backward functions:
 float64 truth and cyburn.reference for every dtype and option, any shape and memory layout,
-finite-difference gradients, hard inputs (large means, constant sets, zero sizes), errors,
-batch_norm's running statistics, bitwise determinism across thread counts, PyTorch parity.
+finite-difference gradients, hard inputs (large means, constant sets), errors, batch_norm's
+running statistics. (The contracts every public function keeps, PyTorch parity and thread-count
+determinism among them: tests/test_contracts.py, which uses the helpers here.)
 
 Truth is cyburn.reference run in float64 on the very values the kernel computes with (inputs
 upcast; h = x + residual rounded once in the compute dtype, as the kernel must form it), so the
@@ -14,10 +15,8 @@ backward_truth for the magnitudes). For N(0, 1)-like data that is a few 1e-6 rel
 float32, while a wrong kernel (missing bias, eps outside the square root, unbiased variance
 for normalizing, a missing term of dx, a wrong reduction set) is off by 1e-3 to 1.
 """
-import inspect
 import itertools
 import math
-import threading
 
 import numpy as np
 import pytest
@@ -25,10 +24,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import cyburn as cb
-from conftest import BF16, DTYPES, F16, F32, F64, LAYOUTS, assert_bitwise_equal, assert_within, \
+from helpers import BF16, DTYPES, F16, F32, F64, LAYOUTS, assert_bitwise_equal, assert_within, \
     central_difference, compute_dtype, in_layout, shapes
-from conftest import eps as eps_of
-from conftest import tiny as ulp_floor
+from helpers import eps as eps_of
+from helpers import tiny as ulp_floor
 
 KINDS = ("layer", "rms", "group", "instance", "batch")
 ROWS = ("layer", "rms")                          # normalized over the last axis
@@ -466,31 +465,6 @@ def test_read_only_broadcast_and_unaligned_inputs(kind, dtype, rng):
                    what="unaligned")
 
 
-def test_concurrent_python_threads(restore_threads):
-    """Many Python threads calling the functions at once (GIL released) get the results of
-    serial calls."""
-    rng = np.random.default_rng(7)
-    jobs = [(kind, make_inputs(kind, rng, THREADED[kind], F32, residual=kind in ROWS, groups=4))
-            for kind in KINDS for _ in range(2)]
-    serial = [forward(kind, **inputs) for kind, inputs in jobs]
-    results = [None] * len(jobs)
-
-    def work(i):
-        results[i] = forward(jobs[i][0], **jobs[i][1])
-
-    cb.set_num_threads(2)
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(jobs))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=60)
-    for (kind, _), want, got in zip(jobs, serial, results):
-        assert got is not None, kind
-        for a, b in zip((want[0], want[1], *want[2]), (got[0], got[1], *got[2])):
-            if a is not None:
-                assert_bitwise_equal(a, b, f"{kind}: concurrent call")
-
-
 # ================================================================================================
 # Gradients by finite differences (float64)
 # ================================================================================================
@@ -630,17 +604,6 @@ def test_mixed_and_integer_dtypes(kind, rng):
     assert y.dtype == F16 and y.dtype.isnative
 
 
-def test_array_likes():
-    y = cb.layer_norm([[1.0, 2.0, 3.0]])
-    assert type(y) is np.ndarray and y.dtype == F64
-    np.testing.assert_allclose(y, [[-1.2247357, 0.0, 1.2247357]], rtol=1e-6, atol=1e-12)
-    y, rstd = cb.rms_norm([3.0, 4.0], [1, 2], return_stats=True, eps=0.0)
-    np.testing.assert_allclose(y, [3 / math.sqrt(12.5), 8 / math.sqrt(12.5)], rtol=1e-15)
-    assert rstd.shape == () and rstd.dtype == F64
-    np.testing.assert_allclose(cb.group_norm([[1.0, 3.0]], 1), [[-1.0, 1.0]], rtol=1e-5)
-    np.testing.assert_allclose(cb.batch_norm([[1.0], [3.0]]), [[-1.0], [1.0]], rtol=1e-5)
-
-
 def bad_dtype_cases():
     for kind in KINDS:
         for bad in ("x", "weight", "bias", "residual", "dy", "object"):
@@ -714,21 +677,12 @@ def test_out_and_in_place(kind, layout, dtype, rng):
 
 
 @pytest.mark.parametrize("kind", ROWS)
-def test_out_errors(kind):
-    fn = getattr(cb, NAME[kind])
+def test_out_dtype_follows_the_promoted_weight(kind):
+    """A float64 weight makes a float32 x's result float64: a float32 out= is refused. (The
+    other out= errors: tests/test_contracts.py.)"""
     x = np.ones((3, 4), F32)
-    with pytest.raises(ValueError):
-        fn(x, out=np.empty((4, 3), F32))
-    with pytest.raises(ValueError):
-        fn(x, out=np.empty((3, 4, 1), F32))
     with pytest.raises(TypeError):
-        fn(x, out=np.empty((3, 4), F64))
-    with pytest.raises(TypeError):
-        fn(x, out=[[0.0] * 4] * 3)
-    with pytest.raises(TypeError):
-        fn(x.astype(np.int32), out=x)                                # int input -> float64
-    with pytest.raises(TypeError):
-        fn(x, np.ones(4, F64), out=x)                                # weight promotes to f64
+        getattr(cb, NAME[kind])(x, np.ones(4, F64), out=x)
 
 
 # ================================================================================================
@@ -928,85 +882,12 @@ def test_running_stats_validation():
 
 
 # ================================================================================================
-# Zero-size inputs
-# ================================================================================================
-
-@pytest.mark.parametrize("kind, shape", [
-    ("layer", (0, 5)), ("layer", (3, 0)), ("layer", (2, 0, 4)), ("layer", (0,)),
-    ("rms", (0, 5)), ("rms", (3, 0)), ("rms", (0,)),
-    ("group", (0, 6, 3)), ("group", (2, 6, 0)), ("group", (0, 6)),
-    ("instance", (0, 3, 4)), ("instance", (2, 3, 0)),
-    ("batch", (0, 3, 4)), ("batch", (2, 3, 0)), ("batch", (0, 3)),
-])
-def test_zero_size(kind, shape):
-    x = np.ones(shape, F32)
-    f = n_features(kind, shape)
-    w, b = np.ones(f, F32), np.zeros(f, F32)
-    kw = {} if kind in ("rms",) else {"bias": b}
-    if kind == "batch":
-        rm, rv = np.full(f, 0.5, F32), np.full(f, 2.0, F32)
-        kw.update(running_mean=rm, running_var=rv)
-    y, _, stats = forward(kind, x, w, groups=3, **kw)
-    assert y.shape == shape and y.dtype == F32
-    sshape = stats_shape(kind, shape, 3)
-    for s in stats:
-        assert s.shape == sshape and s.dtype == F32
-        assert np.all(np.isnan(s))          # over an empty set: NaN (or no statistics at all)
-    if kind == "batch":                                              # as PyTorch: unchanged
-        assert np.all(rm == 0.5) and np.all(rv == 2.0)
-    dx, dw, db = backward(kind, x, x, w, stats, groups=3)
-    assert dx.shape == shape and dx.dtype == F32
-    assert dw.shape == (f,) and np.all(dw == 0)
-    if db is not None:
-        assert db.shape == (f,) and np.all(db == 0)
-
-
-# ================================================================================================
-# Threads: bitwise identical results for any thread count
+# For tests/test_contracts.py: the shapes of its thread tests, PyTorch's counterparts
 # ================================================================================================
 
 THREADED = {"layer": (300, 771), "rms": (300, 771), "group": (4, 8, 33, 35),
             "instance": (4, 8, 33, 35), "batch": (4, 8, 33, 35)}
 
-
-@pytest.mark.parametrize("dtype", [F32, F64], ids=str)
-@pytest.mark.parametrize("kind", KINDS)
-def test_bitwise_identical_for_any_thread_count(kind, dtype, rng, restore_threads):
-    check_thread_determinism(kind, THREADED[kind], dtype, rng)
-
-
-@pytest.mark.parametrize("dtype", [F32, F64])
-@pytest.mark.parametrize("shape", [(5000, 8), (700, 8, 7)])
-def test_batch_norm_of_short_runs_bitwise_identical_for_any_thread_count(shape, dtype, rng,
-                                                                         restore_threads):
-    """Short runs (prod(spatial) < 256) take the column-sum kernels."""
-    check_thread_determinism("batch", shape, dtype, rng)
-
-
-def check_thread_determinism(kind, shape, dtype, rng):
-    inputs = make_inputs(kind, rng, shape, dtype, residual=kind in ROWS, groups=4)
-    dy = rng.standard_normal(shape).astype(dtype)
-    rm0, rv0 = rng.standard_normal(8).astype(F32), (rng.random(8) + 0.5).astype(F32)
-    results = {}
-    for n in (1, 2, 3):
-        with cb.num_threads(n):
-            assert cb.get_num_threads() == n
-            extra = {}
-            if kind == "batch":
-                extra = dict(running_mean=rm0.copy(), running_var=rv0.copy())
-            y, h, stats = forward(kind, **inputs, **extra)
-            grads = backward(kind, dy, h if h is not None else inputs["x"], inputs["weight"],
-                             stats, groups=inputs["groups"])
-            results[n] = [y, h, *stats, *grads, *extra.values()]
-    for n in (2, 3):
-        for i, (a, b) in enumerate(zip(results[1], results[n])):
-            if a is not None:
-                assert_bitwise_equal(a, b, f"{kind} output {i}: 1 vs {n} threads")
-
-
-# ================================================================================================
-# PyTorch parity
-# ================================================================================================
 
 def torch_forward(torch, kind, x, weight, bias, residual, groups, eps):
     F = torch.nn.functional
@@ -1020,71 +901,6 @@ def torch_forward(torch, kind, x, weight, bias, residual, groups, eps):
     if kind == "instance":
         return F.instance_norm(x, weight=weight, bias=bias, eps=eps)
     return F.batch_norm(x, None, None, weight, bias, training=True, eps=eps)
-
-
-@pytest.mark.parametrize("affine", [True, False])
-@pytest.mark.parametrize("dtype", [F32, F64], ids=str)
-@pytest.mark.parametrize("kind", KINDS)
-def test_matches_pytorch(torch, kind, dtype, affine, rng):
-    """Forward and autograd backward of torch.nn.functional (an explicit eps: rms_norm's
-    default differs, torch takes eps=None as finfo(dtype).eps)."""
-    inputs = make_inputs(kind, rng, SHAPE[kind], dtype, weight=affine, bias=affine,
-                         residual=kind in ROWS, eps=DEFAULT_EPS[kind])
-    dy = rng.standard_normal(SHAPE[kind]).astype(dtype)
-    fwd, (_, x), grads = run_both(kind, dtype, inputs, rng, dy=dy)
-
-    leaves = {k: torch.tensor(inputs[k], requires_grad=True)
-              for k in ("x", "weight", "bias", "residual") if inputs.get(k) is not None}
-    ty = torch_forward(torch, kind, leaves["x"], leaves.get("weight"), leaves.get("bias"),
-                       leaves.get("residual"), inputs["groups"], inputs["eps"])
-    ty.backward(torch.from_numpy(dy))
-    (_, tols) = forward_truth(kind, dtype, **inputs)
-    assert_within(fwd[0], ty.detach().numpy(), 2 * tols[0], f"{kind} y vs torch")
-    btols = backward_truth(kind, dtype, dy, x, inputs["weight"], fwd[2], inputs["groups"])[1]
-    pairs = [("dx", grads[0], "x", btols[0]), ("dresidual", grads[0], "residual", btols[0]),
-             ("dweight", grads[1], "weight", btols[1]), ("dbias", grads[2], "bias", btols[2])]
-    for name, got, leaf, tol in pairs:
-        if leaf in leaves:
-            assert_within(got, leaves[leaf].grad.numpy(), 2 * tol, f"{kind} {name} vs torch")
-
-    # the statistics PyTorch saves for its backward
-    t = torch.from_numpy(fwd[1] if fwd[1] is not None else inputs["x"])
-    e = inputs["eps"]
-    if kind == "layer":
-        _, tmean, trstd = torch.native_layer_norm(t, t.shape[-1:], None, None, e)
-        want = (tmean[..., 0], trstd[..., 0])
-    elif kind in ("group", "instance"):
-        n, c = t.shape[:2]
-        g = inputs["groups"] or c
-        _, tmean, trstd = torch.native_group_norm(t, None, None, n, c, t[0, 0].numel(), g, e)
-        want = (tmean, trstd)
-    elif kind == "batch":
-        _, tmean, trstd = torch.native_batch_norm(t, None, None, None, None, True, 0.1, e)
-        want = (tmean, trstd)
-    else:
-        want = (1 / torch.sqrt(torch.mean(t.double() ** 2, -1) + e),)
-    for name, got, w, tol in zip(("mean", "rstd")[-len(want):], fwd[2], want, tols[2]):
-        assert_within(got, w.numpy(), 2 * tol, f"{kind} {name} vs torch")
-
-
-# ================================================================================================
-# The reference's own contract
-# ================================================================================================
-
-@pytest.mark.parametrize("name", FUNCTIONS)
-def test_reference_has_the_same_signature(name):
-    kernel, ref = getattr(cb, name), getattr(cb.reference, name)
-    assert inspect.signature(kernel) == inspect.signature(ref)
-    params = inspect.signature(kernel).parameters
-    for p in ("eps", "return_stats", "residual", "out", "running_mean", "running_var",
-              "training", "momentum"):
-        if p in params:
-            assert params[p].kind is inspect.Parameter.KEYWORD_ONLY, (name, p)
-    if "eps" in params:
-        kind = next(k for k, n in NAME.items() if name.startswith(n))
-        assert params["eps"].default == DEFAULT_EPS[kind]
-    if name == "batch_norm":
-        assert params["momentum"].default == 0.1 and params["training"].default is True
 
 
 # ================================================================================================

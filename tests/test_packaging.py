@@ -271,7 +271,7 @@ def test_sdist_builds_and_installs(tmp_path):
             assert f"pyx/{pyx.name}" in names, (pyx.name, sorted(names))
     for required in ("setup.py", "pyproject.toml", "README.md", "MANIFEST.in",
                      "src/cyburn/__init__.py", "src/cyburn/py.typed", "src/cyburn/_runtime.pyi",
-                     "tests/conftest.py"):
+                     "tests/conftest.py", "tests/helpers.py"):
         assert required in names, (required, sorted(names))
     assert not [n for n in names if n.endswith((".so", ".c", ".o", ".pyc"))
                 or n.startswith(("build/", "dist/"))], sorted(names)

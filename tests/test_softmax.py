@@ -1,6 +1,6 @@
 """softmax, log_softmax, softmax_backward, log_softmax_backward: correctness, dtypes, layouts,
-edge values, gradients, out=, errors, threads and PyTorch parity."""
-import inspect
+edge values, gradients, out=, errors, the thread-count API and PyTorch's autograd. (The
+contracts every public function keeps: tests/test_contracts.py.)"""
 import math
 import re
 import threading
@@ -13,10 +13,10 @@ from hypothesis.extra import numpy as hnp
 from numpy.exceptions import AxisError
 
 import cyburn as cb
-from conftest import (ALL_FUNCS, BACKWARD, F16, F32, F64, FORWARD, LAYOUTS, REFERENCE,
-                      assert_bitwise_equal, assert_within, check_against_reference,
-                      check_against_truth, eps, in_layout, random_array, random_inputs,
-                      shapes, tolerance)
+from helpers import (ALL_FUNCS, BACKWARD, F16, F32, FORWARD, LAYOUTS, REFERENCE,
+                     assert_bitwise_equal, assert_within, check_against_reference,
+                     check_against_truth, eps, in_layout, random_array, random_inputs,
+                     shapes, tolerance)
 
 FUNC_NAMES = list(ALL_FUNCS)
 FLOATS = [np.float32, np.float64]
@@ -236,29 +236,15 @@ def test_backward_mixed_dtypes(name, dy_dtype, y_dtype, expected, rng):
         check_against_reference(name, result, (dy, y), -1, expected)
 
 
-@pytest.mark.parametrize("name", FUNC_NAMES)
-def test_reference_has_the_same_signature(name):
-    kernel, ref = ALL_FUNCS[name], REFERENCE[name]
-    assert inspect.signature(kernel) == inspect.signature(ref)
-    params = inspect.signature(kernel).parameters
-    assert params["out"].kind is inspect.Parameter.KEYWORD_ONLY
-    assert params["axis"].default == -1
+def test_reference_takes_a_numpy_integer_axis_and_out():
+    """(The signatures themselves: tests/test_contracts.py.)"""
     x = np.full((2, 3), 0.25)
-    args = (x,) if name in FORWARD else (x, x)
-    with pytest.raises(TypeError):
-        kernel(*args, -1, np.empty((2, 3)))          # out is keyword-only
-    out = np.empty((2, 3))
-    assert ref(*args, axis=np.int64(0), out=out) is out
-    assert_same_result(kernel(*args, axis=np.int64(0)), out, name, args, 0, "vs reference")
-
-
-def test_array_likes():
-    y = cb.softmax([[1.0, 2.0, 3.0]])
-    assert type(y) is np.ndarray and y.dtype == np.float64 and y.shape == (1, 3)
-    check_against_truth("softmax", y, (np.array([[1.0, 2.0, 3.0]]),), -1, np.float64)
-    assert cb.log_softmax((0, 0)).tolist() == [-math.log(2)] * 2
-    dx = cb.softmax_backward([1.0, 0.0], [0.5, 0.5])
-    assert dx.tolist() == [0.25, -0.25]
+    for name in FUNC_NAMES:
+        args = (x,) if name in FORWARD else (x, x)
+        out = np.empty((2, 3))
+        assert REFERENCE[name](*args, axis=np.int64(0), out=out) is out
+        assert_same_result(call(name, args, axis=np.int64(0)), out, name, args, 0,
+                           "vs reference")
 
 
 BAD_DTYPES = [np.complex64, np.complex128, object, "U3", "S3"]
@@ -551,55 +537,9 @@ def test_backward_out_is_an_input(name, shape, which, rng):
     assert_bitwise_equal(out, expected, f"{name} out={which}")
 
 
-@pytest.mark.parametrize("name", FUNC_NAMES)
-def test_out_errors(name):
-    x = np.zeros((3, 4), np.float32)
-    args = (x,) if name in FORWARD else (x, x)
-    with pytest.raises(ValueError, match=r"\(4, 3\)"):
-        call(name, args, out=np.zeros((4, 3), np.float32))
-    with pytest.raises(ValueError):
-        call(name, args, out=np.zeros((3, 4, 1), np.float32))
-    with pytest.raises(TypeError, match="float64"):
-        call(name, args, out=np.zeros((3, 4), np.float64))
-    with pytest.raises(TypeError):
-        call(name, args, out=np.zeros((3, 4), np.float16))
-    with pytest.raises(TypeError):
-        call(name, args, out=[[0.0] * 4] * 3)
-    with pytest.raises(TypeError):
-        call(name, args, out=np.zeros((3, 4), np.float32).tolist())
-    readonly = np.zeros((3, 4), np.float32)
-    readonly.flags.writeable = False
-    with pytest.raises(ValueError):
-        call(name, args, out=readonly)
-    assert np.all(readonly == 0)
-
-
-def test_in_place_integer_input_is_a_dtype_error():
-    x = np.arange(6).reshape(2, 3)
-    with pytest.raises(TypeError):
-        cb.softmax(x, out=x)
-    assert np.array_equal(x, np.arange(6).reshape(2, 3))
-
-
 # ================================================================================================
 # Unusual inputs: zero-size, 0-d, read-only, broadcast, unaligned
 # ================================================================================================
-
-@pytest.mark.parametrize("dtype, expected", [(np.float32, F32), (np.float64, F64),
-                                             (np.float16, F16), (np.int32, F64), (bool, F64)])
-@pytest.mark.parametrize("name", FUNC_NAMES)
-@pytest.mark.parametrize("shape, axis", [((0,), 0), ((0, 5), 0), ((0, 5), -1), ((5, 0), 0),
-                                         ((5, 0), 1), ((3, 0, 4), 1), ((3, 0, 4), -1)])
-def test_zero_size(name, dtype, expected, shape, axis):
-    x = np.zeros(shape, dtype)
-    args = (x,) if name in FORWARD else (x, x)
-    y = call(name, args, axis)
-    assert type(y) is np.ndarray and y.shape == shape and y.dtype == expected
-    out = np.zeros(shape, expected)
-    assert call(name, args, axis, out=out) is out
-    with pytest.raises(AxisError):
-        call(name, args, len(shape))
-
 
 @pytest.mark.parametrize("name", FUNC_NAMES)
 def test_zero_dim_input_has_no_axis(name):
@@ -721,27 +661,6 @@ def test_unaligned_inputs_and_out(name, dtype, shape, axis, rng):
 # Threads
 # ================================================================================================
 
-@pytest.mark.parametrize("dtype", FLOATS)
-@pytest.mark.parametrize("name", FUNC_NAMES)
-@pytest.mark.parametrize("shape, axis", [((600, 1000), -1), ((1000, 600), 0),
-                                         ((7, 100, 300), 1), ((5, 33001), -1),
-                                         ((12288, 40), 0), ((4100, 1024), 0),
-                                         # column strips whose width follows the thread count
-                                         ((40, 3001), 0), ((3, 20, 2500), 1)])
-def test_bitwise_identical_for_any_thread_count(name, dtype, shape, axis, rng,
-                                                restore_threads):
-    assert math.prod(shape) >= 32768
-    args = random_inputs(name, rng, shape, dtype, axis, "C", 4.0)
-    results = {}
-    for n in (1, 2, 3, 5):
-        with cb.num_threads(n):
-            assert cb.get_num_threads() == n
-            results[n] = call(name, args, axis)
-    for n in (2, 3, 5):
-        assert_bitwise_equal(results[1], results[n], f"{name}: 1 vs {n} threads")
-    check_against_truth(name, results[3], args, axis, dtype)
-
-
 def test_num_threads_api(restore_threads):
     start = cb.get_num_threads()
     assert isinstance(start, int) and start >= 1
@@ -794,78 +713,9 @@ def test_set_num_threads_rejects(bad, error, restore_threads):
     assert cb.get_num_threads() == 2
 
 
-def test_concurrent_python_threads(restore_threads):
-    """Many Python threads calling the kernels at once (GIL released) get correct results."""
-    rng = np.random.default_rng(7)
-    jobs = []
-    for i in range(6):
-        name = FUNC_NAMES[i % 4]
-        axis = -1 if i % 2 == 0 else 0
-        shape = (128, 300) if i < 3 else (12, 40)
-        args = random_inputs(name, rng, shape, np.float32 if i % 3 else np.float64, axis)
-        jobs.append((name, args, axis, call(name, args, axis)))
-    barrier = threading.Barrier(len(jobs))
-    errors = []
-
-    def work(job):
-        name, args, axis, expected = job
-        try:
-            barrier.wait()
-            for _ in range(15):
-                got = call(name, args, axis)
-                assert_bitwise_equal(got, expected, f"{name} in a thread")
-        except BaseException as exc:            # pragma: no cover - reported below
-            errors.append(exc)
-
-    cb.set_num_threads(2)
-    threads = [threading.Thread(target=work, args=(job,)) for job in jobs]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(60)
-    assert not any(t.is_alive() for t in threads)
-    assert not errors, errors[0]
-
-
 # ================================================================================================
 # PyTorch parity
 # ================================================================================================
-
-def _torch_backward(torch, name, dy, y, dim):
-    fn = getattr(torch, "_softmax_backward_data" if name == "softmax_backward"
-                 else "_log_softmax_backward_data", None)
-    if fn is not None:
-        return fn(dy, y, dim, y.dtype)
-    raise AttributeError                        # pragma: no cover
-
-
-@pytest.mark.parametrize("dtype", FLOATS)
-@pytest.mark.parametrize("shape, axis", [((8, 50), -1), ((8, 50), 0), ((4, 7, 9), 1),
-                                         ((3, 1030), -1)])
-def test_matches_pytorch(torch, dtype, shape, axis, rng):
-    x = (rng.standard_normal(shape) * 4).astype(dtype)
-    x_rows = np.moveaxis(x, axis, -1)
-    x_rows[0] = -np.inf                         # an all -inf slice: NaN in both
-    x_rows[-1, ..., 1] = -np.inf
-    tx = torch.from_numpy(x)
-    for name in FORWARD:
-        got = FORWARD[name](x, axis=axis)
-        want = getattr(torch, name)(tx, dim=axis).numpy()
-        assert np.array_equal(np.isnan(got), np.isnan(want))
-        assert np.isnan(np.moveaxis(got, axis, -1)[0]).all()
-        _, tol = tolerance(name, (x,), axis, dtype, k=8, s=32)
-        assert_within(got, want, tol, f"{name} vs torch")
-
-    x = (rng.standard_normal(shape) * 4).astype(dtype)
-    dy = rng.standard_normal(shape).astype(dtype)
-    for name in BACKWARD:
-        y = FORWARD[name.replace("_backward", "")](x, axis=axis)
-        got = BACKWARD[name](dy, y, axis=axis)
-        want = _torch_backward(torch, name, torch.from_numpy(dy), torch.from_numpy(y),
-                               axis).numpy()
-        _, tol = tolerance(name, (dy, y), axis, dtype, k=8, s=32)
-        assert_within(got, want, tol, f"{name} vs torch")
-
 
 def test_matches_pytorch_autograd(torch, rng):
     x = rng.standard_normal((5, 33))

@@ -11,7 +11,7 @@ import pytest
 
 import cyburn as cb
 from cyburn import _runtime
-from conftest import run_python
+from helpers import run_python
 
 LEVELS = tuple(_runtime.simd_levels())
 LONG_DOUBLE_IS_EXTENDED = np.finfo(np.longdouble).nmant >= 63

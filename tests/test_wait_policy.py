@@ -9,7 +9,7 @@ import pytest
 
 import cyburn as cb
 from cyburn import _openmp, _runtime
-from conftest import run_python
+from helpers import run_python
 
 needs_openmp = pytest.mark.skipif(not _runtime.openmp_version(), reason="serial build")
 needs_private = pytest.mark.skipif(_openmp.private_runtime() is None,
