@@ -10,7 +10,6 @@ cnp.import_array()
 
 cdef enum:
     PARALLEL_MIN_ELEMENTS = 32768   # below this, a thread team costs more than it saves
-    STREAM_MIN_BYTES = 16777216     # outputs this large bypass the caches when stored
     MAX_TEAM = 1024                 # threads a kernel starts at most, whatever it is asked
 
 
@@ -18,13 +17,27 @@ cdef enum:
 # NumPy C-API: acquiring typed memoryviews costs about 0.1 us per array, a tenth of the
 # budget of a small call, and the kernels walk raw spans anyway.
 
+# Kernels whose operands (inputs and output) exceed this many bytes store their output with
+# non-temporal stores. cyburn._machine sets it to the last-level cache's size at import (see
+# there and the README, "Memory system"); 0 here until then means nothing streams.
+cdef Py_ssize_t stream_min_bytes = 0
+
+
+def configure_memory(Py_ssize_t last_level_cache_bytes):
+    """Take the size of the last-level cache (the rule of cyburn._machine)."""
+    global stream_min_bytes
+    if last_level_cache_bytes <= 0:
+        raise ValueError("cyburn kernel: the cache size must be positive")
+    stream_min_bytes = last_level_cache_bytes
+
+
 cdef struct Operands:
     const void *a           # first input
     const void *b           # second input (== a for one-input kernels)
     void *out
     Py_ssize_t outer, n, inner   # the arrays as (outer, n, inner), reduced along n
     bint is_float           # float32, else float64
-    bint stream             # the output is large: store it with non-temporal stores
+    bint stream             # the operands exceed the cache: store past it (non-temporal)
     int threads
 
 
@@ -49,7 +62,7 @@ cdef Operands operands(cnp.ndarray a, cnp.ndarray b, cnp.ndarray out, int axis,
         op.inner *= cnp.PyArray_DIM(a, d)
     op.n = cnp.PyArray_DIM(a, axis)
     op.is_float = typenum == cnp.NPY_FLOAT
-    op.stream = cnp.PyArray_NBYTES(out) >= STREAM_MIN_BYTES
+    op.stream = stream_min_bytes > 0 and touched_bytes(a, b, out) > stream_min_bytes
     op.threads = team_size(cnp.PyArray_SIZE(a), op.outer * op.inner, num_threads)
     return op
 
@@ -88,6 +101,11 @@ cdef int float_type(cnp.ndarray x) except -1:
     if typenum != cnp.NPY_FLOAT and typenum != cnp.NPY_DOUBLE:
         raise ValueError("cyburn kernel: operands must be float32 or float64")
     return typenum
+
+
+cdef inline Py_ssize_t touched_bytes(cnp.ndarray a, cnp.ndarray b, cnp.ndarray out) noexcept:
+    """The bytes a kernel reads and writes: its inputs (b may be a) and its output."""
+    return cnp.PyArray_NBYTES(out) + cnp.PyArray_NBYTES(a) * (1 if b is a else 2)
 
 
 cdef int team_size(Py_ssize_t elements, Py_ssize_t items, int num_threads) except -1:

@@ -8,7 +8,7 @@ import importlib
 import importlib.util
 import os
 
-from . import _runtime
+from . import _machine, _runtime
 
 ENV_VAR = "CYBURN_SIMD"
 KNOWN_LEVELS = ("baseline", "avx2", "avx512", "default")
@@ -38,3 +38,4 @@ def built_levels(cpu_levels):
 simd_level = choose_level(os.environ.get(ENV_VAR, "").strip().lower(),
                           built_levels(_runtime.simd_levels()))
 kernels = importlib.import_module(f"cyburn._kernels_{simd_level}")
+kernels.configure_memory(_machine.last_level_cache())
