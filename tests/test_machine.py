@@ -32,12 +32,41 @@ def test_unknown_caches_fall_back():
 
 def test_show_config_names_the_rule(capsys):
     cb.show_config()
-    assert "non-temporal stores when" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "non-temporal stores when" in out and "threads from" in out
 
 
 def test_configure_memory_rejects_a_bad_size():
     with pytest.raises(ValueError):
-        kernels.configure_memory(0)
+        kernels.configure_memory(0, 32768)
+    with pytest.raises(ValueError):
+        kernels.configure_memory(1 << 25, 0)
+
+
+def test_rules_follow_the_caches():
+    try:
+        kernels.configure_memory(260 << 20, 48 << 10)
+        assert kernels.memory_rules(2) == {"stream_min_bytes": 260 << 20,
+                                           "parallel_min_elements": 2 * 12288}
+        assert kernels.memory_rules(4)["parallel_min_elements"] == 4 * 12288
+    finally:
+        kernels.configure_memory(*_machine.kernel_cache_sizes())
+    assert _machine.kernel_cache_sizes({}) == (_machine.ASSUMED_LAST_LEVEL, _machine.ASSUMED_L1D)
+    assert _machine.kernel_cache_sizes({1: 48 << 10, 2: 2 << 20}) == (2 << 20, 48 << 10)
+
+
+def test_small_and_large_inputs_agree_across_the_team_threshold():
+    """Inputs just below and above the threads' threshold give the serial results."""
+    rng = np.random.default_rng(5)
+    n = kernels.memory_rules(2)["parallel_min_elements"]
+    for size in (n - 64, n + 64):
+        x = rng.standard_normal(size, dtype=np.float32)
+        with cb.num_threads(1):
+            serial = cb.gelu(x), cb.softmax(x)
+        with cb.num_threads(2):
+            team = cb.gelu(x), cb.softmax(x)
+        for a, b in zip(serial, team):
+            np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize("axis", [-1, 0])
@@ -49,11 +78,11 @@ def test_streamed_results_equal_cached_ones(axis):
     results = []
     try:
         for threshold in (1, 1 << 60):
-            kernels.configure_memory(threshold)
+            kernels.configure_memory(threshold, 32768)
             y = cb.softmax(x, axis)
             results.append((y, cb.softmax_backward(dy, y, axis),
                             cb.log_softmax_backward(dy, cb.log_softmax(x, axis), axis)))
     finally:
-        kernels.configure_memory(_machine.last_level_cache())
+        kernels.configure_memory(*_machine.kernel_cache_sizes())
     for streamed, cached in zip(*results):
         np.testing.assert_array_equal(streamed, cached)

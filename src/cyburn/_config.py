@@ -20,8 +20,10 @@ def show_config():
     from . import __version__
     print(f"cyburn {__version__}")
     print(f"  simd path:       {simd_path()} (CPU supports: {', '.join(_runtime.simd_levels())})")
-    print(f"  caches:          {_machine.describe()} (non-temporal stores when a kernel's "
-          f"operands exceed {_machine.last_level_cache() >> 20} MiB)")
+    rules = _dispatch.kernels.memory_rules(_threads.get_num_threads())
+    print(f"  caches:          {_machine.describe()}: non-temporal stores when a kernel's "
+          f"operands exceed {rules['stream_min_bytes'] >> 20} MiB, threads from "
+          f"{rules['parallel_min_elements']} elements")
     print(f"  openmp:          {_openmp_runtime()}")
     print(f"  wait policy:     {_openmp.wait_policy()}")
     serial = " (serial build)" if not _runtime.openmp_version() else (

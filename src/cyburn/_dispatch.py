@@ -38,4 +38,4 @@ def built_levels(cpu_levels):
 simd_level = choose_level(os.environ.get(ENV_VAR, "").strip().lower(),
                           built_levels(_runtime.simd_levels()))
 kernels = importlib.import_module(f"cyburn._kernels_{simd_level}")
-kernels.configure_memory(_machine.last_level_cache())
+kernels.configure_memory(*_machine.kernel_cache_sizes())

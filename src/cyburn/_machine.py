@@ -4,12 +4,16 @@ choices of the kernels derived from them (the rules are in the README, "Memory s
 - Non-temporal stores: a kernel stores its output past the caches when the bytes it touches
   (its inputs and its output) exceed the last-level cache: the output would then be evicted
   before anything reads it, and a plain store would first read each line it writes.
+- Threads: a kernel starts a team of n threads when its input holds at least n x L1d / 4
+  elements (enough float32 to fill each thread's L1 data cache); smaller inputs run on the
+  calling thread, which finishes them before a team would have woken up.
 """
 import os
 
 _SYSFS = "/sys/devices/system/cpu/cpu0/cache"
 _SYSCONF = {1: "SC_LEVEL1_DCACHE_SIZE", 2: "SC_LEVEL2_CACHE_SIZE", 3: "SC_LEVEL3_CACHE_SIZE"}
 ASSUMED_LAST_LEVEL = 32 << 20       # when the OS says nothing: a common server L3
+ASSUMED_L1D = 32 << 10              # and a common L1 data cache
 
 
 def _size(text):
@@ -64,6 +68,12 @@ def last_level_cache(sizes=None):
     """The largest cache's size in bytes (ASSUMED_LAST_LEVEL when unknown)."""
     sizes = cache_sizes() if sizes is None else sizes
     return max(sizes.values()) if sizes else ASSUMED_LAST_LEVEL
+
+
+def kernel_cache_sizes(sizes=None):
+    """(last-level cache, L1d) in bytes, as the kernels' configure_memory takes them."""
+    sizes = cache_sizes() if sizes is None else sizes
+    return last_level_cache(sizes), sizes.get(1, ASSUMED_L1D)
 
 
 def describe(sizes=None):
