@@ -1,5 +1,5 @@
 """show_config() and simd_path(): what cyburn runs with."""
-from . import _dispatch, _openmp, _runtime, _threads
+from . import _dispatch, _machine, _openmp, _runtime, _threads
 
 
 def simd_path() -> str:
@@ -15,11 +15,15 @@ def _openmp_runtime() -> str:
 
 
 def show_config() -> None:
-    """Print the version, the SIMD path, the OpenMP runtime, how its threads wait between
+    """Print the version, the SIMD path, the caches, the OpenMP runtime, how its threads wait between
     kernels, and the thread count."""
     from . import __version__
     print(f"cyburn {__version__}")
     print(f"  simd path:       {simd_path()} (CPU supports: {', '.join(_runtime.simd_levels())})")
+    rules = _dispatch.kernels.memory_rules(_threads.get_num_threads())
+    print(f"  caches:          {_machine.describe()}: non-temporal stores when a kernel's "
+          f"operands exceed {rules['stream_min_bytes'] >> 20} MiB, threads from "
+          f"{rules['parallel_min_elements']} elements")
     print(f"  openmp:          {_openmp_runtime()}")
     print(f"  wait policy:     {_openmp.wait_policy()}")
     serial = " (serial build)" if not _runtime.openmp_version() else (

@@ -9,7 +9,7 @@ import importlib.util
 import os
 from collections.abc import Iterable, Sequence
 
-from . import _runtime
+from . import _machine, _runtime
 
 ENV_VAR = "CYBURN_SIMD"
 KNOWN_LEVELS = ("baseline", "avx2", "avx512", "default")
@@ -39,3 +39,4 @@ def built_levels(cpu_levels: Iterable[str]) -> list[str]:
 simd_level = choose_level(os.environ.get(ENV_VAR, "").strip().lower(),
                           built_levels(_runtime.simd_levels()))
 kernels = importlib.import_module(f"cyburn._kernels_{simd_level}")
+kernels.configure_memory(*_machine.kernel_cache_sizes())
