@@ -84,6 +84,62 @@ cdef Operands operands(cnp.ndarray a, cnp.ndarray b, cnp.ndarray out, int axis,
     return op
 
 
+# ---- the fast lane of a call -------------------------------------------------------------------
+
+cdef inline bint kernel_ready(object a, int typenum):
+    """a is an ndarray the kernels take as it is: native float32/float64 of type `typenum`
+    (-1: either), aligned, C-contiguous and not empty."""
+    if type(a) is not cnp.ndarray:
+        return False
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    cdef int t = cnp.PyArray_TYPE(arr)
+    return ((t == typenum if typenum >= 0 else t == cnp.NPY_FLOAT or t == cnp.NPY_DOUBLE)
+            and cnp.PyArray_ISNOTSWAPPED(arr) and cnp.PyArray_IS_C_CONTIGUOUS(arr)
+            and cnp.PyArray_ISALIGNED(arr) and cnp.PyArray_SIZE(arr) > 0)
+
+
+cdef inline bint overlap(cnp.ndarray a, cnp.ndarray b) noexcept:
+    """The memory of two C-contiguous arrays intersects."""
+    cdef char *a0 = <char *>cnp.PyArray_DATA(a)
+    cdef char *b0 = <char *>cnp.PyArray_DATA(b)
+    return a0 < b0 + cnp.PyArray_NBYTES(b) and b0 < a0 + cnp.PyArray_NBYTES(a)
+
+
+def ready_call(x, second, out, axis, bint out_may_be_input):
+    """The fast lane of the usual call: x (and `second`, when not None) ndarrays the kernels
+    take as they are (kernel_ready, one shape and dtype), `axis` an int within x's dimensions,
+    and `out` None or an array the kernel can write directly: an aligned, C-contiguous,
+    writeable ndarray of x's shape and dtype that shares no memory with the inputs, or, when
+    `out_may_be_input`, is the very same elements as one. Returns (target, axis): the array to
+    write (out, or a new one) and the axis counted from 0; None for every other call, which
+    the general path of cyburn._arrays then handles (conversions, copies, errors) with the
+    same results."""
+    if not kernel_ready(x, -1) or type(axis) is not int:
+        return None
+    cdef cnp.ndarray a = <cnp.ndarray>x, b, target
+    cdef int typenum = cnp.PyArray_TYPE(a), ndim = cnp.PyArray_NDIM(a)
+    cdef Py_ssize_t k = axis
+    if not -ndim <= k < ndim:
+        return None
+    if k < 0:
+        k += ndim
+    if second is not None:
+        if not kernel_ready(second, typenum) or not cnp.PyArray_SAMESHAPE(a, <cnp.ndarray>second):
+            return None
+        b = <cnp.ndarray>second
+    if out is None:
+        return cnp.PyArray_EMPTY(ndim, cnp.PyArray_DIMS(a), typenum, 0), k
+    if (not kernel_ready(out, typenum) or not cnp.PyArray_SAMESHAPE(a, <cnp.ndarray>out)
+            or not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>out)):
+        return None
+    target = <cnp.ndarray>out
+    for inp in (a, b) if second is not None else (a,):
+        if overlap(target, <cnp.ndarray>inp) and not (
+                out_may_be_input and cnp.PyArray_DATA(target) == cnp.PyArray_DATA(<cnp.ndarray>inp)):
+            return None
+    return target, k
+
+
 # ---- what every kernel module shares ------------------------------------------------------------
 
 cdef void *data_of(object a, int typenum, Py_ssize_t size, bint write) except NULL:

@@ -20,6 +20,10 @@ def _gelu_kind(approximate: object) -> int:
 
 def _forward(function: int, x: ArrayLike, out: FloatArray | None) -> FloatArray:
     """out = function(x) elementwise; out may be x (in-place)."""
+    ready: tuple[FloatArray, int] | None = kernels.ready_call(x, None, out, 0, True)
+    if ready is not None:           # the usual call, arrays the kernel takes as they are
+        kernels.activation_forward(x, ready[0], function, _threads.current())
+        return ready[0]
     x, dtype = _arrays.as_input(x, "x")
     if out is not None:
         _arrays.check_out(out, x.shape, dtype)
@@ -35,6 +39,10 @@ def _forward(function: int, x: ArrayLike, out: FloatArray | None) -> FloatArray:
 def _backward(function: int, dy: ArrayLike, x: ArrayLike, out: FloatArray | None
               ) -> FloatArray:
     """out = dy * function'(x) elementwise; out may be dy or x (in-place)."""
+    ready: tuple[FloatArray, int] | None = kernels.ready_call(dy, x, out, 0, True)
+    if ready is not None:           # the usual call, arrays the kernel takes as they are
+        kernels.activation_backward(dy, x, ready[0], function, _threads.current())
+        return ready[0]
     (dy, x), dtype = _arrays.as_inputs(dy=dy, x=x)
     _arrays.check_same_shape(dy, x, "dy", "x")
     if out is not None:

@@ -7,6 +7,11 @@ from ._typing import ArrayLike, FloatArray
 
 
 def _forward(x: ArrayLike, axis: int, out: FloatArray | None, log: bool) -> FloatArray:
+    ready: tuple[FloatArray, int] | None = kernels.ready_call(x, None, out, axis, True)
+    if ready is not None:           # the usual call, arrays the kernel takes as they are
+        y, axis = ready
+        kernels.softmax_forward(x, y, axis, log, _threads.current())
+        return y
     x, dtype = _arrays.as_input(x, "x")
     axis = _arrays.normalize_axis(axis, x.ndim)
     if out is not None:
@@ -23,6 +28,11 @@ def _forward(x: ArrayLike, axis: int, out: FloatArray | None, log: bool) -> Floa
 
 def _backward(dy: ArrayLike, y: ArrayLike, axis: int, out: FloatArray | None,
               log: bool) -> FloatArray:
+    ready: tuple[FloatArray, int] | None = kernels.ready_call(dy, y, out, axis, False)
+    if ready is not None:           # the usual call, arrays the kernel takes as they are
+        dx, axis = ready
+        kernels.softmax_backward(dy, y, dx, axis, log, _threads.current())
+        return dx
     dy, dy_dtype = _arrays.as_input(dy, "dy")
     y, y_dtype = _arrays.as_input(y, "y")
     _arrays.check_same_shape(dy, y, "dy", "y")

@@ -1,0 +1,91 @@
+"""The fast lane of a call (kernels.ready_call): the arrays it passes straight to a kernel,
+and the ones it leaves to the general path, which must give the same results."""
+import numpy as np
+import pytest
+
+import cyburn as cb
+from cyburn._dispatch import kernels
+
+
+def _x(shape=(4, 64), dtype=np.float32):
+    return np.random.default_rng(0).standard_normal(shape).astype(dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_usual_calls_take_the_lane(dtype):
+    x, dy = _x(dtype=dtype), _x(dtype=dtype)
+    out = np.empty_like(x)
+    target, axis = kernels.ready_call(x, None, None, -1, True)
+    assert target.shape == x.shape and target.dtype == x.dtype and axis == 1
+    assert kernels.ready_call(x, None, out, 0, True)[0] is out
+    assert kernels.ready_call(x, None, x, 1, True)[0] is x             # in place
+    assert kernels.ready_call(dy, x, x, 1, True)[0] is x
+    assert kernels.ready_call(dy, x, out, -2, False) == (out, 0)
+
+
+def test_everything_else_is_left_to_the_general_path():
+    x = _x()
+    out = np.empty_like(x)
+    big_endian = x.astype(">f4")
+    unaligned = np.frombuffer(np.zeros(x.nbytes + 1, np.uint8)[1:].data, np.float32
+                              ).reshape(x.shape)
+    read_only = np.empty_like(x)
+    read_only.flags.writeable = False
+    left = [
+        (x.tolist(), None, None, -1, True),                 # not an ndarray
+        (x.astype(np.float16), None, None, -1, True),       # half type: computed in float32
+        (big_endian, None, None, -1, True),
+        (np.asfortranarray(x), None, None, -1, True),
+        (x[:, ::2], None, None, -1, True),
+        (unaligned, None, None, -1, True),
+        (x[:0], None, None, -1, True),                      # empty
+        (x, None, None, np.int64(1), True),                 # axis not a Python int
+        (x, None, None, True, True),
+        (x, None, None, 2, True), (x, None, None, -3, True),
+        (x, x.astype(np.float64), None, -1, True),          # mixed dtypes
+        (x, x[:2], None, -1, True),                         # mixed shapes
+        (x, None, out[:2], -1, True),
+        (x, None, out.astype(np.float64), -1, True),
+        (x, None, read_only, -1, True),
+        (x, None, np.asfortranarray(out), -1, True),
+        (x, None, list(out), -1, True),
+        (x, x, x, -1, False),                               # out may not be an input
+        (x, _x(), x, -1, False),
+    ]
+    for args in left:
+        assert kernels.ready_call(*args) is None, args
+
+
+def test_out_overlapping_an_input_gives_the_separate_result():
+    """out = x shifted by one element overlaps x without being its elements: the general
+    path computes into a new array, then copies."""
+    buffer = np.random.default_rng(1).standard_normal(4 * 64 + 1).astype(np.float32)
+    x = buffer[:-1].reshape(4, 64)
+    shifted = buffer[1:].reshape(4, 64)
+    assert kernels.ready_call(x, None, shifted, -1, True) is None
+    expected = cb.softmax(x.copy())
+    np.testing.assert_array_equal(cb.softmax(x, out=shifted), expected)
+    x = buffer[:-1].reshape(4, 64)
+    expected = cb.gelu(x.copy())
+    np.testing.assert_array_equal(cb.gelu(x, out=buffer[1:].reshape(4, 64)), expected)
+
+
+def _unaligned(a):
+    """a's values in a C-contiguous array whose data is not aligned (the general path copies)."""
+    raw = np.zeros(a.nbytes + 1, np.uint8)[1:]
+    b = np.frombuffer(raw.data, a.dtype).reshape(a.shape)
+    b[...] = a
+    assert not b.flags.aligned
+    return b
+
+
+def test_lane_and_general_path_agree():
+    """The same values through the lane and through the general path's aligned copy."""
+    x, dy = _x((64, 48)), _x((64, 48))[::-1].copy()
+    u_x, u_dy = _unaligned(x), _unaligned(dy)
+    for fn, args, u_args in [(cb.softmax, (x,), (u_x,)), (cb.log_softmax, (x,), (u_x,)),
+                             (cb.softmax_backward, (dy, x), (u_dy, u_x)),
+                             (cb.log_softmax_backward, (dy, x), (u_dy, u_x)),
+                             (cb.relu, (x,), (u_x,)), (cb.silu, (x,), (u_x,)),
+                             (cb.gelu_backward, (dy, x), (u_dy, u_x))]:
+        np.testing.assert_array_equal(fn(*args), fn(*u_args))
