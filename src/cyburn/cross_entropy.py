@@ -22,7 +22,9 @@ from ._dispatch import kernels
 from ._typing import ArrayLike, FloatArray, LinearCrossEntropyGrads, Reduction
 
 REDUCTIONS = ("mean", "sum", "none")
-INT64 = np.iinfo(np.int64)
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1      # (np.iinfo's are slow properties)
+INT64 = np.dtype(np.int64)
+FLOAT64 = np.dtype(np.float64)
 CHUNK_BYTES = 80 << 20      # linear_cross_entropy: logits per chunk, when chunk_size is None
 CLASS_BLOCK = 2048          # linear_cross_entropy: dweight is accumulated in blocks of classes
 
@@ -52,7 +54,7 @@ class _Problem:
         if not math.isfinite(self.z_loss):
             raise ValueError(f"z_loss must be finite, got {z_loss}")
         self.ignore_index = _arrays.integer(ignore_index, "ignore_index")
-        if not INT64.min <= self.ignore_index <= INT64.max:
+        if not INT64_MIN <= self.ignore_index <= INT64_MAX:
             raise ValueError(f"ignore_index must fit in int64, got {ignore_index}")
         self.reduction = reduction
         self.shape, self.dtype = shape, dtype
@@ -79,9 +81,9 @@ class _Problem:
             if target.dtype.kind not in "iu":
                 raise TypeError(f"class-index targets must have an integer dtype, got "
                                 f"{target.dtype}")
-            if target.dtype.kind == "u" and target.size and target.max() > INT64.max:
+            if target.dtype.kind == "u" and target.size and target.max() > INT64_MAX:
                 raise IndexError(f"target {target.max()} is out of range for {C} classes")
-            self.target = _arrays.contiguous(target, np.dtype(np.int64)).reshape(N)
+            self.target = _arrays.contiguous(target, INT64).reshape(N)
             self.probabilities = None
         else:
             raise ValueError(f"target has shape {target.shape}, expected {shape[:-1]} "
@@ -111,7 +113,7 @@ class _Problem:
             raise TypeError(f"dloss must be real numbers, not {dloss!r}")
         dloss = dloss.astype(np.float64)
         if self.reduction == "none" and dloss.shape == self.shape[:-1] != ():
-            return 1.0, _arrays.contiguous(dloss, np.dtype(np.float64)).reshape(self.N)
+            return 1.0, _arrays.contiguous(dloss, FLOAT64).reshape(self.N)
         if dloss.shape != ():
             expected = f"() or {self.shape[:-1]}" if self.reduction == "none" else "()"
             raise ValueError(f"dloss has shape {dloss.shape}, expected {expected} for "
@@ -135,7 +137,7 @@ class _Problem:
         """The loss to return, from the per-row losses."""
         if self.reduction == "none":
             return losses.reshape(self.shape[:-1]).astype(self.dtype)
-        total = float(losses.sum())
+        total = float(np.add.reduce(losses))     # losses.sum(), without its wrapper
         if self.reduction == "mean":
             total = _divide(total, self.denominator)
         return np.asarray(total, dtype=self.dtype)
