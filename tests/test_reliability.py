@@ -334,16 +334,13 @@ def test_concurrent_python_threads_bitwise():
 # Other OpenMP runtimes, threadpoolctl, the affinity mask
 # ================================================================================================
 
-OTHERS_CHILD = KERNEL_CALLS + r"""
-import ctypes, importlib, json, os, sys
+OTHERS_CHILD = r"""
+import importlib, sys
 
-order = sys.argv[1].split(",")              # e.g. "cyburn,torch": import order
-mods = {}
-for name in order:
-    if name == "cyburn":
-        import cyburn
-    else:
-        mods[name] = importlib.import_module(name)
+# the import order, e.g. "torch,cyburn", kept before anything else imports cyburn
+mods = {name: importlib.import_module(name) for name in sys.argv[1].split(",")}
+""" + KERNEL_CALLS + r"""
+import ctypes, json, os
 
 def cyburn_libgomp():
     # the OpenMP library cyburn's kernel module resolves omp_get_max_threads to (with
