@@ -4,14 +4,14 @@ adamw_step over 124M parameters, each against PyTorch (and NumPy for adamw_step)
 
     pytest benchmarks/test_bench_gpt2.py --benchmark-only
 
-`python -m cyburn.bench_gpt2` prints the same comparisons as ratios measured interleaved,
+`python -m cyburn.bench.gpt2` prints the same comparisons as ratios measured interleaved,
 with the step's breakdown, the generation ceiling and peak memory.
 """
 import numpy as np
 import pytest
 
 import cyburn as cb
-from cyburn import bench_gpt2 as b
+from cyburn.bench import gpt2 as b
 from cyburn.gpt2 import GPT2
 
 ROUNDS = 3

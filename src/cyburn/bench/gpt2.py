@@ -1,7 +1,7 @@
 """The gpt2 benchmark suite: cyburn.gpt2 at GPT-2 small's shapes (124M parameters, float32)
 against the same model in PyTorch eager, written the way PyTorch users write it.
 
-    python -m cyburn.bench_gpt2          # everything below, about three minutes on 2 cores
+    python -m cyburn.bench.gpt2          # everything below, about three minutes on 2 cores
 
 - one training step (forward, backward, AdamW) at B=4, T=64, and where cyburn's step goes:
   matrix products, cyburn's functions, the rest (sampled from a second thread); the step
@@ -71,7 +71,7 @@ def gpt2_cases(rng):
     """adamw_step over ADAMW_ELEMENTS float32 parameters (one array): cyburn, NumPy's
     multi-pass update and torch.optim.AdamW(fused=True); the probe with the same memory
     pattern goes in the row's note."""
-    from cyburn.bench import Case
+    from cyburn.bench.cases import Case
     n = ADAMW_ELEMENTS
     param, grad = (rng.standard_normal(n, dtype=np.float32) for _ in range(2))
     exp_avg, exp_avg_sq = np.zeros(n, np.float32), np.zeros(n, np.float32)
@@ -244,7 +244,7 @@ def weight_bytes_per_token(params):
 
 PEAK_PROBE = """
 import numpy as np
-from cyburn import bench_gpt2 as b
+from cyburn.bench import gpt2 as b
 from cyburn.gpt2 import GPT2
 def status(field):
     line = next(l for l in open("/proc/self/status") if l.startswith(field + ":"))
@@ -354,8 +354,8 @@ def run_gpt2(args, progress=None):
 
 
 def main(argv=None):
-    from cyburn import bench
-    parser = argparse.ArgumentParser(prog="python -m cyburn.bench_gpt2", description=__doc__,
+    from cyburn.bench import cases as bench
+    parser = argparse.ArgumentParser(prog="python -m cyburn.bench.gpt2", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer rounds")
     parser.add_argument("--threads", type=int, default=None, help="threads for cyburn and torch")

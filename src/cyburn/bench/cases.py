@@ -34,8 +34,8 @@ import numpy as np
 
 import cyburn as cb
 from cyburn import reference
-from cyburn.bench_compose import run_compose
-from cyburn.bench_gpt2 import gpt2_cases, run_gpt2
+from cyburn.bench.compose import run_compose
+from cyburn.bench.gpt2 import gpt2_cases, run_gpt2
 
 try:
     import torch

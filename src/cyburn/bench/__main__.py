@@ -1,0 +1,3 @@
+from cyburn.bench.cases import main
+
+main()
