@@ -12,6 +12,7 @@ import pytest
 
 import cyburn as cb
 from cyburn.bench import gpt2 as b
+from cyburn.bench.cases import CONTENDERS
 from cyburn.gpt2 import GPT2
 
 ROUNDS = 3
@@ -53,9 +54,7 @@ def test_generate_torch(benchmark, torch_model, prompt):
                        rounds=ROUNDS, warmup_rounds=1)
 
 
-@pytest.mark.parametrize("contender", ["cyburn", "numpy", "torch", "probe"])
-def test_adamw_step(benchmark, contender):
-    if contender == "torch":
-        pytest.importorskip("torch")
-    (case,) = b.gpt2_cases(np.random.default_rng(0))
-    benchmark.pedantic(case.contenders[contender], rounds=ROUNDS, warmup_rounds=1)
+@pytest.mark.parametrize("contender", [*CONTENDERS, "probe"])
+def test_adamw_step(time_row, contender):
+    (row,) = b.gpt2_rows()
+    time_row(row, contender)

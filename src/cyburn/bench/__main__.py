@@ -1,3 +1,117 @@
-from cyburn.bench.cases import main
+"""Side-by-side benchmark: cyburn vs its NumPy reference vs PyTorch (when installed).
 
-main()
+    python -m cyburn.bench            # GPT-2 small shapes, float32, all threads
+    python -m cyburn.bench --quick    # fewer repetitions
+    python -m cyburn.bench norm       # one suite: softmax, norm, xent, attention, act, gpt2,
+                                      # compose
+    python -m cyburn.bench --scaling  # also time cyburn and torch on 1 thread (1->N thr)
+    python -m cyburn.bench --plot docs/bench.png   # and draw charts (implies --scaling)
+
+Every row times its contenders interleaved (one call of each per round, repeated), so
+they share the machine's state; the table reports each one's best time and the ratios against
+cyburn from the same run. GB/s counts the bytes a kernel must read and write, and is compared
+with np.copyto's bandwidth measured in the same run (the roofline columns: achieved GB/s vs
+np.copyto). With --scaling, cyburn (and torch) also run on one thread in the same rounds, and
+"1->N" is the one-thread time divided by the N-thread time.
+
+--plot FILE.png (needs matplotlib: pip install 'cyburn[plot]') writes two charts:
+FILE.png, the speed-up of cyburn against PyTorch and NumPy per row (log scale), and
+FILE-scaling.png, the roofline (achieved GB/s as % of np.copyto) and the 1 -> N thread
+speed-up of cyburn and torch (--plot turns --scaling on; --no-scaling leaves that panel
+out). Progress goes to stderr: one line updated in place on a terminal, plain lines otherwise.
+"""
+import argparse
+import importlib.util
+import os
+import sys
+
+import numpy as np
+
+import cyburn as cb
+from cyburn.bench import cases
+from cyburn.bench.compose import run_compose
+from cyburn.bench.gpt2 import run_gpt2
+from cyburn.bench.report import Progress, run_rows
+from cyburn.bench.timing import OneThread
+
+try:
+    import torch
+except ImportError:          # PyTorch is an optional peer
+    torch = None
+
+# Suites that time and print in their own way: name -> run(args, progress).
+OWN_TABLE_SUITES = {"compose": run_compose}
+ALL_SUITES = [*cases.SUITES, *OWN_TABLE_SUITES]
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m cyburn.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer rounds")
+    parser.add_argument("--threads", type=int, default=None, help="threads for cyburn and torch")
+    parser.add_argument("--scaling", action=argparse.BooleanOptionalAction, default=None,
+                        help="also time cyburn and torch on 1 thread, in the same rounds, and "
+                             "print their 1->N thread speed-up (about 1.5x the run time; "
+                             "default: on with --plot, else off)")
+    parser.add_argument("--plot", metavar="FILE.png",
+                        help="after the run, write the speed-up chart to FILE.png and the "
+                             "roofline (and, with --scaling, thread scaling) chart to "
+                             "FILE-scaling.png; needs matplotlib (pip install 'cyburn[plot]')")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="do not report progress on stderr")
+    parser.add_argument("suites", nargs="*", metavar="SUITE",
+                        help=f"what to run: {', '.join(ALL_SUITES)} (default: all)")
+    args = parser.parse_args(argv)
+    args.suites = args.suites or list(ALL_SUITES)
+    for suite in args.suites:
+        if suite not in ALL_SUITES:
+            parser.error(f"unknown suite {suite!r}; choose from {', '.join(ALL_SUITES)}")
+    if args.plot:                           # fail now, not after a long run
+        if importlib.util.find_spec("matplotlib") is None:
+            parser.error("--plot needs matplotlib, which is not installed: "
+                         "pip install 'cyburn[plot]' (or pip install matplotlib)")
+        folder = os.path.dirname(os.path.abspath(args.plot))
+        if not os.path.isdir(folder):
+            parser.error(f"--plot: no directory {folder!r}")
+    if args.scaling is None:
+        args.scaling = bool(args.plot)
+    args.seconds, args.rounds = (0.2, 15) if args.quick else (1.0, 50)
+    if args.threads:
+        cb.set_num_threads(args.threads)
+    if torch is not None:
+        torch.set_num_threads(cb.get_num_threads())
+    if args.scaling and cb.get_num_threads() == 1:
+        print("--scaling: cyburn runs on 1 thread already; no scaling to measure",
+              file=sys.stderr)
+        args.scaling = False
+    cb.show_config()
+    print(f"numpy {np.__version__}; torch {torch.__version__ if torch else 'not installed'}; "
+          f"threads {cb.get_num_threads()}")
+    if args.scaling and not OneThread.blas_limited():
+        print("(threadpoolctl not installed: on 1 thread, linear_cross_entropy's NumPy matrix "
+              "products still use every BLAS thread)")
+    print()
+    progress = Progress(enabled=not args.no_progress)
+    results = []
+    for i, suite in enumerate(args.suites, 1):
+        name = suite if len(args.suites) == 1 else f"{suite} ({i}/{len(args.suites)})"
+        if suite in OWN_TABLE_SUITES:
+            OWN_TABLE_SUITES[suite](args, progress)
+            continue
+        results += run_rows(name, cases.rows([suite]), args, progress)
+    if "xent" in args.suites:
+        progress.update(1, 1, "xent", "linear_cross_entropy peak memory, in fresh processes")
+        cases.run_linear_cross_entropy_memory(args, progress)
+    if "gpt2" in args.suites:
+        run_gpt2(args, progress)
+    if "softmax" in args.suites:
+        progress.update(1, 1, "softmax", "softmax on every SIMD path, in fresh processes")
+        cases.run_simd_levels(args, progress)
+    if args.plot:
+        from cyburn.bench.plot import plot
+        for written in plot(results, args.plot, args):
+            print(f"wrote {written}")
+
+
+if __name__ == "__main__":
+    main()

@@ -17,8 +17,8 @@ against the same model in PyTorch eager, written the way PyTorch users write it.
 - peak memory of a training step (resident high-water mark less the resident set with the
   model built), each library in a fresh process.
 
-gpt2_cases(rng) yields the adamw_step row in cyburn.bench's Case form; run_gpt2(args,
-progress) measures and prints the rest (a training step is no Case: no bytes to count).
+gpt2_rows() yields the adamw_step row of cyburn.bench.cases's registry; run_gpt2(args,
+progress) measures and prints the rest.
 """
 import argparse
 import linecache
@@ -32,6 +32,8 @@ import numpy as np
 
 import cyburn as cb
 from cyburn._dispatch import kernels
+from cyburn.bench.cases import Case, Row
+from cyburn.bench.report import Progress, machine, run_rows
 from cyburn.gpt2 import GPT2, AdamW, GPT2Config
 
 try:
@@ -67,12 +69,12 @@ def numpy_adamw_step(param, grad, exp_avg, exp_avg_sq, *, lr, beta1, beta2, eps,
     param += scratch
 
 
-def gpt2_cases(rng):
+def adamw_case():
     """adamw_step over ADAMW_ELEMENTS float32 parameters (one array): cyburn, NumPy's
     multi-pass update and torch.optim.AdamW(fused=True); the probe with the same memory
     pattern goes in the row's note."""
-    from cyburn.bench.cases import Case
     n = ADAMW_ELEMENTS
+    rng = np.random.default_rng(0)
     param, grad = (rng.standard_normal(n, dtype=np.float32) for _ in range(2))
     exp_avg, exp_avg_sq = np.zeros(n, np.float32), np.zeros(n, np.float32)
     scratch = np.empty(n, np.float32)
@@ -102,8 +104,13 @@ def gpt2_cases(rng):
                 f"no arithmetic) takes {times['probe'] * 1e3:.1f} ms; adamw_step reaches "
                 f"{100 * times['probe'] / times['cyburn']:.0f}% of its speed")
 
-    yield Case("adamw_step", f"{n / 1e6:.0f}M params, 1 array", "in-place", contenders,
-               7 * param.nbytes, param, note=note)
+    return Case(contenders, 7 * param.nbytes, param, note=note)
+
+
+def gpt2_rows():
+    """The adamw_step row (a training step is no row: it has no bytes to count)."""
+    yield Row("gpt2", "adamw_step", f"{ADAMW_ELEMENTS / 1e6:.0f}M params, 1 array", "in-place",
+              adamw_case)
 
 
 # ---- a training step ------------------------------------------------------------------------
@@ -354,7 +361,6 @@ def run_gpt2(args, progress=None):
 
 
 def main(argv=None):
-    from cyburn.bench import cases as bench
     parser = argparse.ArgumentParser(prog="python -m cyburn.bench.gpt2", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer rounds")
@@ -367,10 +373,10 @@ def main(argv=None):
         cb.set_num_threads(args.threads)
     if torch is not None:
         torch.set_num_threads(cb.get_num_threads())
-    print(bench._machine(args))
+    print(machine(args))
     print()
-    progress = bench.Progress(enabled=not args.no_progress)
-    bench.run_cases("gpt2", gpt2_cases(np.random.default_rng(0)), args, progress, 1)
+    progress = Progress(enabled=not args.no_progress)
+    run_rows("gpt2", list(gpt2_rows()), args, progress)
     run_gpt2(args, progress)
 
 

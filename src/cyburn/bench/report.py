@@ -1,0 +1,143 @@
+"""The report of cyburn.bench: the machine it ran on, each suite's table (rows timed as they
+are made), and progress on stderr."""
+import os
+import platform
+import shutil
+import sys
+import time
+
+import numpy as np
+
+import cyburn as cb
+from cyburn.bench.timing import ONE, OneThread, best_times
+
+try:
+    import torch
+except ImportError:          # PyTorch is an optional peer
+    torch = None
+
+
+class Progress:
+    """Progress of a run on stderr: one line rewritten in place (with a bar) when stderr is a
+    terminal, plain lines otherwise, nothing when disabled."""
+
+    def __init__(self, enabled=True, stream=None):
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.tty = enabled and self.stream.isatty()
+        self.start = time.perf_counter()
+        self.shown = 0                      # length of the line on screen (terminal only)
+
+    def elapsed(self):
+        seconds = int(time.perf_counter() - self.start)
+        return f"{seconds // 60}:{seconds % 60:02d}"
+
+    def update(self, done, total, where, what):
+        """Report that item `done` (1-based) of `total` (None: unknown) in `where` starts."""
+        if not self.enabled:
+            return
+        sys.stdout.flush()
+        known = total is not None and done <= total
+        count = f"{done}/{total if known else '?'}"
+        if self.tty:
+            filled = 20 * (done - 1) // total if known else 0
+            bar = "#" * filled + "-" * (20 - filled)
+            line = f"[{bar}] {count} {where} {self.elapsed()}  {what}"
+            width = shutil.get_terminal_size().columns - 1
+            line = line[:width]
+            self.stream.write("\r" + line.ljust(self.shown))
+            self.shown = len(line)
+        else:
+            self.stream.write(f"[{count}] {where} {self.elapsed()}  {what}\n")
+        self.stream.flush()
+
+    def clear(self):
+        """Erase the in-place line (before the results go to the same terminal)."""
+        if self.tty and self.shown:
+            self.stream.write("\r" + " " * self.shown + "\r")
+            self.stream.flush()
+            self.shown = 0
+
+
+def run_rows(suite, rows, args, progress):
+    """Time every row of one suite, print its table and return (row, case, times) for each.
+    A row's inputs are made just before it is timed and let go right after."""
+    results = []
+    for done, row in enumerate(rows, 1):
+        progress.update(done, len(rows), suite, row.name)
+        case = row.make()
+        contenders = dict(case.contenders)
+        if args.scaling:
+            for name in ("cyburn", "torch"):
+                if name in contenders:
+                    contenders[name + ONE] = OneThread(contenders[name])
+        times = best_times(contenders, args.seconds, args.rounds)
+        case.contenders = None              # let the row's arrays go as soon as possible
+        results.append((row, case, {name: t * case.scaled.get(name, 1)
+                                    for name, t in times.items()}))
+        del contenders
+    progress.clear()
+    print_table(results)
+    return results
+
+
+def format_time(seconds):
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:8.1f} us"
+    return f"{seconds * 1e3:8.2f} ms"
+
+
+def roofline(case, times):
+    """Achieved GB/s of cyburn, and as a percentage of np.copyto's in the same rounds."""
+    gbs = case.traffic / times["cyburn"] / 1e9
+    copy_gbs = 2 * case.operand_bytes / times["copyto"] / 1e9
+    return gbs, 100 * gbs / copy_gbs
+
+
+def print_table(results):
+    peers = ["numpy"] + (["torch"] if torch is not None else [])
+    scaling = [p for p in ("cyburn", "torch") if any(p + ONE in t for *_, t in results)]
+    n = cb.get_num_threads()
+    header = (f"{'function':<23} {'case':<38} {'mode':<6} {'cyburn':>11} "
+              + " ".join(f"{p:>11} {'x' + p:>7}" for p in peers)
+              + f" {'GB/s':>6} {'%copyto':>7}"
+              + "".join(f" {p + ' 1->' + str(n):>11}" for p in scaling))
+    print(header)
+    print("-" * len(header))
+    for row, case, times in results:
+        ours = times["cyburn"]
+        cells = " ".join(f"{format_time(times[p])} {times[p] / ours:6.2f}x" if p in times
+                         else f"{'-':>11} {'-':>7}" for p in peers)
+        gbs, percent = roofline(case, times)
+        threads = "".join(f" {times[p + ONE] / times[p]:10.2f}x" if p + ONE in times
+                          else f" {'-':>11}" for p in scaling)
+        print(f"{row.function:<23} {row.label:<38} {row.mode:<6} {format_time(ours)} {cells} "
+              f"{gbs:6.1f} {percent:6.0f}%{threads}")
+    for _, case, times in results:
+        if case.note:
+            print(case.note(times))
+    print("x<peer> = peer time / cyburn time (higher: cyburn faster). Roofline: GB/s is the "
+          "achieved bandwidth, counting each input read once and each output written once; "
+          "%copyto compares it with np.copyto of one operand, timed in the same rounds."
+          + (f" <lib> 1->{n} = its time on 1 thread / its time on {n} threads, timed in the "
+             "same rounds." if scaling else "") + "\n")
+
+
+def cpu_name():
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine(args):
+    """One line saying what the run measured on: CPU, SIMD path, threads and versions."""
+    from cyburn import __version__
+    return (f"{cpu_name()} ({os.cpu_count()} CPUs), {cb.simd_path()} path, "
+            f"{cb.get_num_threads()} threads, float32{', --quick' if args.quick else ''}; "
+            f"cyburn {__version__}, NumPy {np.__version__}, "
+            f"PyTorch {torch.__version__ if torch else 'not installed'}")
