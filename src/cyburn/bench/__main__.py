@@ -1,15 +1,20 @@
 """Side-by-side benchmark: cyburn vs its NumPy reference vs PyTorch (when installed).
 
-    python -m cyburn.bench            # GPT-2 small shapes, float32, all threads
+    python -m cyburn.bench            # a representative set of rows, float32, all threads
+                                      # (GPT-2 small shapes; about 3 minutes on 2 cores)
+    python -m cyburn.bench --full     # every row, then the measurements of whole suites
     python -m cyburn.bench --quick    # fewer repetitions
     python -m cyburn.bench norm       # one suite: softmax, norm, xent, attention, act, gpt2,
-                                      # compose
+                                      # compose (its representative rows, and what it
+                                      # measures beyond rows: e.g. gpt2's training step)
     python -m cyburn.bench --scaling  # also time cyburn and torch on 1 thread (1->N thr)
     python -m cyburn.bench --plot docs/bench.png   # and draw charts (implies --scaling)
 
 Every row times its contenders interleaved (one call of each per round, repeated), so
 they share the machine's state; the table reports each one's best time and the ratios against
-cyburn from the same run. GB/s counts the bytes a kernel must read and write, and is compared
+cyburn from the same run. A large row times the NumPy reference on 1/16 of its input and
+multiplies the time by 16 (marked *): in float64 with temporaries it would otherwise take
+most of the run. GB/s counts the bytes a kernel must read and write, and is compared
 with np.copyto's bandwidth measured in the same run (the roofline columns: achieved GB/s vs
 np.copyto). With --scaling, cyburn (and torch) also run on one thread in the same rounds, and
 "1->N" is the one-thread time divided by the N-thread time.
@@ -47,6 +52,9 @@ ALL_SUITES = [*cases.SUITES, *OWN_TABLE_SUITES]
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m cyburn.bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--full", action="store_true",
+                        help="every row of every suite named (default: the representative "
+                             "rows), and each suite's measurements beyond its rows")
     parser.add_argument("--quick", action="store_true", help="fewer rounds")
     parser.add_argument("--threads", type=int, default=None, help="threads for cyburn and torch")
     parser.add_argument("--scaling", action=argparse.BooleanOptionalAction, default=None,
@@ -60,9 +68,13 @@ def main(argv=None):
     parser.add_argument("--no-progress", action="store_true",
                         help="do not report progress on stderr")
     parser.add_argument("suites", nargs="*", metavar="SUITE",
-                        help=f"what to run: {', '.join(ALL_SUITES)} (default: all)")
+                        help=f"what to run: {', '.join(ALL_SUITES)} (default: every suite "
+                             "of rows; with --full, all)")
     args = parser.parse_args(argv)
-    args.suites = args.suites or list(ALL_SUITES)
+    named = set(args.suites)                # suites named run their extra measurements too
+    if not args.suites:
+        args.suites = list(ALL_SUITES if args.full else cases.SUITES)
+    extras = named | (set(args.suites) if args.full else set())
     for suite in args.suites:
         if suite not in ALL_SUITES:
             parser.error(f"unknown suite {suite!r}; choose from {', '.join(ALL_SUITES)}")
@@ -75,7 +87,7 @@ def main(argv=None):
             parser.error(f"--plot: no directory {folder!r}")
     if args.scaling is None:
         args.scaling = bool(args.plot)
-    args.seconds, args.rounds = (0.2, 15) if args.quick else (1.0, 50)
+    args.seconds, args.rounds = (0.2, 10) if args.quick else (0.5, 20)
     if args.threads:
         cb.set_num_threads(args.threads)
     if torch is not None:
@@ -98,13 +110,13 @@ def main(argv=None):
         if suite in OWN_TABLE_SUITES:
             OWN_TABLE_SUITES[suite](args, progress)
             continue
-        results += run_rows(name, cases.rows([suite]), args, progress)
-    if "xent" in args.suites:
+        results += run_rows(name, cases.rows([suite], args.full), args, progress)
+    if "xent" in extras:
         progress.update(1, 1, "xent", "linear_cross_entropy peak memory, in fresh processes")
         cases.run_linear_cross_entropy_memory(args, progress)
-    if "gpt2" in args.suites:
+    if "gpt2" in extras:
         run_gpt2(args, progress)
-    if "softmax" in args.suites:
+    if "softmax" in extras:
         progress.update(1, 1, "softmax", "softmax on every SIMD path, in fresh processes")
         cases.run_simd_levels(args, progress)
     if args.plot:

@@ -25,6 +25,8 @@ except ImportError:          # PyTorch is an optional peer
 
 
 CONTENDERS = ("cyburn", "numpy", "torch")      # the table's columns, in order
+NUMPY_PARTS = 16            # a large row times its NumPy reference on 1/16 of the input ...
+PART_MIN_BYTES = 1 << 20    # ... large: an input of at least 1 MiB
 
 
 class Case:
@@ -33,7 +35,7 @@ class Case:
     operand size for the np.copyto bandwidth reference.
 
     scaled: contender -> factor its measured time is multiplied by (a slow contender timed on
-    a slice of the input, e.g. {"numpy": 16} for 1/16 of the rows; the row's label says so).
+    a part of the input, e.g. {"numpy": 16} for 1/16 of the rows; see Part).
     note: times -> a line printed under the table (comparisons of extra contenders, which
     the table's columns do not show)."""
 
@@ -46,12 +48,13 @@ class Case:
 
 @dataclass
 class Row:
-    """A row of the report: `make()` builds its Case."""
+    """A row of the report: `make()` builds its Case. `core` rows make the default run."""
     suite: str
     function: str
     label: str
     mode: str
     make: Callable[[], Case]
+    core: bool = False
 
     @property
     def name(self):
@@ -61,6 +64,29 @@ class Row:
     def id(self):
         """The name without spaces (a pytest id)."""
         return "_".join(self.name.split())
+
+
+class Part:
+    """The first 1/NUMPY_PARTS of a large row's arrays along `axis` (one not reduced), on
+    which its NumPy reference is timed: in float64 with temporaries it takes 10-100x
+    cyburn's time, which would otherwise be most of a run. The time is multiplied by `scale`,
+    the full length over the part's (the reference's cost is linear in that length). A row
+    under PART_MIN_BYTES runs whole (scale 1)."""
+
+    def __init__(self, x, axis=0):
+        length = x.shape[axis]
+        parts = NUMPY_PARTS if x.nbytes >= PART_MIN_BYTES else 1
+        self.axis, self.stop = axis, max(1, length // parts)
+        self.scale = length / self.stop
+
+    def __call__(self, *arrays):
+        """The part of each array (a view along axis 0, a contiguous copy along others)."""
+        index = (slice(None),) * self.axis + (slice(0, self.stop),)
+        parts = tuple(np.ascontiguousarray(a[index]) for a in arrays)
+        return parts if len(parts) > 1 else parts[0]
+
+    def scaled(self):
+        return {"numpy": self.scale} if self.scale != 1 else None
 
 
 @functools.lru_cache(maxsize=1)
@@ -92,6 +118,12 @@ SOFTMAX_SHAPES = [          # (label, shape, axis)
     ("small", (4, 64), -1),
 ]
 SOFTMAX_FUNCTIONS = ("softmax", "log_softmax", "softmax_backward", "log_softmax_backward")
+SOFTMAX_CORE = {            # the rows of the default run: (shape label, function, mode)
+    ("attention rows", "softmax", "alloc"), ("attention rows", "softmax", "out="),
+    ("attention rows", "softmax_backward", "out="),
+    ("LM-head rows", "log_softmax_backward", "out="), ("non-last axis", "softmax", "out="),
+    ("small", "softmax", "alloc"), ("small", "softmax", "out="),
+}
 
 
 def _torch_softmax_calls(name, arrays, axis, out):
@@ -121,11 +153,14 @@ def softmax_case(name, shape, axis, mode):
         inputs = (x,)
     ours, ref = getattr(cb, name), getattr(reference, name)
     kw = dict(_modes(out))[mode]
+    part = Part(x, axis=1 if axis == 0 else 0)
+    part_inputs = part(*inputs) if len(inputs) > 1 else (part(*inputs),)
+    part_kw = {"out": part(out)} if kw else {}
     contenders = {"cyburn": lambda: ours(*inputs, axis, **kw),
-                  "numpy": lambda: ref(*inputs, axis, **kw)}
+                  "numpy": lambda: ref(*part_inputs, axis, **part_kw)}
     if torch:
         contenders["torch"] = _torch_softmax_calls(name, inputs, axis, out)[mode == "out="]
-    return Case(contenders, (len(inputs) + 1) * x.nbytes, x)
+    return Case(contenders, (len(inputs) + 1) * x.nbytes, x, scaled=part.scaled())
 
 
 def softmax_rows():
@@ -134,7 +169,8 @@ def softmax_rows():
         for name in SOFTMAX_FUNCTIONS:
             for mode in ("alloc", "out="):
                 yield Row("softmax", name, f"{label} {shape} axis={axis}", mode,
-                          functools.partial(softmax_case, name, shape, axis, mode))
+                          functools.partial(softmax_case, name, shape, axis, mode),
+                          (label, name, mode) in SOFTMAX_CORE)
 
 
 # ---- normalization ------------------------------------------------------------------------------
@@ -142,29 +178,36 @@ def softmax_rows():
 NORM_ROWS = (8192, 768)                 # GPT-2 small: 8 sequences of 1024 tokens, 768 features
 NORM_CHANNELS = (32, 64, 56, 56)        # a ResNet-style activation, for group and batch norm
 GROUPS = 32
+NORM_CORE = {("layer_norm", "out="), ("rms_norm", "out="), ("layer_norm_backward", "alloc"),
+             ("group_norm", "alloc"), ("batch_norm", "alloc")}
 
 
-def row_norm_case(name, mode):
-    """layer_norm or rms_norm (forward in `mode`, or backward) on NORM_ROWS."""
-    x, dy = _normal(NORM_ROWS)
-    n = NORM_ROWS[-1]
+def row_norm_case(name, mode, shape):
+    """layer_norm or rms_norm (forward in `mode`) or their backward on rows of `shape`."""
+    x, dy = _normal(shape)
+    n = shape[-1]
     w, b = _weights(n)
     out = np.empty_like(x)
-    kw = dict(_modes(out))[mode] if mode != "backward" else {}
+    kw = dict(_modes(out)).get(mode, {})
+    part = Part(x)
+    px, pdy = part(x, dy)
+    part_kw = {"out": part(out)} if kw else {}
     if name == "layer_norm":
         contenders = {"cyburn": lambda: cb.layer_norm(x, w, b, **kw),
-                      "numpy": lambda: reference.layer_norm(x, w, b, **kw)}
+                      "numpy": lambda: reference.layer_norm(px, w, b, **part_kw)}
     elif name == "rms_norm":
         contenders = {"cyburn": lambda: cb.rms_norm(x, w, **kw),
-                      "numpy": lambda: reference.rms_norm(x, w, **kw)}
+                      "numpy": lambda: reference.rms_norm(px, w, **part_kw)}
     elif name == "layer_norm_backward":
         _, mean, rstd = cb.layer_norm(x, w, b, return_stats=True)
+        pmean, prstd = part(mean, rstd)
         contenders = {"cyburn": lambda: cb.layer_norm_backward(dy, x, w, mean, rstd),
-                      "numpy": lambda: reference.layer_norm_backward(dy, x, w, mean, rstd)}
+                      "numpy": lambda: reference.layer_norm_backward(pdy, px, w, pmean, prstd)}
     else:
         _, rstd = cb.rms_norm(x, w, return_stats=True)
+        prstd = part(rstd)
         contenders = {"cyburn": lambda: cb.rms_norm_backward(dy, x, w, rstd),
-                      "numpy": lambda: reference.rms_norm_backward(dy, x, w, rstd)}
+                      "numpy": lambda: reference.rms_norm_backward(pdy, px, w, prstd)}
     if torch:
         X, DY, W, B, O = (torch.from_numpy(a) for a in (x, dy, w, b, out))
         aten = torch.ops.aten
@@ -186,32 +229,39 @@ def row_norm_case(name, mode):
             YR = torch.nn.functional.rms_norm(XR, (n,), WR, 1e-6)
             contenders["torch"] = lambda: torch.autograd.grad(YR, (XR, WR), DY,
                                                               retain_graph=True)
-    return Case(contenders, (3 if mode == "backward" else 2) * x.nbytes, x)
+    return Case(contenders, (3 if name.endswith("backward") else 2) * x.nbytes, x,
+                scaled=part.scaled())
 
 
-def channel_norm_case(name):
+def channel_norm_case(name, shape):
     """group_norm (GROUPS groups) or batch_norm (training, with running statistics) on
-    NORM_CHANNELS, forward or backward."""
-    x, dy = _normal(NORM_CHANNELS)
-    N, C = NORM_CHANNELS[:2]
+    (N, C, H, W) `shape`, forward or backward."""
+    x, dy = _normal(shape)
+    N, C = shape[:2]
     S = x.size // (N * C)
     w, b = _weights(C)
     running = [np.zeros(C, np.float32), np.ones(C, np.float32)]
-    _, gmean, grstd = cb.group_norm(x, GROUPS, w, b, return_stats=True)
-    _, bmean, brstd = cb.batch_norm(x, w, b, return_stats=True)
+    part = Part(x)                  # some of the N samples (batch norm's statistics per channel)
+    px, pdy = part(x, dy)
+    if name.startswith("group_norm"):
+        _, mean, rstd = cb.group_norm(x, GROUPS, w, b, return_stats=True)
+        pmean, prstd = part(mean, rstd)
+    else:
+        _, mean, rstd = cb.batch_norm(x, w, b, return_stats=True)
+        pmean, prstd = mean, rstd
     contenders = {
         "group_norm": {"cyburn": lambda: cb.group_norm(x, GROUPS, w, b),
-                       "numpy": lambda: reference.group_norm(x, GROUPS, w, b)},
+                       "numpy": lambda: reference.group_norm(px, GROUPS, w, b)},
         "group_norm_backward": {
-            "cyburn": lambda: cb.group_norm_backward(dy, x, GROUPS, w, gmean, grstd),
-            "numpy": lambda: reference.group_norm_backward(dy, x, GROUPS, w, gmean, grstd)},
+            "cyburn": lambda: cb.group_norm_backward(dy, x, GROUPS, w, mean, rstd),
+            "numpy": lambda: reference.group_norm_backward(pdy, px, GROUPS, w, pmean, prstd)},
         "batch_norm": {"cyburn": lambda: cb.batch_norm(x, w, b, running_mean=running[0],
                                                        running_var=running[1]),
-                       "numpy": lambda: reference.batch_norm(x, w, b, running_mean=running[0],
+                       "numpy": lambda: reference.batch_norm(px, w, b, running_mean=running[0],
                                                              running_var=running[1])},
         "batch_norm_backward": {
-            "cyburn": lambda: cb.batch_norm_backward(dy, x, w, bmean, brstd),
-            "numpy": lambda: reference.batch_norm_backward(dy, x, w, bmean, brstd)},
+            "cyburn": lambda: cb.batch_norm_backward(dy, x, w, mean, rstd),
+            "numpy": lambda: reference.batch_norm_backward(pdy, px, w, pmean, prstd)},
     }[name]
     if torch:
         aten = torch.ops.aten
@@ -229,22 +279,23 @@ def channel_norm_case(name):
             _, TBM, TBS = aten.native_batch_norm(X, W, B, None, None, True, 0.1, 1e-5)
             contenders["torch"] = lambda: aten.native_batch_norm_backward(
                 DY, X, W, RM, RV, TBM, TBS, True, 1e-5, [True, True, True])
-    return Case(contenders, (3 if name.endswith("backward") else 2) * x.nbytes, x)
+    return Case(contenders, (3 if name.endswith("backward") else 2) * x.nbytes, x,
+                scaled=part.scaled())
 
 
 def norm_rows():
     """layer_norm and rms_norm on NORM_ROWS: forward (alloc and out=) and backward; group_norm
     and batch_norm on NORM_CHANNELS, forward and backward."""
-    label = f"rows {NORM_ROWS}"
-    for mode in ("alloc", "out="):
-        for name in ("layer_norm", "rms_norm"):
-            yield Row("norm", name, label, mode, functools.partial(row_norm_case, name, mode))
-    for name in ("layer_norm", "rms_norm"):
-        yield Row("norm", name + "_backward", label, "alloc",
-                  functools.partial(row_norm_case, name + "_backward", "backward"))
+    cases = [(name, mode) for mode in ("alloc", "out=") for name in ("layer_norm", "rms_norm")]
+    cases += [("layer_norm_backward", "alloc"), ("rms_norm_backward", "alloc")]
+    for name, mode in cases:
+        yield Row("norm", name, f"rows {NORM_ROWS}", mode,
+                  functools.partial(row_norm_case, name, mode, NORM_ROWS),
+                  (name, mode) in NORM_CORE)
     for name in ("group_norm", "group_norm_backward", "batch_norm", "batch_norm_backward"):
         yield Row("norm", name, f"(N, C, H, W) {NORM_CHANNELS}", "alloc",
-                  functools.partial(channel_norm_case, name))
+                  functools.partial(channel_norm_case, name, NORM_CHANNELS),
+                  (name, "alloc") in NORM_CORE)
 
 
 # ---- cross-entropy ------------------------------------------------------------------------------
@@ -259,25 +310,28 @@ def _torch_loss_and_grad(loss_of, *tensors):
     return [t.grad for t in leaves]
 
 
-def cross_entropy_case(mode):
-    """cross_entropy forward ("alloc"), or forward + backward into grad_out ("grad")."""
-    (x,) = _normal(CE_LOGITS, 1)
-    target = np.random.default_rng(1).integers(0, CE_LOGITS[1], CE_LOGITS[0])
+def cross_entropy_case(mode, shape):
+    """cross_entropy on logits of `shape`: forward ("alloc"), or forward + backward into
+    grad_out ("grad")."""
+    (x,) = _normal(shape, 1)
+    target = np.random.default_rng(1).integers(0, shape[1], shape[0])
+    part = Part(x)
+    px, ptarget = part(x, target)
     if mode == "alloc":
         contenders = {"cyburn": lambda: cb.cross_entropy(x, target),
-                      "numpy": lambda: reference.cross_entropy(x, target)}
+                      "numpy": lambda: reference.cross_entropy(px, ptarget)}
     else:
         grad = np.empty_like(x)
         contenders = {
             "cyburn": lambda: cb.cross_entropy(x, target, return_grad=True, grad_out=grad),
-            "numpy": lambda: reference.cross_entropy(x, target, return_grad=True)}
+            "numpy": lambda: reference.cross_entropy(px, ptarget, return_grad=True)}
     if torch:
         X, T = torch.from_numpy(x), torch.from_numpy(target)
         contenders["torch"] = ((lambda: torch.nn.functional.cross_entropy(X, T))
                                if mode == "alloc" else
                                (lambda: _torch_loss_and_grad(
                                    lambda a: torch.nn.functional.cross_entropy(a, T), X)))
-    return Case(contenders, (1 if mode == "alloc" else 2) * x.nbytes, x)
+    return Case(contenders, (1 if mode == "alloc" else 2) * x.nbytes, x, scaled=part.scaled())
 
 
 def linear_cross_entropy_case():
@@ -299,11 +353,11 @@ def linear_cross_entropy_case():
 
 
 def xent_rows():
-    label = f"logits {CE_LOGITS}"
-    yield Row("xent", "cross_entropy", label, "alloc",
-              functools.partial(cross_entropy_case, "alloc"))
-    yield Row("xent", "cross_entropy", label, "grad",
-              functools.partial(cross_entropy_case, "grad"))
+    """cross_entropy on CE_LOGITS, forward and forward + backward; linear_cross_entropy on
+    LM_HEAD (its NumPy reference whole: matrix products, like cyburn's)."""
+    for mode in ("alloc", "grad"):
+        yield Row("xent", "cross_entropy", f"logits {CE_LOGITS}", mode,
+                  functools.partial(cross_entropy_case, mode, CE_LOGITS), True)
     N, D, C = LM_HEAD
     yield Row("xent", "linear_cross_entropy", f"hidden {(N, D)}, weight {(C, D)}", "grad",
               linear_cross_entropy_case)
@@ -362,25 +416,32 @@ ATTENTION_SCORES = (1, 12, 1024, 1024)  # GPT-2 small: one sequence of 1024 toke
 ATTENTION_SCALE = 0.125                   # 1 / sqrt(64), GPT-2's head size
 
 
-def attention_case(kind):
-    """masked_softmax into out= on ATTENTION_SCORES: "causal", with a boolean mask of the
-    causal pattern broadcast over the heads ("bool mask"), "unmasked"; or ("backward")
-    masked_softmax_backward with a scale."""
-    x, dy = _normal(ATTENTION_SCORES)
+ATTENTION_KINDS = ("causal", "bool mask", "unmasked", "backward")
+ATTENTION_CORE = {"causal", "backward"}
+
+
+def attention_case(kind, shape):
+    """masked_softmax into out= on scores of `shape` (B, H, T, T): "causal", with a boolean
+    mask of the causal pattern broadcast over the heads ("bool mask"), "unmasked"; or
+    ("backward") masked_softmax_backward with a scale."""
+    x, dy = _normal(shape)
     out = np.empty_like(x)
-    *lead, tq, tk = ATTENTION_SCORES
+    *lead, tq, tk = shape
     heads = x.size // (tq * tk)
     keep = np.tril(np.ones((tq, tk), dtype=np.bool_))      # the causal pattern, as a mask
     kw = {"causal": {"causal": True}, "bool mask": {"mask": keep}, "unmasked": {}}.get(kind)
+    part = Part(x, axis=1)                                  # some of the heads
+    px, pdy, pout = part(x, dy, out)
     if kind == "backward":
         y = cb.masked_softmax(x, causal=True)
+        py = part(y)
         contenders = {
             "cyburn": lambda: cb.masked_softmax_backward(dy, y, scale=ATTENTION_SCALE, out=out),
-            "numpy": lambda: reference.masked_softmax_backward(dy, y, scale=ATTENTION_SCALE,
-                                                               out=out)}
+            "numpy": lambda: reference.masked_softmax_backward(pdy, py, scale=ATTENTION_SCALE,
+                                                               out=pout)}
     else:
         contenders = {"cyburn": lambda: cb.masked_softmax(x, out=out, **kw),
-                      "numpy": lambda: reference.masked_softmax(x, out=out, **kw)}
+                      "numpy": lambda: reference.masked_softmax(px, out=pout, **kw)}
     if kind == "causal":       # extra contenders for the note below (not columns of the table)
         contenders["softmax"] = lambda: cb.softmax(x, out=out)
         contenders["unmasked"] = lambda: cb.masked_softmax(x, out=out)
@@ -413,47 +474,46 @@ def attention_case(kind):
     traffic = {"causal": (heads * int(keep.sum()) + x.size) * x.itemsize,
                "bool mask": 2 * x.nbytes + keep.nbytes, "unmasked": 2 * x.nbytes,
                "backward": 3 * x.nbytes}[kind]
-    return Case(contenders, traffic, x, note=causal_note if kind == "causal" else None)
+    return Case(contenders, traffic, x, scaled=part.scaled(),
+                note=causal_note if kind == "causal" else None)
 
 
 def attention_rows():
-    label = f"scores {ATTENTION_SCORES}"
-    for kind in ("causal", "bool mask", "unmasked"):
-        yield Row("attention", "masked_softmax", f"{label} {kind}", "out=",
-                  functools.partial(attention_case, kind))
-    yield Row("attention", "masked_softmax_backward", f"{label} scale={ATTENTION_SCALE}", "out=",
-              functools.partial(attention_case, "backward"))
+    for kind in ATTENTION_KINDS:
+        function, label = (("masked_softmax_backward", f"scale={ATTENTION_SCALE}")
+                           if kind == "backward" else ("masked_softmax", kind))
+        yield Row("attention", function, f"scores {ATTENTION_SCORES} {label}", "out=",
+                  functools.partial(attention_case, kind, ATTENTION_SCORES),
+                  kind in ATTENTION_CORE)
 
 
 # ---- activations --------------------------------------------------------------------------------
 
 ACTIVATION_SHAPE = (8192, 3072)         # GPT-2 small's MLP: 8 sequences of 1024 tokens, 4 * 768
-ACTIVATION_SLICE = 16                   # slow NumPy references run on 1/16 of the rows
-ACTIVATIONS = [                         # (function, keyword arguments, NumPy reference slow)
-    ("gelu", {"approximate": "tanh"}, True),
-    ("gelu", {"approximate": "none"}, True),
-    ("silu", {}, True),
-    ("relu", {}, False),
+ACTIVATIONS = [                         # (function, keyword arguments)
+    ("gelu", {"approximate": "tanh"}),
+    ("gelu", {"approximate": "none"}),
+    ("silu", {}),
+    ("relu", {}),
 ]
+ACTIVATION_CORE = {("gelu", "tanh"), ("gelu", "none"), ("gelu_backward", "none"), ("silu", ""),
+                   ("silu_backward", ""), ("relu", "")}
 
 
-def activation_case(name, kw, slow):
-    """`name` (an activation or its _backward) into out= on ACTIVATION_SHAPE. The NumPy
-    references of gelu and silu, in float64 with several temporaries (gelu's erf one calls
-    math.erfc per element), are timed on 1/ACTIVATION_SLICE of the rows and their time
-    multiplied by ACTIVATION_SLICE."""
-    x, dy = _normal(ACTIVATION_SHAPE)
+def activation_case(name, kw, shape):
+    """`name` (an activation or its _backward) into out= on `shape`."""
+    x, dy = _normal(shape)
     out = np.empty_like(x)
-    rows = ACTIVATION_SHAPE[0] // ACTIVATION_SLICE if slow else ACTIVATION_SHAPE[0]
-    rx, rdy, rout = x[:rows], dy[:rows], out[:rows]
+    part = Part(x)
+    px, pdy, pout = part(x, dy, out)
     ours, ref = getattr(cb, name), getattr(reference, name)
     backward = name.endswith("_backward")
     if backward:
         contenders = {"cyburn": lambda: ours(dy, x, out=out, **kw),
-                      "numpy": lambda: ref(rdy, rx, out=rout, **kw)}
+                      "numpy": lambda: ref(pdy, px, out=pout, **kw)}
     else:
         contenders = {"cyburn": lambda: ours(x, out=out, **kw),
-                      "numpy": lambda: ref(rx, out=rout, **kw)}
+                      "numpy": lambda: ref(px, out=pout, **kw)}
     if torch:               # PyTorch's own kernels, writing into out
         X, DY, O = (torch.from_numpy(a) for a in (x, dy, out))
         aten = torch.ops.aten
@@ -466,20 +526,18 @@ def activation_case(name, kw, slow):
             "relu_backward": lambda: aten.threshold_backward.grad_input(DY, X, 0,
                                                                         grad_input=O),
         }[name]
-    return Case(contenders, (3 if backward else 2) * x.nbytes, x,
-                scaled={"numpy": ACTIVATION_SLICE} if slow else None)
+    return Case(contenders, (3 if backward else 2) * x.nbytes, x, scaled=part.scaled())
 
 
 def activation_rows():
     """relu, gelu (erf and tanh) and silu, forward and backward, into out= on
     ACTIVATION_SHAPE."""
-    sliced = f"; numpy 1/{ACTIVATION_SLICE} x{ACTIVATION_SLICE}"
-    for name, kw, slow in ACTIVATIONS:
-        label = (f"{ACTIVATION_SHAPE}" + (f" {kw['approximate']}" if kw else "")
-                 + (sliced if slow else ""))
+    for name, kw in ACTIVATIONS:
+        approximate = kw.get("approximate", "")
         for function in (name, name + "_backward"):
-            yield Row("act", function, label, "out=",
-                      functools.partial(activation_case, function, kw, slow))
+            yield Row("act", function, f"{ACTIVATION_SHAPE} {approximate}".rstrip(), "out=",
+                      functools.partial(activation_case, function, kw, ACTIVATION_SHAPE),
+                      (function, approximate) in ACTIVATION_CORE)
 
 
 # ---- the SIMD paths, in fresh processes ----------------------------------------------------------
@@ -525,6 +583,7 @@ SUITES = {"softmax": softmax_rows, "norm": norm_rows, "xent": xent_rows,
           "attention": attention_rows, "act": activation_rows, "gpt2": _gpt2_rows}
 
 
-def rows(suites=None):
-    """Every row of the named suites (default: all), in the report's order."""
-    return [row for suite in (suites or SUITES) for row in SUITES[suite]()]
+def rows(suites=None, full=True):
+    """The rows of the named suites (default: all) in the report's order: every one, or
+    (full=False) the core rows of the default run."""
+    return [row for suite in (suites or SUITES) for row in SUITES[suite]() if full or row.core]

@@ -106,7 +106,8 @@ def print_table(results):
     print("-" * len(header))
     for row, case, times in results:
         ours = times["cyburn"]
-        cells = " ".join(f"{format_time(times[p])} {times[p] / ours:6.2f}x" if p in times
+        cells = " ".join(f"{format_time(times[p])}{'*' if p in case.scaled else ' '}"
+                         f"{times[p] / ours:6.2f}x" if p in times
                          else f"{'-':>11} {'-':>7}" for p in peers)
         gbs, percent = roofline(case, times)
         threads = "".join(f" {times[p + ONE] / times[p]:10.2f}x" if p + ONE in times
@@ -116,7 +117,9 @@ def print_table(results):
     for _, case, times in results:
         if case.note:
             print(case.note(times))
-    print("x<peer> = peer time / cyburn time (higher: cyburn faster). Roofline: GB/s is the "
+    print("x<peer> = peer time / cyburn time (higher: cyburn faster); * timed on a part of "
+          "the input (1/16 of the rows, or one head), the time scaled to the whole. Roofline: "
+          "GB/s is the "
           "achieved bandwidth, counting each input read once and each output written once; "
           "%copyto compares it with np.copyto of one operand, timed in the same rounds."
           + (f" <lib> 1->{n} = its time on 1 thread / its time on {n} threads, timed in the "
