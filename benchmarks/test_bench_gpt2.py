@@ -54,7 +54,7 @@ def test_generate_torch(benchmark, torch_model, prompt):
                        rounds=ROUNDS, warmup_rounds=1)
 
 
-@pytest.mark.parametrize("contender", [*CONTENDERS, "probe"])
+@pytest.mark.parametrize("contender", [*CONTENDERS, "ceiling"])
 def test_adamw_step(time_row, contender):
     (row,) = b.gpt2_rows()
     time_row(row, contender)

@@ -14,14 +14,19 @@ Every row times its contenders interleaved (one call of each per round, repeated
 they share the machine's state; the table reports each one's best time and the ratios against
 cyburn from the same run. A large row times the NumPy reference on 1/16 of its input and
 multiplies the time by 16 (marked *): in float64 with temporaries it would otherwise take
-most of the run. GB/s counts the bytes a kernel must read and write, and is compared
-with np.copyto's bandwidth measured in the same run (the roofline columns: achieved GB/s vs
-np.copyto). With --scaling, cyburn (and torch) also run on one thread in the same rounds, and
+most of the run.
+
+The report opens with the machine (CPU, cores, caches as the OS reports them, SIMD path,
+threads) and the ceilings of its memory: cyburn's probes of the kernels' four memory patterns
+(read 1; read 1 write 1; read 2 write 1; read 4 write 3: cyburn.bench.machine), on the same
+threads, within the last-level cache and streaming from memory. In each row, GB/s counts the
+bytes the kernel must read and write, and %ceil compares it with the probe of the row's own
+pattern on arrays of the row's size, timed in the same rounds. With --scaling, cyburn (and torch) also run on one thread in the same rounds, and
 "1->N" is the one-thread time divided by the N-thread time.
 
 --plot FILE.png (needs matplotlib: pip install 'cyburn[plot]') writes two charts:
 FILE.png, the speed-up of cyburn against PyTorch and NumPy per row (log scale), and
-FILE-scaling.png, the roofline (achieved GB/s as % of np.copyto) and the 1 -> N thread
+FILE-scaling.png, the roofline (achieved GB/s as % of the ceiling) and the 1 -> N thread
 speed-up of cyburn and torch (--plot turns --scaling on; --no-scaling leaves that panel
 out). Progress goes to stderr: one line updated in place on a terminal, plain lines otherwise.
 """
@@ -33,7 +38,7 @@ import sys
 import numpy as np
 
 import cyburn as cb
-from cyburn.bench import cases
+from cyburn.bench import cases, machine
 from cyburn.bench.compose import run_compose
 from cyburn.bench.gpt2 import run_gpt2
 from cyburn.bench.report import Progress, run_rows
@@ -96,6 +101,7 @@ def main(argv=None):
         print("--scaling: cyburn runs on 1 thread already; no scaling to measure",
               file=sys.stderr)
         args.scaling = False
+    print("\n".join(machine.describe()))
     cb.show_config()
     print(f"numpy {np.__version__}; torch {torch.__version__ if torch else 'not installed'}; "
           f"threads {cb.get_num_threads()}")
@@ -104,6 +110,10 @@ def main(argv=None):
               "products still use every BLAS thread)")
     print()
     progress = Progress(enabled=not args.no_progress)
+    progress.update(1, 1, "machine", "the ceilings of each memory pattern")
+    figures = machine.ceilings(args.rounds)
+    progress.clear()
+    machine.print_ceilings(figures, args.rounds)
     results = []
     for i, suite in enumerate(args.suites, 1):
         name = suite if len(args.suites) == 1 else f"{suite} ({i}/{len(args.suites)})"

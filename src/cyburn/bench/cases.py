@@ -16,6 +16,7 @@ import numpy as np
 
 import cyburn as cb
 from cyburn import reference
+from cyburn.bench import machine
 from cyburn.bench.report import format_time
 
 try:
@@ -30,19 +31,26 @@ PART_MIN_BYTES = 1 << 20    # ... large: an input of at least 1 MiB
 
 
 class Case:
-    """One row's contenders (name -> callable) for one function, input and mode, the bytes
-    the function must move (inputs read once, outputs written once) and an array of the
-    operand size for the np.copyto bandwidth reference.
+    """One row's contenders (name -> callable) for one function, input and mode; the memory
+    pattern of the function (machine.PATTERNS, None for one bound by arithmetic) over arrays
+    of `operand`'s size, and the probes of that pattern on such arrays ("ceiling", and
+    "ceiling nt" when the bytes exceed the last-level cache), timed with the contenders.
 
+    traffic: the bytes the function must move, each input read once and each output written
+    once (default: the pattern's).
     scaled: contender -> factor its measured time is multiplied by (a slow contender timed on
     a part of the input, e.g. {"numpy": 16} for 1/16 of the rows; see Part).
     note: times -> a line printed under the table (comparisons of extra contenders, which
     the table's columns do not show)."""
 
-    def __init__(self, contenders, traffic, operand, *, scaled=None, note=None):
-        copy = np.empty_like(operand)
-        self.traffic, self.operand_bytes = traffic, operand.nbytes
-        self.contenders = {"copyto": lambda: np.copyto(copy, operand), **contenders}
+    def __init__(self, contenders, pattern, operand, *, traffic=None, scaled=None, note=None):
+        self.pattern, self.operand_bytes = pattern, operand.nbytes
+        self.traffic = traffic or machine.pattern_bytes(pattern, operand.nbytes)
+        self.contenders = dict(contenders)
+        if pattern:
+            llc = machine.last_level_cache()
+            self.contenders.update(machine.probes(pattern, operand, streaming=llc is None
+                                                  or self.traffic >= llc))
         self.scaled, self.note = scaled or {}, note
 
 
@@ -160,7 +168,8 @@ def softmax_case(name, shape, axis, mode):
                   "numpy": lambda: ref(*part_inputs, axis, **part_kw)}
     if torch:
         contenders["torch"] = _torch_softmax_calls(name, inputs, axis, out)[mode == "out="]
-    return Case(contenders, (len(inputs) + 1) * x.nbytes, x, scaled=part.scaled())
+    return Case(contenders, "triad" if name.endswith("backward") else "copy", x,
+                scaled=part.scaled())
 
 
 def softmax_rows():
@@ -229,7 +238,7 @@ def row_norm_case(name, mode, shape):
             YR = torch.nn.functional.rms_norm(XR, (n,), WR, 1e-6)
             contenders["torch"] = lambda: torch.autograd.grad(YR, (XR, WR), DY,
                                                               retain_graph=True)
-    return Case(contenders, (3 if name.endswith("backward") else 2) * x.nbytes, x,
+    return Case(contenders, "triad" if name.endswith("backward") else "copy", x,
                 scaled=part.scaled())
 
 
@@ -279,7 +288,7 @@ def channel_norm_case(name, shape):
             _, TBM, TBS = aten.native_batch_norm(X, W, B, None, None, True, 0.1, 1e-5)
             contenders["torch"] = lambda: aten.native_batch_norm_backward(
                 DY, X, W, RM, RV, TBM, TBS, True, 1e-5, [True, True, True])
-    return Case(contenders, (3 if name.endswith("backward") else 2) * x.nbytes, x,
+    return Case(contenders, "triad" if name.endswith("backward") else "copy", x,
                 scaled=part.scaled())
 
 
@@ -331,7 +340,7 @@ def cross_entropy_case(mode, shape):
                                if mode == "alloc" else
                                (lambda: _torch_loss_and_grad(
                                    lambda a: torch.nn.functional.cross_entropy(a, T), X)))
-    return Case(contenders, (1 if mode == "alloc" else 2) * x.nbytes, x, scaled=part.scaled())
+    return Case(contenders, "read" if mode == "alloc" else "copy", x, scaled=part.scaled())
 
 
 def linear_cross_entropy_case():
@@ -349,7 +358,7 @@ def linear_cross_entropy_case():
         H, W, T = (torch.from_numpy(a) for a in (hidden, weight, target))
         contenders["torch"] = lambda: _torch_loss_and_grad(
             lambda h, w: torch.nn.functional.cross_entropy(h @ w.T, T), H, W)
-    return Case(contenders, hidden.nbytes * 2 + weight.nbytes * 2, weight)
+    return Case(contenders, None, weight, traffic=hidden.nbytes * 2 + weight.nbytes * 2)
 
 
 def xent_rows():
@@ -474,7 +483,8 @@ def attention_case(kind, shape):
     traffic = {"causal": (heads * int(keep.sum()) + x.size) * x.itemsize,
                "bool mask": 2 * x.nbytes + keep.nbytes, "unmasked": 2 * x.nbytes,
                "backward": 3 * x.nbytes}[kind]
-    return Case(contenders, traffic, x, scaled=part.scaled(),
+    return Case(contenders, "triad" if kind == "backward" else "copy", x, traffic=traffic,
+                scaled=part.scaled(),
                 note=causal_note if kind == "causal" else None)
 
 
@@ -526,7 +536,7 @@ def activation_case(name, kw, shape):
             "relu_backward": lambda: aten.threshold_backward.grad_input(DY, X, 0,
                                                                         grad_input=O),
         }[name]
-    return Case(contenders, (3 if backward else 2) * x.nbytes, x, scaled=part.scaled())
+    return Case(contenders, "triad" if backward else "copy", x, scaled=part.scaled())
 
 
 def activation_rows():

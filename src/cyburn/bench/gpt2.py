@@ -12,8 +12,8 @@ against the same model in PyTorch eager, written the way PyTorch users write it.
   (cyburn also with its kernels on one thread), in tokens/s beside the ceiling: the read
   bandwidth measured in the same run over the bytes of weights every token reads;
 - adamw_step over 124M parameters in one array against torch.optim.AdamW(fused=True),
-  NumPy's multi-pass update and a probe with adamw_step's memory pattern (read four arrays,
-  write three: cyburn's kernel module carries it for this comparison);
+  NumPy's multi-pass update and the probe of adamw_step's memory pattern (read four arrays,
+  write three; see cyburn.bench.machine);
 - peak memory of a training step (resident high-water mark less the resident set with the
   model built), each library in a fresh process.
 
@@ -31,9 +31,9 @@ import time
 import numpy as np
 
 import cyburn as cb
-from cyburn._dispatch import kernels
+from cyburn.bench import machine
 from cyburn.bench.cases import Case, Part, Row
-from cyburn.bench.report import Progress, machine, run_rows
+from cyburn.bench.report import Progress, describe_run, run_rows
 from cyburn.gpt2 import GPT2, AdamW, GPT2Config
 
 try:
@@ -71,8 +71,7 @@ def numpy_adamw_step(param, grad, exp_avg, exp_avg_sq, *, lr, beta1, beta2, eps,
 
 def adamw_case():
     """adamw_step over ADAMW_ELEMENTS float32 parameters (one array): cyburn, NumPy's
-    multi-pass update and torch.optim.AdamW(fused=True); the probe with the same memory
-    pattern goes in the row's note."""
+    multi-pass update and torch.optim.AdamW(fused=True)."""
     n = ADAMW_ELEMENTS
     rng = np.random.default_rng(0)
     param, grad = (rng.standard_normal(n, dtype=np.float32) for _ in range(2))
@@ -90,22 +89,14 @@ def adamw_case():
         steps["numpy"] += 1
         numpy_adamw_step(*numpy_arrays, step=steps["numpy"], scratch=scratch, **ADAMW)
 
-    contenders = {"cyburn": ours, "numpy": numpy,
-                  "probe": lambda: kernels.read4_write3_probe(param, grad, exp_avg, exp_avg_sq,
-                                                              cb.get_num_threads())}
+    contenders = {"cyburn": ours, "numpy": numpy}
     if torch is not None:
         t_param = torch.from_numpy(param.copy()).requires_grad_()
         t_param.grad = torch.from_numpy(grad)
         optimizer = torch.optim.AdamW([t_param], lr=ADAMW["lr"], betas=(0.9, 0.999), eps=1e-8,
                                       weight_decay=ADAMW["weight_decay"], fused=True)
         contenders["torch"] = optimizer.step
-
-    def note(times):
-        return (f"adamw_step over {n / 1e6:.0f}M float32: the probe (read 4 arrays, write 3, "
-                f"no arithmetic) takes {times['probe'] * 1e3:.1f} ms; adamw_step reaches "
-                f"{100 * times['probe'] / times['cyburn']:.0f}% of its speed")
-
-    return Case(contenders, 7 * param.nbytes, param, scaled=part.scaled(), note=note)
+    return Case(contenders, "adamw", param, scaled=part.scaled())
 
 
 def gpt2_rows():
@@ -215,22 +206,13 @@ class StepSampler:
 
 def read_bandwidth():
     """Bytes per second read from a 1 GiB float32 array (far beyond the caches), the best of
-    three: by np.sum on one thread, by one np.sum per thread on its share, and by a
+    three runs of each of: cyburn's read probe on its threads (cyburn.bench.machine), and a
     matrix-vector product (NumPy's BLAS, its threads: a decoding step's own access)."""
     a = np.ones(1 << 28, np.float32)
     matrix, vector = a.reshape(-1, 4096), np.ones(4096, np.float32)
-    threads = cb.get_num_threads()
-    parts = np.array_split(a, threads)
-
-    def split_sum():
-        workers = [threading.Thread(target=np.sum, args=(p,)) for p in parts]
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
-
+    (probe,) = machine.probes("read", a).values()
     best = {}
-    for name, f in (("np.sum", lambda: np.sum(a)), (f"np.sum x {threads} threads", split_sum),
+    for name, f in ((f"read probe, {cb.get_num_threads()} threads", probe),
                     ("matrix @ vector", lambda: matrix @ vector)):
         f()
         best[name] = a.nbytes / min(_seconds(f) for _ in range(3))
@@ -374,7 +356,7 @@ def main(argv=None):
         cb.set_num_threads(args.threads)
     if torch is not None:
         torch.set_num_threads(cb.get_num_threads())
-    print(machine(args))
+    print(describe_run(args))
     print()
     progress = Progress(enabled=not args.no_progress)
     run_rows("gpt2", list(gpt2_rows()), args, progress)

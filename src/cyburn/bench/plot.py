@@ -6,7 +6,7 @@ import os
 import numpy as np
 
 import cyburn as cb
-from cyburn.bench.report import machine, roofline
+from cyburn.bench.report import describe_run, roofline
 from cyburn.bench.timing import ONE
 
 
@@ -41,7 +41,7 @@ def plot(results, path, args):
     labels = [_row_label(row) for row, *_ in results]
     y = np.arange(n_rows)
     height = 1.7 + 0.28 * n_rows
-    title = machine(args)
+    title = describe_run(args)
     peers = [("torch", "vs PyTorch", "tab:orange"), ("numpy", "vs NumPy", "tab:blue")]
     peers = [p for p in peers if any(p[0] in t for *_, t in results)]
 
@@ -76,11 +76,14 @@ def plot(results, path, args):
     axes = fig.subplots(1, 2 if threaded else 1, sharey=True, squeeze=False)[0]
     ax = axes[0]
     achieved = [roofline(case, t) for _, case, t in results]
-    bars = ax.barh(y, [p for _, p in achieved], height=0.6, color="tab:green")
-    _bar_text(ax, bars, [g for g, _ in achieved], lambda g: f"{g:.1f} GB/s")
+    percents = [float("nan") if p is None else p for *_, p in achieved]
+    bars = ax.barh(y, percents, height=0.6, color="tab:green")
+    _bar_text(ax, bars, [g if p == p else float("nan") for (g, *_), p in zip(achieved, percents)],
+              lambda g: f"{g:.1f} GB/s")
     ax.axvline(100, color="black", lw=1, ls="--")
-    ax.set_xlim(0, max(150, max(p for _, p in achieved) * 1.3))
-    ax.set_xlabel("roofline: achieved GB/s as % of np.copyto's", fontsize=9)
+    ax.set_xlim(0, max(150, max(p for p in percents if p == p) * 1.3))
+    ax.set_xlabel("roofline: achieved GB/s as % of the probe of the row's memory pattern",
+                  fontsize=9)
     ax.set_yticks(y, labels, fontsize=7.5)
     ax.set_ylim(n_rows - 0.5, -0.5)
     ax.grid(axis="x", color="0.85", lw=0.6)
@@ -106,8 +109,8 @@ def plot(results, path, args):
         fig.legend(loc="outside lower right", ncols=len(threaded), fontsize=8, frameon=False,
                    title=f"1 -> {n} threads:", title_fontsize=8, alignment="left")
         _suite_lines(ax, results)
-    fig.suptitle("cyburn roofline: achieved GB/s (at the bars) against single-threaded "
-                 "np.copyto's, same rounds" + (f", and 1 -> {n} thread scaling" if threaded
+    fig.suptitle("cyburn roofline: achieved GB/s (at the bars) against the probe of each "
+                 "row's memory pattern, same threads and rounds" + (f", and 1 -> {n} thread scaling" if threaded
                                                 else "") + f"\n{title}", fontsize=9)
     fig.savefig(scaling_path, dpi=110)
     return path, scaling_path

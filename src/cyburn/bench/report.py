@@ -1,7 +1,6 @@
 """The report of cyburn.bench: the machine it ran on, each suite's table (rows timed as they
 are made), and progress on stderr."""
 import os
-import platform
 import shutil
 import sys
 import time
@@ -9,6 +8,7 @@ import time
 import numpy as np
 
 import cyburn as cb
+from cyburn.bench import machine
 from cyburn.bench.timing import ONE, OneThread, best_times
 
 try:
@@ -88,10 +88,14 @@ def format_time(seconds):
 
 
 def roofline(case, times):
-    """Achieved GB/s of cyburn, and as a percentage of np.copyto's in the same rounds."""
+    """cyburn's achieved GB/s, the ceiling of its memory pattern (the faster probe, timed in
+    the same rounds; None for a row bound by arithmetic) and the first as a percentage of
+    the second."""
     gbs = case.traffic / times["cyburn"] / 1e9
-    copy_gbs = 2 * case.operand_bytes / times["copyto"] / 1e9
-    return gbs, 100 * gbs / copy_gbs
+    if case.pattern is None:
+        return gbs, None, None
+    top = machine.ceiling(case.pattern, case.operand_bytes, times)
+    return gbs, top, 100 * gbs / top
 
 
 def print_table(results):
@@ -100,7 +104,7 @@ def print_table(results):
     n = cb.get_num_threads()
     header = (f"{'function':<23} {'case':<38} {'mode':<6} {'cyburn':>11} "
               + " ".join(f"{p:>11} {'x' + p:>7}" for p in peers)
-              + f" {'GB/s':>6} {'%copyto':>7}"
+              + f" {'GB/s':>6} {'ceiling':>8} {'%ceil':>6}"
               + "".join(f" {p + ' 1->' + str(n):>11}" for p in scaling))
     print(header)
     print("-" * len(header))
@@ -109,38 +113,30 @@ def print_table(results):
         cells = " ".join(f"{format_time(times[p])}{'*' if p in case.scaled else ' '}"
                          f"{times[p] / ours:6.2f}x" if p in times
                          else f"{'-':>11} {'-':>7}" for p in peers)
-        gbs, percent = roofline(case, times)
+        gbs, top, percent = roofline(case, times)
+        ceiling = (f"{top:8.1f} {percent:5.0f}%" if top else f"{'-':>8} {'-':>6}")
         threads = "".join(f" {times[p + ONE] / times[p]:10.2f}x" if p + ONE in times
                           else f" {'-':>11}" for p in scaling)
         print(f"{row.function:<23} {row.label:<38} {row.mode:<6} {format_time(ours)} {cells} "
-              f"{gbs:6.1f} {percent:6.0f}%{threads}")
+              f"{gbs:6.1f} {ceiling}{threads}")
     for _, case, times in results:
         if case.note:
             print(case.note(times))
     print("x<peer> = peer time / cyburn time (higher: cyburn faster); * timed on a part of "
           "the input (1/16 of the rows, or one head), the time scaled to the whole. Roofline: "
-          "GB/s is the "
-          "achieved bandwidth, counting each input read once and each output written once; "
-          "%copyto compares it with np.copyto of one operand, timed in the same rounds."
+          "GB/s is the achieved bandwidth, counting each input read once and each output "
+          "written once; ceiling: the GB/s of cyburn's probe of the row's memory pattern (read 1; "
+          "read 1 write 1; read 2 write 1; read 4 write 3) on arrays of the row's size, the "
+          "same threads, timed in the same rounds (the faster of ordinary and non-temporal "
+          "stores); %ceil = GB/s / ceiling."
           + (f" <lib> 1->{n} = its time on 1 thread / its time on {n} threads, timed in the "
              "same rounds." if scaling else "") + "\n")
 
 
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as info:
-            for line in info:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine(args):
+def describe_run(args):
     """One line saying what the run measured on: CPU, SIMD path, threads and versions."""
     from cyburn import __version__
-    return (f"{cpu_name()} ({os.cpu_count()} CPUs), {cb.simd_path()} path, "
+    return (f"{machine.cpu_model()} ({os.cpu_count()} CPUs), {cb.simd_path()} path, "
             f"{cb.get_num_threads()} threads, float32{', --quick' if args.quick else ''}; "
             f"cyburn {__version__}, NumPy {np.__version__}, "
             f"PyTorch {torch.__version__ if torch else 'not installed'}")
