@@ -10,6 +10,8 @@ def time_row(benchmark):
     """time_row(row, contender): benchmark that contender of the row (skipped where the row
     has none). A NumPy contender timed on a slice of the input says so in the row's name."""
     def run(row, contender):
+        if row.skip:
+            pytest.skip(f"{row.name}: {row.skip}")
         if contender == "torch":
             torch = pytest.importorskip("torch")
             torch.set_num_threads(cb.get_num_threads())

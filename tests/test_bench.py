@@ -100,6 +100,22 @@ def test_rows_are_one_registry():
     assert {r.suite for r in core} == set(cases.SUITES)             # every suite is sampled
 
 
+def test_regimes_grow_to_twice_the_last_level_cache(monkeypatch):
+    monkeypatch.setattr(machine, "last_level_cache", lambda: 32 << 20)
+    monkeypatch.setattr(machine, "available_memory", lambda: 16 << 30)
+    # (8192, 768) float32 read and written: 48 MiB, grown 2x along the rows to 96 MiB
+    assert cases.regimes((8192, 768), "copy") == [("gpt2", (8192, 768), ""),
+                                                  ("stream", (16384, 768), "")]
+    # reduced along axis 0: grown along axis 1
+    assert cases.regimes((1024, 4096), "copy", grow=1)[1] == ("stream", (1024, 8192), "")
+    assert cases.regimes((12288, 1024), "copy") == [("both", (12288, 1024), "")]
+    monkeypatch.setattr(machine, "available_memory", lambda: 100 << 20)
+    (_, _, skip), = cases.regimes((8192, 768), "copy")[1:]
+    assert skip == "needs about 0.4 GiB of memory, 0.1 available"     # 8 arrays of 48 MiB
+    monkeypatch.setattr(machine, "last_level_cache", lambda: None)
+    assert cases.regimes((8192, 768), "copy") == [("gpt2", (8192, 768), "")]
+
+
 def test_parts_scale_to_the_whole():
     x = np.ones((1024, 12288), np.float32)
     part = cases.Part(x, axis=1)

@@ -21,7 +21,12 @@ threads) and the ceilings of its memory: cyburn's probes of the kernels' four me
 (read 1; read 1 write 1; read 2 write 1; read 4 write 3: cyburn.bench.machine), on the same
 threads, within the last-level cache and streaming from memory. In each row, GB/s counts the
 bytes the kernel must read and write, and %ceil compares it with the probe of the row's own
-pattern on arrays of the row's size, timed in the same rounds. With --scaling, cyburn (and torch) also run on one thread in the same rounds, and
+pattern on arrays of the row's size, timed in the same rounds.
+
+Every large case runs in two regimes: GPT-2 small's shape ("gpt2") and a streaming variant
+("stream") grown along an axis it does not reduce until its arrays hold at least twice the
+last-level cache detected at run time (skipped, with the reason, when the memory is short);
+a GPT-2 shape that large already is one row ("both"). With --scaling, cyburn (and torch) also run on one thread in the same rounds, and
 "1->N" is the one-thread time divided by the N-thread time.
 
 --plot FILE.png (needs matplotlib: pip install 'cyburn[plot]') writes two charts:

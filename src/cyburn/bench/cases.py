@@ -56,13 +56,18 @@ class Case:
 
 @dataclass
 class Row:
-    """A row of the report: `make()` builds its Case. `core` rows make the default run."""
+    """A row of the report: `make()` builds its Case. `core` rows make the default run.
+    regime: "gpt2" (GPT-2 small's shape), "stream" (its streaming variant, see regimes),
+    "both" (a GPT-2 shape that streams already) or "small"; `skip` says why a row cannot run
+    here (empty: it can)."""
     suite: str
     function: str
     label: str
     mode: str
     make: Callable[[], Case]
     core: bool = False
+    regime: str = "gpt2"
+    skip: str = ""
 
     @property
     def name(self):
@@ -95,6 +100,41 @@ class Part:
 
     def scaled(self):
         return {"numpy": self.scale} if self.scale != 1 else None
+
+
+STREAM_FACTOR = 2       # a streaming variant's working set: at least twice the last-level cache
+FOOTPRINT = 8           # arrays of its operand's size a row holds at most (inputs, outputs,
+                        # the peers' and the probes' own)
+
+
+def regimes(shape, pattern, grow=0):
+    """[(regime, shape, skip)] of a large case: GPT-2's `shape`, and its streaming variant,
+    `shape` with axis `grow` (one not reduced) multiplied by the least integer that makes
+    the pattern's arrays (machine.PATTERNS) hold at least STREAM_FACTOR times the last-level
+    cache detected at run time; one row, "both", when the GPT-2 shape holds that much
+    already (or "gpt2" alone when the OS does not say). The variant is skipped, with a
+    reason, when FOOTPRINT arrays of its size exceed the available memory."""
+    llc = machine.last_level_cache()
+    reads, writes, _ = machine.PATTERNS[pattern]
+    operand = 4 * int(np.prod(shape))
+    if llc is None:
+        return [("gpt2", shape, "")]
+    factor = -(-STREAM_FACTOR * llc // ((reads + writes) * operand))      # ceil
+    if factor <= 1:
+        return [("both", shape, "")]
+    stream = tuple(d * factor if i == grow else d for i, d in enumerate(shape))
+    memory, needed = machine.available_memory(), FOOTPRINT * operand * factor
+    skip = ("" if memory is None or needed <= memory else
+            f"needs about {needed / 2**30:.1f} GiB of memory, {memory / 2**30:.1f} available")
+    return [("gpt2", shape, ""), ("stream", stream, skip)]
+
+
+def large_rows(suite, function, mode, describe, make, shape, pattern, core, grow=0):
+    """The Rows of one large case in every regime: describe(shape) is a row's label,
+    make(shape) its Case."""
+    for regime, size, skip in regimes(shape, pattern, grow):
+        yield Row(suite, function, describe(size), mode, functools.partial(make, size), core,
+                  regime, skip)
 
 
 @functools.lru_cache(maxsize=1)
@@ -150,7 +190,7 @@ def _torch_softmax_calls(name, arrays, axis, out):
             (lambda: op.out(t[0], t[1], axis, t[0].dtype, **{out_kw: o})))
 
 
-def softmax_case(name, shape, axis, mode):
+def softmax_case(name, axis, mode, shape):
     x, dy = _normal(shape)
     out = np.empty_like(x)
     if name == "softmax_backward":
@@ -173,13 +213,21 @@ def softmax_case(name, shape, axis, mode):
 
 
 def softmax_rows():
-    """Both modes of the four softmax functions on every SOFTMAX_SHAPES entry."""
+    """Both modes of the four softmax functions on every SOFTMAX_SHAPES entry, in both
+    regimes (small: one)."""
     for label, shape, axis in SOFTMAX_SHAPES:
         for name in SOFTMAX_FUNCTIONS:
             for mode in ("alloc", "out="):
-                yield Row("softmax", name, f"{label} {shape} axis={axis}", mode,
-                          functools.partial(softmax_case, name, shape, axis, mode),
-                          (label, name, mode) in SOFTMAX_CORE)
+                core = (label, name, mode) in SOFTMAX_CORE
+                make = functools.partial(softmax_case, name, axis, mode)
+                if label == "small":
+                    yield Row("softmax", name, f"{label} {shape} axis={axis}", mode,
+                              functools.partial(make, shape), core, "small")
+                    continue
+                yield from large_rows("softmax", name, mode,
+                                      lambda s, label=label, axis=axis: f"{label} {s} axis={axis}",
+                                      make, shape, "triad" if name.endswith("backward") else "copy",
+                                      core, grow=1 if axis == 0 else 0)
 
 
 # ---- normalization ------------------------------------------------------------------------------
@@ -298,13 +346,17 @@ def norm_rows():
     cases = [(name, mode) for mode in ("alloc", "out=") for name in ("layer_norm", "rms_norm")]
     cases += [("layer_norm_backward", "alloc"), ("rms_norm_backward", "alloc")]
     for name, mode in cases:
-        yield Row("norm", name, f"rows {NORM_ROWS}", mode,
-                  functools.partial(row_norm_case, name, mode, NORM_ROWS),
-                  (name, mode) in NORM_CORE)
+        yield from large_rows("norm", name, mode, lambda s: f"rows {s}",
+                              functools.partial(row_norm_case, name, mode), NORM_ROWS,
+                              _norm_pattern(name), (name, mode) in NORM_CORE)
     for name in ("group_norm", "group_norm_backward", "batch_norm", "batch_norm_backward"):
-        yield Row("norm", name, f"(N, C, H, W) {NORM_CHANNELS}", "alloc",
-                  functools.partial(channel_norm_case, name, NORM_CHANNELS),
-                  (name, "alloc") in NORM_CORE)
+        yield from large_rows("norm", name, "alloc", lambda s: f"(N, C, H, W) {s}",
+                              functools.partial(channel_norm_case, name), NORM_CHANNELS,
+                              _norm_pattern(name), (name, "alloc") in NORM_CORE)
+
+
+def _norm_pattern(name):
+    return "triad" if name.endswith("backward") else "copy"
 
 
 # ---- cross-entropy ------------------------------------------------------------------------------
@@ -365,8 +417,9 @@ def xent_rows():
     """cross_entropy on CE_LOGITS, forward and forward + backward; linear_cross_entropy on
     LM_HEAD (its NumPy reference whole: matrix products, like cyburn's)."""
     for mode in ("alloc", "grad"):
-        yield Row("xent", "cross_entropy", f"logits {CE_LOGITS}", mode,
-                  functools.partial(cross_entropy_case, mode, CE_LOGITS), True)
+        yield from large_rows("xent", "cross_entropy", mode, lambda s: f"logits {s}",
+                              functools.partial(cross_entropy_case, mode), CE_LOGITS,
+                              "read" if mode == "alloc" else "copy", True)
     N, D, C = LM_HEAD
     yield Row("xent", "linear_cross_entropy", f"hidden {(N, D)}, weight {(C, D)}", "grad",
               linear_cross_entropy_case)
@@ -492,9 +545,10 @@ def attention_rows():
     for kind in ATTENTION_KINDS:
         function, label = (("masked_softmax_backward", f"scale={ATTENTION_SCALE}")
                            if kind == "backward" else ("masked_softmax", kind))
-        yield Row("attention", function, f"scores {ATTENTION_SCORES} {label}", "out=",
-                  functools.partial(attention_case, kind, ATTENTION_SCORES),
-                  kind in ATTENTION_CORE)
+        yield from large_rows("attention", function, "out=",
+                              lambda s, label=label: f"scores {s} {label}",
+                              functools.partial(attention_case, kind), ATTENTION_SCORES,
+                              "triad" if kind == "backward" else "copy", kind in ATTENTION_CORE)
 
 
 # ---- activations --------------------------------------------------------------------------------
@@ -545,9 +599,12 @@ def activation_rows():
     for name, kw in ACTIVATIONS:
         approximate = kw.get("approximate", "")
         for function in (name, name + "_backward"):
-            yield Row("act", function, f"{ACTIVATION_SHAPE} {approximate}".rstrip(), "out=",
-                      functools.partial(activation_case, function, kw, ACTIVATION_SHAPE),
-                      (function, approximate) in ACTIVATION_CORE)
+            yield from large_rows("act", function, "out=",
+                                  lambda s, a=approximate: f"{s} {a}".rstrip(),
+                                  functools.partial(activation_case, function, kw),
+                                  ACTIVATION_SHAPE,
+                                  "triad" if function.endswith("backward") else "copy",
+                                  (function, approximate) in ACTIVATION_CORE)
 
 
 # ---- the SIMD paths, in fresh processes ----------------------------------------------------------

@@ -32,7 +32,7 @@ import numpy as np
 
 import cyburn as cb
 from cyburn.bench import machine
-from cyburn.bench.cases import Case, Part, Row
+from cyburn.bench.cases import Case, Part, large_rows
 from cyburn.bench.report import Progress, describe_run, run_rows
 from cyburn.gpt2 import GPT2, AdamW, GPT2Config
 
@@ -69,10 +69,10 @@ def numpy_adamw_step(param, grad, exp_avg, exp_avg_sq, *, lr, beta1, beta2, eps,
     param += scratch
 
 
-def adamw_case():
-    """adamw_step over ADAMW_ELEMENTS float32 parameters (one array): cyburn, NumPy's
+def adamw_case(shape):
+    """adamw_step over one array of float32 parameters of `shape` (n,): cyburn, NumPy's
     multi-pass update and torch.optim.AdamW(fused=True)."""
-    n = ADAMW_ELEMENTS
+    (n,) = shape
     rng = np.random.default_rng(0)
     param, grad = (rng.standard_normal(n, dtype=np.float32) for _ in range(2))
     exp_avg, exp_avg_sq = np.zeros(n, np.float32), np.zeros(n, np.float32)
@@ -100,9 +100,11 @@ def adamw_case():
 
 
 def gpt2_rows():
-    """The adamw_step row (a training step is no row: it has no bytes to count)."""
-    yield Row("gpt2", "adamw_step", f"{ADAMW_ELEMENTS / 1e6:.0f}M params, 1 array", "in-place",
-              adamw_case, True)
+    """The adamw_step rows over GPT-2 small's parameters in one array (a training step is no
+    row: it has no bytes to count)."""
+    yield from large_rows("gpt2", "adamw_step", "in-place",
+                          lambda s: f"{s[0] / 1e6:.0f}M params, 1 array", adamw_case,
+                          (ADAMW_ELEMENTS,), "adamw", True)
 
 
 # ---- a training step ------------------------------------------------------------------------

@@ -62,8 +62,11 @@ class Progress:
 def run_rows(suite, rows, args, progress):
     """Time every row of one suite, print its table and return (row, case, times) for each.
     A row's inputs are made just before it is timed and let go right after."""
-    results = []
+    results, skipped = [], []
     for done, row in enumerate(rows, 1):
+        if row.skip:
+            skipped.append(row)
+            continue
         progress.update(done, len(rows), suite, row.name)
         case = row.make()
         contenders = dict(case.contenders)
@@ -78,6 +81,8 @@ def run_rows(suite, rows, args, progress):
         del contenders
     progress.clear()
     print_table(results)
+    for row in skipped:
+        print(f"skipped: {row.name} [{row.regime}]: {row.skip}")
     return results
 
 
@@ -102,7 +107,7 @@ def print_table(results):
     peers = ["numpy"] + (["torch"] if torch is not None else [])
     scaling = [p for p in ("cyburn", "torch") if any(p + ONE in t for *_, t in results)]
     n = cb.get_num_threads()
-    header = (f"{'function':<23} {'case':<38} {'mode':<6} {'cyburn':>11} "
+    header = (f"{'function':<23} {'case':<38} {'regime':<6} {'mode':<6} {'cyburn':>11} "
               + " ".join(f"{p:>11} {'x' + p:>7}" for p in peers)
               + f" {'GB/s':>6} {'ceiling':>8} {'%ceil':>6}"
               + "".join(f" {p + ' 1->' + str(n):>11}" for p in scaling))
@@ -117,12 +122,15 @@ def print_table(results):
         ceiling = (f"{top:8.1f} {percent:5.0f}%" if top else f"{'-':>8} {'-':>6}")
         threads = "".join(f" {times[p + ONE] / times[p]:10.2f}x" if p + ONE in times
                           else f" {'-':>11}" for p in scaling)
-        print(f"{row.function:<23} {row.label:<38} {row.mode:<6} {format_time(ours)} {cells} "
+        print(f"{row.function:<23} {row.label:<38} {row.regime:<6} {row.mode:<6} "
+              f"{format_time(ours)} {cells} "
               f"{gbs:6.1f} {ceiling}{threads}")
     for _, case, times in results:
         if case.note:
             print(case.note(times))
-    print("x<peer> = peer time / cyburn time (higher: cyburn faster); * timed on a part of "
+    print("regime: gpt2 = GPT-2 small's shape; stream = the same case grown to a working set "
+          "of at least twice the last-level cache; both = a GPT-2 shape that large already. "
+          "x<peer> = peer time / cyburn time (higher: cyburn faster); * timed on a part of "
           "the input (1/16 of the rows, or one head), the time scaled to the whole. Roofline: "
           "GB/s is the achieved bandwidth, counting each input read once and each output "
           "written once; ceiling: the GB/s of cyburn's probe of the row's memory pattern (read 1; "
