@@ -131,3 +131,24 @@ def test_command_line_help():
     result = subprocess.run([sys.executable, "-m", "cyburn.bench", "--help"],
                             capture_output=True, text=True)
     assert result.returncode == 0 and "--full" in result.stdout, result.stderr
+
+
+def test_onnxruntime_runs_one_node_models_into_preallocated_outputs():
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    import cyburn as cb
+    from cyburn.bench import ort
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 768), dtype=np.float32)
+    w, b = (rng.standard_normal(768, dtype=np.float32) for _ in range(2))
+    for op, opset, inputs, attributes, expected in [
+            ("Softmax", 13, {"x": x}, {"axis": 0}, cb.softmax(x, 0)),
+            ("LayerNormalization", 17, {"x": x, "scale": w, "bias": b},
+             {"axis": -1, "epsilon": 1e-5}, cb.layer_norm(x, w, b)),
+            ("Gelu", 20, {"x": x}, {"approximate": "tanh"}, cb.gelu(x, approximate="tanh"))]:
+        out = np.full_like(x, np.nan)
+        call = ort.contender(op, opset, inputs, {"y": out}, **attributes)
+        assert call is not None, op
+        call()
+        np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5, err_msg=op)
+    assert ort.contender("NoSuchOperator", 13, {"x": x}, {"y": x}) is None

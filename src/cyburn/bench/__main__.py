@@ -1,4 +1,5 @@
-"""Side-by-side benchmark: cyburn vs its NumPy reference vs PyTorch (when installed).
+"""Side-by-side benchmark: cyburn vs its NumPy reference, PyTorch and ONNX Runtime (the last
+two when installed: pip install 'cyburn[bench]' brings onnxruntime and onnx).
 
     python -m cyburn.bench            # a representative set of rows, float32, all threads
                                       # (GPT-2 small shapes; about 3 minutes on 2 cores)
@@ -43,10 +44,10 @@ import sys
 import numpy as np
 
 import cyburn as cb
-from cyburn.bench import cases, machine
+from cyburn.bench import cases, machine, ort
 from cyburn.bench.compose import run_compose
 from cyburn.bench.gpt2 import run_gpt2
-from cyburn.bench.report import Progress, run_rows
+from cyburn.bench.report import Progress, print_legend, run_rows
 from cyburn.bench.timing import OneThread
 
 try:
@@ -109,7 +110,7 @@ def main(argv=None):
     print("\n".join(machine.describe()))
     cb.show_config()
     print(f"numpy {np.__version__}; torch {torch.__version__ if torch else 'not installed'}; "
-          f"threads {cb.get_num_threads()}")
+          f"onnxruntime {ort.version() or 'not installed'}; threads {cb.get_num_threads()}")
     if args.scaling and not OneThread.blas_limited():
         print("(threadpoolctl not installed: on 1 thread, linear_cross_entropy's NumPy matrix "
               "products still use every BLAS thread)")
@@ -126,6 +127,8 @@ def main(argv=None):
             OWN_TABLE_SUITES[suite](args, progress)
             continue
         results += run_rows(name, cases.rows([suite], args.full), args, progress)
+    if results:
+        print_legend(args.scaling)
     if "xent" in extras:
         progress.update(1, 1, "xent", "linear_cross_entropy peak memory, in fresh processes")
         cases.run_linear_cross_entropy_memory(args, progress)

@@ -16,7 +16,7 @@ import numpy as np
 
 import cyburn as cb
 from cyburn import reference
-from cyburn.bench import machine
+from cyburn.bench import machine, ort
 from cyburn.bench.report import format_time
 
 try:
@@ -25,16 +25,17 @@ except ImportError:          # PyTorch is an optional peer
     torch = None
 
 
-CONTENDERS = ("cyburn", "numpy", "torch")      # the table's columns, in order
-NUMPY_PARTS = 16            # a large row times its NumPy reference on 1/16 of the input ...
-PART_MIN_BYTES = 1 << 20    # ... large: an input of at least 1 MiB
+CONTENDERS = ("cyburn", "numpy", "torch", ort.NAME)  # the table's columns, in order
+LARGE_BYTES = 1 << 20       # a large row (an input of 1 MiB or more) has a ceiling and ...
+NUMPY_PARTS = 16            # ... times its NumPy reference on 1/16 of the input
 
 
 class Case:
-    """One row's contenders (name -> callable) for one function, input and mode; the memory
-    pattern of the function (machine.PATTERNS, None for one bound by arithmetic) over arrays
-    of `operand`'s size, and the probes of that pattern on such arrays ("ceiling", and
-    "ceiling nt" when the bytes exceed the last-level cache), timed with the contenders.
+    """One row's contenders (name -> callable, or None for a peer that has no such call)
+    for one function, input and mode; the memory pattern of the function (machine.PATTERNS,
+    None for one bound by arithmetic) over arrays of `operand`'s size, and, for a large
+    operand, the probes of that pattern on such arrays ("ceiling", and "ceiling nt" when the
+    bytes exceed the last-level cache), timed with the contenders.
 
     traffic: the bytes the function must move, each input read once and each output written
     once (default: the pattern's).
@@ -46,8 +47,8 @@ class Case:
     def __init__(self, contenders, pattern, operand, *, traffic=None, scaled=None, note=None):
         self.pattern, self.operand_bytes = pattern, operand.nbytes
         self.traffic = traffic or machine.pattern_bytes(pattern, operand.nbytes)
-        self.contenders = dict(contenders)
-        if pattern:
+        self.contenders = {name: f for name, f in contenders.items() if f is not None}
+        if pattern and operand.nbytes >= LARGE_BYTES:     # (a small call: overhead, no GB/s)
             llc = machine.last_level_cache()
             self.contenders.update(machine.probes(pattern, operand, streaming=llc is None
                                                   or self.traffic >= llc))
@@ -84,11 +85,11 @@ class Part:
     which its NumPy reference is timed: in float64 with temporaries it takes 10-100x
     cyburn's time, which would otherwise be most of a run. The time is multiplied by `scale`,
     the full length over the part's (the reference's cost is linear in that length). A row
-    under PART_MIN_BYTES runs whole (scale 1)."""
+    under LARGE_BYTES runs whole (scale 1)."""
 
     def __init__(self, x, axis=0):
         length = x.shape[axis]
-        parts = NUMPY_PARTS if x.nbytes >= PART_MIN_BYTES else 1
+        parts = NUMPY_PARTS if x.nbytes >= LARGE_BYTES else 1
         self.axis, self.stop = axis, max(1, length // parts)
         self.scale = length / self.stop
 
@@ -208,6 +209,9 @@ def softmax_case(name, axis, mode, shape):
                   "numpy": lambda: ref(*part_inputs, axis, **part_kw)}
     if torch:
         contenders["torch"] = _torch_softmax_calls(name, inputs, axis, out)[mode == "out="]
+    if name in ("softmax", "log_softmax"):
+        contenders[ort.NAME] = ort.contender("Softmax" if name == "softmax" else "LogSoftmax",
+                                             13, {"x": x}, {"y": out}, axis=axis)
     return Case(contenders, "triad" if name.endswith("backward") else "copy", x,
                 scaled=part.scaled())
 
@@ -286,6 +290,13 @@ def row_norm_case(name, mode, shape):
             YR = torch.nn.functional.rms_norm(XR, (n,), WR, 1e-6)
             contenders["torch"] = lambda: torch.autograd.grad(YR, (XR, WR), DY,
                                                               retain_graph=True)
+    if name == "layer_norm":
+        contenders[ort.NAME] = ort.contender("LayerNormalization", 17,
+                                             {"x": x, "scale": w, "bias": b}, {"y": out},
+                                             axis=-1, epsilon=1e-5)
+    elif name == "rms_norm":
+        contenders[ort.NAME] = ort.contender("RMSNormalization", 23, {"x": x, "scale": w},
+                                             {"y": out}, axis=-1, epsilon=1e-6)
     return Case(contenders, "triad" if name.endswith("backward") else "copy", x,
                 scaled=part.scaled())
 
@@ -336,6 +347,19 @@ def channel_norm_case(name, shape):
             _, TBM, TBS = aten.native_batch_norm(X, W, B, None, None, True, 0.1, 1e-5)
             contenders["torch"] = lambda: aten.native_batch_norm_backward(
                 DY, X, W, RM, RV, TBM, TBS, True, 1e-5, [True, True, True])
+    y = np.empty_like(x)
+    if name == "group_norm":
+        contenders[ort.NAME] = ort.contender("GroupNormalization", 21,
+                                             {"x": x, "scale": w, "bias": b}, {"y": y},
+                                             num_groups=GROUPS, epsilon=1e-5)
+    elif name == "batch_norm":      # training: batch statistics, running ones updated
+        stats = {"mean": np.zeros(C, np.float32), "var": np.ones(C, np.float32)}
+        updated = {"running_mean": np.empty(C, np.float32),
+                   "running_var": np.empty(C, np.float32)}
+        contenders[ort.NAME] = ort.contender("BatchNormalization", 15,
+                                             {"x": x, "scale": w, "bias": b, **stats},
+                                             {"y": y, **updated}, epsilon=1e-5, momentum=0.9,
+                                             training_mode=1)
     return Case(contenders, "triad" if name.endswith("backward") else "copy", x,
                 scaled=part.scaled())
 
@@ -392,6 +416,11 @@ def cross_entropy_case(mode, shape):
                                if mode == "alloc" else
                                (lambda: _torch_loss_and_grad(
                                    lambda a: torch.nn.functional.cross_entropy(a, T), X)))
+    if mode == "alloc":
+        contenders[ort.NAME] = ort.contender("SoftmaxCrossEntropyLoss", 13,
+                                             {"scores": x, "labels": target},
+                                             {"loss": np.empty((), np.float32)},
+                                             reduction="mean")
     return Case(contenders, "read" if mode == "alloc" else "copy", x, scaled=part.scaled())
 
 
@@ -525,6 +554,9 @@ def attention_case(kind, shape):
             contenders["torch"] = lambda: torch.ops.aten._softmax_backward_data.out(
                 DY, Y, -1, torch.float32, grad_input=O).mul_(ATTENTION_SCALE)
 
+    if kind == "unmasked":
+        contenders[ort.NAME] = ort.contender("Softmax", 13, {"x": x}, {"y": out}, axis=-1)
+
     def causal_note(times):
         ours, t = times["cyburn"], {k: format_time(v).strip() for k, v in times.items()}
         return (f"masked_softmax causal, out=, {t['cyburn']}; in the same rounds cb.softmax "
@@ -590,6 +622,12 @@ def activation_case(name, kw, shape):
             "relu_backward": lambda: aten.threshold_backward.grad_input(DY, X, 0,
                                                                         grad_input=O),
         }[name]
+    if name == "gelu":                                          # either approximation
+        contenders[ort.NAME] = ort.contender("Gelu", 20, {"x": x}, {"y": out}, **kw)
+    elif name == "silu":                                        # x sigmoid(x)
+        contenders[ort.NAME] = ort.contender("Swish", 24, {"x": x}, {"y": out})
+    elif name == "relu":
+        contenders[ort.NAME] = ort.contender("Relu", 14, {"x": x}, {"y": out})
     return Case(contenders, "triad" if backward else "copy", x, scaled=part.scaled())
 
 

@@ -33,7 +33,7 @@ import numpy as np
 import cyburn as cb
 from cyburn.bench import machine
 from cyburn.bench.cases import Case, Part, large_rows
-from cyburn.bench.report import Progress, describe_run, run_rows
+from cyburn.bench.report import Progress, describe_run, print_legend, run_rows
 from cyburn.gpt2 import GPT2, AdamW, GPT2Config
 
 try:
@@ -362,6 +362,7 @@ def main(argv=None):
     print()
     progress = Progress(enabled=not args.no_progress)
     run_rows("gpt2", list(gpt2_rows()), args, progress)
+    print_legend(False)
     run_gpt2(args, progress)
 
 

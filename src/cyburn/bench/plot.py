@@ -6,6 +6,7 @@ import os
 import numpy as np
 
 import cyburn as cb
+from cyburn.bench import ort
 from cyburn.bench.report import describe_run, roofline
 from cyburn.bench.timing import ONE
 
@@ -42,7 +43,8 @@ def plot(results, path, args):
     y = np.arange(n_rows)
     height = 1.7 + 0.28 * n_rows
     title = describe_run(args)
-    peers = [("torch", "vs PyTorch", "tab:orange"), ("numpy", "vs NumPy", "tab:blue")]
+    peers = [("torch", "vs PyTorch", "tab:orange"), (ort.NAME, "vs ONNX Runtime", "tab:red"),
+             ("numpy", "vs NumPy", "tab:blue")]
     peers = [p for p in peers if any(p[0] in t for *_, t in results)]
 
     fig = Figure(figsize=(10.5, height), layout="constrained")

@@ -3,12 +3,13 @@ are made), and progress on stderr."""
 import os
 import shutil
 import sys
+import textwrap
 import time
 
 import numpy as np
 
 import cyburn as cb
-from cyburn.bench import machine
+from cyburn.bench import machine, ort
 from cyburn.bench.timing import ONE, OneThread, best_times
 
 try:
@@ -94,21 +95,30 @@ def format_time(seconds):
 
 def roofline(case, times):
     """cyburn's achieved GB/s, the ceiling of its memory pattern (the faster probe, timed in
-    the same rounds; None for a row bound by arithmetic) and the first as a percentage of
-    the second."""
+    the same rounds; None for a row bound by arithmetic or a small one) and the first as a
+    percentage of the second."""
     gbs = case.traffic / times["cyburn"] / 1e9
-    if case.pattern is None:
+    if "ceiling" not in times:
         return gbs, None, None
     top = machine.ceiling(case.pattern, case.operand_bytes, times)
     return gbs, top, 100 * gbs / top
 
 
+SHORT = {ort.NAME: "ort"}                # column names of the peers, where shorter
+
+
+def peers():
+    """The peers installed, in the table's order."""
+    return ["numpy"] + (["torch"] if torch is not None else []) + ([ort.NAME] if ort.version()
+                                                                  else [])
+
+
 def print_table(results):
-    peers = ["numpy"] + (["torch"] if torch is not None else [])
+    columns = peers()
     scaling = [p for p in ("cyburn", "torch") if any(p + ONE in t for *_, t in results)]
     n = cb.get_num_threads()
     header = (f"{'function':<23} {'case':<38} {'regime':<6} {'mode':<6} {'cyburn':>11} "
-              + " ".join(f"{p:>11} {'x' + p:>7}" for p in peers)
+              + " ".join(f"{SHORT.get(p, p):>11} {'x' + SHORT.get(p, p):>7}" for p in columns)
               + f" {'GB/s':>6} {'ceiling':>8} {'%ceil':>6}"
               + "".join(f" {p + ' 1->' + str(n):>11}" for p in scaling))
     print(header)
@@ -117,28 +127,40 @@ def print_table(results):
         ours = times["cyburn"]
         cells = " ".join(f"{format_time(times[p])}{'*' if p in case.scaled else ' '}"
                          f"{times[p] / ours:6.2f}x" if p in times
-                         else f"{'-':>11} {'-':>7}" for p in peers)
+                         else f"{'no op' if p == ort.NAME else '-':>11} {'-':>7}"
+                         for p in columns)
         gbs, top, percent = roofline(case, times)
         ceiling = (f"{top:8.1f} {percent:5.0f}%" if top else f"{'-':>8} {'-':>6}")
         threads = "".join(f" {times[p + ONE] / times[p]:10.2f}x" if p + ONE in times
                           else f" {'-':>11}" for p in scaling)
         print(f"{row.function:<23} {row.label:<38} {row.regime:<6} {row.mode:<6} "
-              f"{format_time(ours)} {cells} "
-              f"{gbs:6.1f} {ceiling}{threads}")
+              f"{format_time(ours)} {cells} {gbs:6.1f} {ceiling}{threads}")
     for _, case, times in results:
         if case.note:
             print(case.note(times))
-    print("regime: gpt2 = GPT-2 small's shape; stream = the same case grown to a working set "
-          "of at least twice the last-level cache; both = a GPT-2 shape that large already. "
-          "x<peer> = peer time / cyburn time (higher: cyburn faster); * timed on a part of "
-          "the input (1/16 of the rows, or one head), the time scaled to the whole. Roofline: "
-          "GB/s is the achieved bandwidth, counting each input read once and each output "
-          "written once; ceiling: the GB/s of cyburn's probe of the row's memory pattern (read 1; "
-          "read 1 write 1; read 2 write 1; read 4 write 3) on arrays of the row's size, the "
-          "same threads, timed in the same rounds (the faster of ordinary and non-temporal "
-          "stores); %ceil = GB/s / ceiling."
-          + (f" <lib> 1->{n} = its time on 1 thread / its time on {n} threads, timed in the "
-             "same rounds." if scaling else "") + "\n")
+    print()
+
+
+def print_legend(scaling):
+    """What the tables' columns mean (printed once, after the last table)."""
+    n = cb.get_num_threads()
+    text = (
+        "regime: gpt2 = GPT-2 small's shape; stream = the same case grown to a working set of "
+        "at least twice the last-level cache; both = a GPT-2 shape that large already. "
+        "x<peer> = peer time / cyburn time (higher: cyburn faster); * = timed on a part of the "
+        "input (1/16 of the rows, or one head), the time scaled to the whole. "
+        + (f"ort = ONNX Runtime {ort.version()}, a one-node model per row run through "
+           "io_binding into preallocated outputs (in every row), its intra-op threads cyburn's; "
+           "no op = no single ONNX operator computes the row's function. " if ort.version()
+           else "")
+        + "GB/s = the achieved bandwidth, each input read once and each output written once; "
+        "ceiling = the GB/s of cyburn's probe of the row's memory pattern (read 1; read 1 "
+        "write 1; read 2 write 1; read 4 write 3) on arrays of the row's size, on the same "
+        "threads, timed in the same rounds (the faster of ordinary and non-temporal stores); "
+        "%ceil = GB/s / ceiling."
+        + (f" <lib> 1->{n} = its time on 1 thread / its time on {n} threads, timed in the same "
+           "rounds." if scaling else ""))
+    print(textwrap.fill(text, 100) + "\n")
 
 
 def describe_run(args):
@@ -147,4 +169,5 @@ def describe_run(args):
     return (f"{machine.cpu_model()} ({os.cpu_count()} CPUs), {cb.simd_path()} path, "
             f"{cb.get_num_threads()} threads, float32{', --quick' if args.quick else ''}; "
             f"cyburn {__version__}, NumPy {np.__version__}, "
-            f"PyTorch {torch.__version__ if torch else 'not installed'}")
+            f"PyTorch {torch.__version__ if torch else 'not installed'}, "
+            f"ONNX Runtime {ort.version() or 'not installed'}")
