@@ -1,5 +1,5 @@
 """pytest-benchmark suite for cyburn's kernels between NumPy matrix products (the cases of
-cyburn.bench_compose: GPT-2 small's MLP, residual layer norm, attention and a whole block's
+cyburn.bench.compose: GPT-2 small's MLP, residual layer norm, attention and a whole block's
 forward and backward at B=4, T=64 and B=8, T=1024), each step alone and the steps composed.
 
     pytest benchmarks/test_bench_compose.py --benchmark-only
@@ -10,7 +10,7 @@ and each step's time alone and inside the composed loop.
 import numpy as np
 import pytest
 
-from cyburn.bench_compose import CASES as KINDS, compose_cases
+from cyburn.bench.compose import CASES as KINDS, compose_cases
 
 CASES = list(compose_cases())
 IDS = [label.replace(" -> ", "-").replace("  ", " ").replace(" ", "_") for label, _ in CASES]

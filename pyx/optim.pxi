@@ -58,26 +58,6 @@ cdef void adamw(real *param, const real *grad, real *m, real *v, Py_ssize_t n, d
                    <real>eps)
 
 
-cdef void read4_write3_span(real *a, const real *b, real *c, real *d, Py_ssize_t n) noexcept nogil:
-    """a += b, c += b, d += b^2: the memory traffic of adamw_span (read four arrays, write
-    three) with next to no arithmetic (d, like exp_avg_sq, stays >= 0)."""
-    cdef Py_ssize_t i
-    for i in range(n):
-        a[i] = a[i] + b[i]
-        c[i] = c[i] + b[i]
-        d[i] = d[i] + b[i] * b[i]
-
-
-cdef void read4_write3(real *a, const real *b, real *c, real *d, Py_ssize_t n,
-                       int threads) noexcept nogil:
-    cdef Py_ssize_t blocks = (n + ELEMENT_BLOCK - 1) // ELEMENT_BLOCK, first, last
-    cdef int t
-    for t in prange(threads, num_threads=threads, schedule='static'):
-        first = min(n, chunk_start(blocks, t, threads) * ELEMENT_BLOCK)
-        last = min(n, chunk_start(blocks, t + 1, threads) * ELEMENT_BLOCK)
-        read4_write3_span(a + first, b + first, c + first, d + first, last - first)
-
-
 # ---- Python entry points ----------------------------------------------------------------------
 
 cdef int four_operands(cnp.ndarray param, cnp.ndarray grad, cnp.ndarray m, cnp.ndarray v,
@@ -112,20 +92,3 @@ def adamw_step(cnp.ndarray param not None, cnp.ndarray grad not None,
         else:
             adamw(<double *>data[0], <const double *>data[1], <double *>data[2],
                   <double *>data[3], n, lr, beta1, beta2, eps, weight_decay, step, threads)
-
-
-def read4_write3_probe(cnp.ndarray a not None, cnp.ndarray b not None, cnp.ndarray c not None,
-                       cnp.ndarray d not None, int num_threads):
-    """a += b, c += b, d += b^2, split between threads as adamw_step splits its arrays: the
-    benchmark's ceiling for adamw_step, its memory pattern with no arithmetic to speak of."""
-    cdef void *data[4]
-    cdef int typenum = four_operands(a, b, c, d, data)
-    cdef Py_ssize_t n = cnp.PyArray_SIZE(a)
-    cdef int threads = team_size(n, (n + ELEMENT_BLOCK - 1) // ELEMENT_BLOCK, num_threads)
-    with nogil:
-        if typenum == cnp.NPY_FLOAT:
-            read4_write3(<float *>data[0], <const float *>data[1], <float *>data[2],
-                         <float *>data[3], n, threads)
-        else:
-            read4_write3(<double *>data[0], <const double *>data[1], <double *>data[2],
-                         <double *>data[3], n, threads)

@@ -208,6 +208,8 @@ def test_wheel_is_manylinux_with_every_simd_path_and_libgomp(repaired_wheel):
             level, names)
     assert any(re.fullmatch(r"cyburn/_runtime\.[^/]*\.so", n) for n in names), names
     assert {"cyburn/py.typed", "cyburn/_runtime.pyi"} <= set(names), names     # typed (PEP 561)
+    for package in ("cyburn/gpt2", "cyburn/bench"):          # the subpackages, with __main__
+        assert f"{package}/__main__.py" in names, (package, names)
     gomp = [n for n in names if re.fullmatch(r"cyburn(\.libs)?/libgomp[^/]*\.so[.\d]*", n)]
     assert gomp == ["cyburn/libgomp-cyburn.so.1"], names   # its own, needing nothing outside
     # sources and build products stay out of the wheel

@@ -1,7 +1,7 @@
 """The gpt2 benchmark suite: cyburn.gpt2 at GPT-2 small's shapes (124M parameters, float32)
 against the same model in PyTorch eager, written the way PyTorch users write it.
 
-    python -m cyburn.bench_gpt2          # everything below, about three minutes on 2 cores
+    python -m cyburn.bench.gpt2          # everything below, about three minutes on 2 cores
 
 - one training step (forward, backward, AdamW) at B=4, T=64, and where cyburn's step goes:
   matrix products, cyburn's functions, the rest (sampled from a second thread); the step
@@ -12,13 +12,13 @@ against the same model in PyTorch eager, written the way PyTorch users write it.
   (cyburn also with its kernels on one thread), in tokens/s beside the ceiling: the read
   bandwidth measured in the same run over the bytes of weights every token reads;
 - adamw_step over 124M parameters in one array against torch.optim.AdamW(fused=True),
-  NumPy's multi-pass update and a probe with adamw_step's memory pattern (read four arrays,
-  write three: cyburn's kernel module carries it for this comparison);
+  NumPy's multi-pass update and the probe of adamw_step's memory pattern (read four arrays,
+  write three; see cyburn.bench.machine);
 - peak memory of a training step (resident high-water mark less the resident set with the
   model built), each library in a fresh process.
 
-gpt2_cases(rng) yields the adamw_step row in cyburn.bench's Case form; run_gpt2(args,
-progress) measures and prints the rest (a training step is no Case: no bytes to count).
+gpt2_rows() yields the adamw_step row of cyburn.bench.cases's registry; run_gpt2(args,
+progress) measures and prints the rest.
 """
 import argparse
 import linecache
@@ -31,7 +31,9 @@ import time
 import numpy as np
 
 import cyburn as cb
-from cyburn._dispatch import kernels
+from cyburn.bench import machine
+from cyburn.bench.cases import Case, Part, large_rows
+from cyburn.bench.report import Progress, describe_run, print_legend, run_rows
 from cyburn.gpt2 import GPT2, AdamW, GPT2Config
 
 try:
@@ -67,15 +69,16 @@ def numpy_adamw_step(param, grad, exp_avg, exp_avg_sq, *, lr, beta1, beta2, eps,
     param += scratch
 
 
-def gpt2_cases(rng):
-    """adamw_step over ADAMW_ELEMENTS float32 parameters (one array): cyburn, NumPy's
-    multi-pass update and torch.optim.AdamW(fused=True); the probe with the same memory
-    pattern goes in the row's note."""
-    from cyburn.bench import Case
-    n = ADAMW_ELEMENTS
+def adamw_case(shape):
+    """adamw_step over one array of float32 parameters of `shape` (n,): cyburn, NumPy's
+    multi-pass update and torch.optim.AdamW(fused=True)."""
+    (n,) = shape
+    rng = np.random.default_rng(0)
     param, grad = (rng.standard_normal(n, dtype=np.float32) for _ in range(2))
     exp_avg, exp_avg_sq = np.zeros(n, np.float32), np.zeros(n, np.float32)
-    scratch = np.empty(n, np.float32)
+    part = Part(param)                  # NumPy's eleven passes run on a part of the arrays
+    numpy_arrays = part(param, grad, exp_avg, exp_avg_sq)
+    scratch = np.empty_like(numpy_arrays[0])
     steps = {"cyburn": 0, "numpy": 0}
 
     def ours():
@@ -84,26 +87,24 @@ def gpt2_cases(rng):
 
     def numpy():
         steps["numpy"] += 1
-        numpy_adamw_step(param, grad, exp_avg, exp_avg_sq, step=steps["numpy"],
-                         scratch=scratch, **ADAMW)
+        numpy_adamw_step(*numpy_arrays, step=steps["numpy"], scratch=scratch, **ADAMW)
 
-    contenders = {"cyburn": ours, "numpy": numpy,
-                  "probe": lambda: kernels.read4_write3_probe(param, grad, exp_avg, exp_avg_sq,
-                                                              cb.get_num_threads())}
+    contenders = {"cyburn": ours, "numpy": numpy}
     if torch is not None:
         t_param = torch.from_numpy(param.copy()).requires_grad_()
         t_param.grad = torch.from_numpy(grad)
         optimizer = torch.optim.AdamW([t_param], lr=ADAMW["lr"], betas=(0.9, 0.999), eps=1e-8,
                                       weight_decay=ADAMW["weight_decay"], fused=True)
         contenders["torch"] = optimizer.step
+    return Case(contenders, "adamw", param, scaled=part.scaled())
 
-    def note(times):
-        return (f"adamw_step over {n / 1e6:.0f}M float32: the probe (read 4 arrays, write 3, "
-                f"no arithmetic) takes {times['probe'] * 1e3:.1f} ms; adamw_step reaches "
-                f"{100 * times['probe'] / times['cyburn']:.0f}% of its speed")
 
-    yield Case("adamw_step", f"{n / 1e6:.0f}M params, 1 array", "in-place", contenders,
-               7 * param.nbytes, param, note=note)
+def gpt2_rows():
+    """The adamw_step rows over GPT-2 small's parameters in one array (a training step is no
+    row: it has no bytes to count)."""
+    yield from large_rows("gpt2", "adamw_step", "in-place",
+                          lambda s: f"{s[0] / 1e6:.0f}M params, 1 array", adamw_case,
+                          (ADAMW_ELEMENTS,), "adamw", True)
 
 
 # ---- a training step ------------------------------------------------------------------------
@@ -207,22 +208,13 @@ class StepSampler:
 
 def read_bandwidth():
     """Bytes per second read from a 1 GiB float32 array (far beyond the caches), the best of
-    three: by np.sum on one thread, by one np.sum per thread on its share, and by a
+    three runs of each of: cyburn's read probe on its threads (cyburn.bench.machine), and a
     matrix-vector product (NumPy's BLAS, its threads: a decoding step's own access)."""
     a = np.ones(1 << 28, np.float32)
     matrix, vector = a.reshape(-1, 4096), np.ones(4096, np.float32)
-    threads = cb.get_num_threads()
-    parts = np.array_split(a, threads)
-
-    def split_sum():
-        workers = [threading.Thread(target=np.sum, args=(p,)) for p in parts]
-        for w in workers:
-            w.start()
-        for w in workers:
-            w.join()
-
+    (probe,) = machine.probes("read", a).values()
     best = {}
-    for name, f in (("np.sum", lambda: np.sum(a)), (f"np.sum x {threads} threads", split_sum),
+    for name, f in ((f"read probe, {cb.get_num_threads()} threads", probe),
                     ("matrix @ vector", lambda: matrix @ vector)):
         f()
         best[name] = a.nbytes / min(_seconds(f) for _ in range(3))
@@ -244,7 +236,7 @@ def weight_bytes_per_token(params):
 
 PEAK_PROBE = """
 import numpy as np
-from cyburn import bench_gpt2 as b
+from cyburn.bench import gpt2 as b
 from cyburn.gpt2 import GPT2
 def status(field):
     line = next(l for l in open("/proc/self/status") if l.startswith(field + ":"))
@@ -354,8 +346,7 @@ def run_gpt2(args, progress=None):
 
 
 def main(argv=None):
-    from cyburn import bench
-    parser = argparse.ArgumentParser(prog="python -m cyburn.bench_gpt2", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m cyburn.bench.gpt2", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer rounds")
     parser.add_argument("--threads", type=int, default=None, help="threads for cyburn and torch")
@@ -367,10 +358,11 @@ def main(argv=None):
         cb.set_num_threads(args.threads)
     if torch is not None:
         torch.set_num_threads(cb.get_num_threads())
-    print(bench._machine(args))
+    print(describe_run(args))
     print()
-    progress = bench.Progress(enabled=not args.no_progress)
-    bench.run_cases("gpt2", gpt2_cases(np.random.default_rng(0)), args, progress, 1)
+    progress = Progress(enabled=not args.no_progress)
+    run_rows("gpt2", list(gpt2_rows()), args, progress)
+    print_legend(False)
     run_gpt2(args, progress)
 
 

@@ -1,0 +1,233 @@
+"""The machine a cyburn.bench run measures on, read from the OS at run time, and the
+ceilings of its memory: cyburn's own probes (pyx/probes.pxi) run with the kernels' threads.
+
+Every kernel has one of four memory patterns; its probe moves the same bytes with as little
+arithmetic as a vector loop needs, split between threads as the element-wise kernels split
+their arrays:
+
+    read    read one array                      (a reduction: cross_entropy's forward)
+    copy    read one, write one                 (softmax, the norms, the activations)
+    triad   read two, write one                 (their backward passes)
+    adamw   read four, write three, in place    (adamw_step)
+
+A probe that writes runs with ordinary stores and, beyond the last-level cache, also with
+non-temporal ones (the kernels' streamed outputs); its ceiling is the faster of the two.
+"""
+import os
+import platform
+from dataclasses import dataclass
+
+import numpy as np
+
+import cyburn as cb
+from cyburn._dispatch import kernels
+from cyburn.bench.timing import best_times
+
+SYS_CACHE = "/sys/devices/system/cpu/cpu0/cache"
+# pattern: (arrays read, arrays written, what it is)
+PATTERNS = {
+    "read": (1, 0, "read 1 (a reduction)"),
+    "copy": (1, 1, "read 1, write 1 (a copy)"),
+    "triad": (2, 1, "read 2, write 1 (a triad)"),
+    "adamw": (4, 3, "read 4, write 3 (adamw_step's)"),
+}
+
+
+@dataclass
+class Cache:
+    level: int
+    kind: str           # "Data", "Instruction" or "Unified"
+    size: int           # bytes
+    shared_by: int      # CPUs that share one instance (0: unknown)
+
+    def __str__(self):
+        name = f"L{self.level}{'d' if self.kind == 'Data' else ''}"
+        shared = (" per core" if self.shared_by == 1 else
+                  f" shared by {self.shared_by} CPUs" if self.shared_by else "")
+        return f"{name} {_size(self.size)}{shared}"
+
+
+def _size(nbytes):
+    for unit in ("GiB", "MiB", "KiB"):
+        scale = {"GiB": 1 << 30, "MiB": 1 << 20, "KiB": 1 << 10}[unit]
+        if nbytes >= scale and nbytes % (scale // 16) == 0:
+            return f"{nbytes / scale:g} {unit}"
+    return f"{nbytes} B"
+
+
+def _cpu_count(cpu_list):
+    """The number of CPUs in a Linux CPU list such as "0-3,8"."""
+    count = 0
+    for span in cpu_list.strip().split(","):
+        first, _, last = span.partition("-")
+        count += int(last or first) - int(first) + 1
+    return count
+
+
+def caches():
+    """The data and unified caches of CPU 0, from Linux's sysfs, else from glibc's
+    os.sysconf names; [] where neither says."""
+    found = []
+    try:
+        for entry in sorted(os.listdir(SYS_CACHE)):
+            if not entry.startswith("index"):
+                continue
+            folder = os.path.join(SYS_CACHE, entry)
+            read = lambda name: open(os.path.join(folder, name)).read().strip()  # noqa: E731
+            kind = read("type")
+            if kind == "Instruction":
+                continue
+            size = read("size")
+            scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(size[-1], 1)
+            found.append(Cache(int(read("level")), kind, int(size.rstrip("KMG")) * scale,
+                               _cpu_count(read("shared_cpu_list"))))
+    except (OSError, ValueError):
+        found = []
+    if not found:
+        for level, name in ((1, "LEVEL1_DCACHE_SIZE"), (2, "LEVEL2_CACHE_SIZE"),
+                            (3, "LEVEL3_CACHE_SIZE"), (4, "LEVEL4_CACHE_SIZE")):
+            try:
+                size = os.sysconf("SC_" + name)
+            except (ValueError, OSError):
+                continue
+            if size > 0:
+                found.append(Cache(level, "Data" if level == 1 else "Unified", size, 0))
+    return found
+
+
+def last_level_cache():
+    """The size in bytes of the last-level cache (None if the OS does not say)."""
+    found = caches()
+    return max(found, key=lambda c: c.level).size if found else None
+
+
+def available_memory():
+    """Bytes of memory available to a new allocation (Linux's MemAvailable), or None."""
+    try:
+        with open("/proc/meminfo") as info:
+            for line in info:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        return None
+
+
+def cpu_model():
+    """The CPU's model name (with its family and model numbers on Linux)."""
+    fields = {}
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+                if not line.strip():
+                    break
+    except OSError:
+        pass
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" in fields and "model" in fields:
+        name += f" (family {fields['cpu family']}, model {fields['model']})"
+    return name
+
+
+def describe():
+    """Lines saying what the run measures on: CPU, cores, caches, memory, SIMD path, threads."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    found = caches()
+    memory = available_memory()
+    return [f"CPU: {cpu_model()}; {os.cpu_count()} CPUs, {usable} usable by this process, "
+            f"{cb.get_num_threads()} threads used (cyburn's, and its peers'); "
+            f"{cb.simd_path()} SIMD path",
+            "caches: " + (", ".join(str(c) for c in found) + f" (from {SYS_CACHE})"
+                          if found else "not reported by the OS")
+            + (f"; memory: {memory / 2**30:.1f} GiB available" if memory else "")]
+
+
+# ---- the probes -----------------------------------------------------------------------------------
+
+def probes(pattern, operand, streaming=True):
+    """name -> callable: the probe of `pattern` on arrays of `operand`'s size and type (the
+    operand itself is the array read first, never written), with ordinary stores
+    ("ceiling") and, if `streaming` and the pattern writes a new array, non-temporal ones
+    ("ceiling nt"). The probes run on cyburn's threads at the time of the call."""
+    a = operand.reshape(-1)
+    if pattern == "read":
+        words = a.view(np.uint32)
+        return {"ceiling": lambda: kernels.read_probe(words, cb.get_num_threads())}
+    if pattern == "adamw":
+        param, exp_avg, exp_avg_sq = (np.zeros_like(a) for _ in range(3))
+        return {"ceiling": lambda: kernels.read4_write3_probe(param, a, exp_avg, exp_avg_sq,
+                                                              cb.get_num_threads())}
+    out = np.empty_like(a)
+    if pattern == "copy":
+        def probe(stream):
+            return lambda: kernels.scale_probe(a, out, 1.0, stream, cb.get_num_threads())
+    else:
+        b = np.ones_like(a)
+
+        def probe(stream):
+            return lambda: kernels.triad_probe(a, b, out, 1.0, stream, cb.get_num_threads())
+    calls = {"ceiling": probe(False)}
+    if streaming:
+        calls["ceiling nt"] = probe(True)
+    return calls
+
+
+def pattern_bytes(pattern, operand_bytes):
+    """The bytes a pattern moves over arrays of operand_bytes: each read or written once."""
+    reads, writes, _ = PATTERNS[pattern]
+    return (reads + writes) * operand_bytes
+
+
+def ceiling(pattern, operand_bytes, times):
+    """GB/s of the faster probe in `times` (seconds per call by contender name)."""
+    best = min(t for name, t in times.items() if name.startswith("ceiling"))
+    return pattern_bytes(pattern, operand_bytes) / best / 1e9
+
+
+def ceiling_sizes():
+    """(label, working set in bytes) of the header's ceilings: half the last-level cache,
+    and four times it (at least 256 MiB) when the memory is there."""
+    llc, memory = last_level_cache(), available_memory()
+    sizes = [(f"within LLC ({_size(llc // 2)})", llc // 2)] if llc else []
+    streaming = max(4 * llc if llc else 0, 256 << 20)
+    if memory is None or 2 * streaming < memory:
+        sizes.append((f"streaming ({_size(streaming)})", streaming))
+    return sizes
+
+
+def ceilings(rounds):
+    """The ceiling of every pattern in GB/s at every ceiling_sizes() working set, with
+    ordinary and non-temporal stores: {(pattern, size label, "" or "nt"): GB/s}, each
+    pattern's probes timed together in interleaved rounds."""
+    figures = {}
+    for pattern, (reads, writes, _) in PATTERNS.items():
+        contenders, moved = {}, {}
+        for label, working_set in ceiling_sizes():
+            operand = np.ones(working_set // ((reads + writes) * 4), np.float32)
+            for name, call in probes(pattern, operand).items():
+                key = (pattern, label, "nt" if name.endswith("nt") else "")
+                contenders[key], moved[key] = call, pattern_bytes(pattern, operand.nbytes)
+        times = best_times(contenders, 0.2, rounds)
+        figures.update({key: moved[key] / t / 1e9 for key, t in times.items()})
+    return figures
+
+
+def print_ceilings(figures, rounds):
+    print(f"ceilings: cyburn's probes on {cb.get_num_threads()} threads, GB/s counting each "
+          f"array read or written once (best of up to {rounds} interleaved rounds; "
+          "nt: non-temporal stores)")
+    labels = list(dict.fromkeys(label for _, label, _ in figures))
+    print(f"  {'pattern':<32}" + "".join(f"{label:>26}" for label in labels))
+    for pattern, (_, _, what) in PATTERNS.items():
+        cells = []
+        for label in labels:
+            plain = figures[(pattern, label, "")]
+            nt = figures.get((pattern, label, "nt"))
+            cells.append(f"{plain:6.1f}" + (f" / {nt:6.1f} nt" if nt else " " * 12))
+        print(f"  {what:<32}" + "".join(f"{c:>26}" for c in cells))
+    print()

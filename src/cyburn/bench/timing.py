@@ -1,0 +1,94 @@
+"""Timing for cyburn.bench: contenders timed in interleaved rounds, and the one-thread
+variant of a contender for the 1 -> N thread scaling."""
+import contextlib
+import time
+
+import cyburn as cb
+
+try:
+    import torch
+except ImportError:          # PyTorch is an optional peer
+    torch = None
+
+ONE = "@1"                  # suffix of the one-thread contenders ("cyburn@1", "torch@1")
+
+WARM_SECONDS = 0.03
+
+
+def best_times(contenders, min_seconds, max_rounds):
+    """Fastest seconds per call of each callable, timed in interleaved rounds.
+
+    In each round every contender first runs untimed for WARM_SECONDS: that outlasts what
+    the previous contender left behind (another library's OpenMP threads spin for several
+    milliseconds after their last parallel region, competing for the cores), so no contender
+    is charged for its neighbour. The minimum is the time least disturbed by the rest of a
+    shared machine.
+    """
+    slowest = 0.0
+    for f in contenders.values():
+        with _pinned(f) as call:
+            call()
+            slowest = max(slowest, _time_once(call))
+    rounds = int(min(max_rounds, max(5, min_seconds / max(slowest, 1e-9))))
+    batch = int(1e-3 / max(slowest, 1e-7)) + 1 if slowest < 1e-4 else 1  # tiny calls: batches
+    samples = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name, f in contenders.items():
+            with _pinned(f) as call:        # a OneThread contender: its setting, once a round
+                warm_until = time.perf_counter() + WARM_SECONDS
+                while time.perf_counter() < warm_until:
+                    call()
+                samples[name].append(_time_once(call, batch) / batch)
+    return {name: min(s) for name, s in samples.items()}
+
+
+def _time_once(f, calls=1):
+    start = time.perf_counter()
+    for _ in range(calls):
+        f()
+    return time.perf_counter() - start
+
+
+class OneThread:
+    """A contender run on one thread, for the 1 -> N thread scaling: cyburn's kernels through
+    `cb.num_threads(1)`, PyTorch's through `torch.set_num_threads(1)` (a global setting,
+    restored on exit) and, when threadpoolctl is installed, NumPy's BLAS (which
+    linear_cross_entropy calls) limited to one thread. best_times enters the setting once per
+    round, around the warm-up and the timed calls, so the calls themselves pay nothing."""
+
+    _blas = None                            # threadpoolctl's controller, made once
+
+    def __init__(self, f):
+        self.f = f
+
+    @classmethod
+    def blas_limited(cls):
+        """Whether NumPy's BLAS can be limited (threadpoolctl installed)."""
+        if cls._blas is None:
+            try:
+                from threadpoolctl import ThreadpoolController
+                cls._blas = ThreadpoolController()
+            except ImportError:
+                cls._blas = False
+        return cls._blas is not False
+
+    @contextlib.contextmanager
+    def pinned(self):
+        saved = torch.get_num_threads() if torch is not None else None
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(cb.num_threads(1))
+            if self.blas_limited():
+                stack.enter_context(self._blas.limit(limits=1, user_api="blas"))
+            if torch is not None:
+                torch.set_num_threads(1)
+                stack.callback(torch.set_num_threads, saved)
+            yield self.f
+
+    def __call__(self):
+        with self.pinned() as f:
+            return f()
+
+
+def _pinned(f):
+    """The context best_times calls a contender in: its thread setting (OneThread) or none."""
+    return f.pinned() if isinstance(f, OneThread) else contextlib.nullcontext(f)
