@@ -74,24 +74,6 @@ def test_each_pattern_has_its_probes(pattern):
     np.testing.assert_array_equal(operand, 1)           # the operand is only read
 
 
-def test_caches_are_read_from_sysfs(tmp_path, monkeypatch):
-    for index, (level, kind, size, shared) in enumerate([
-            (1, "Data", "48K", "0,64"), (1, "Instruction", "32K", "0,64"),
-            (2, "Unified", "2048K", "0,64"), (3, "Unified", "105M", "0-63,64-127")]):
-        folder = tmp_path / f"index{index}"
-        folder.mkdir()
-        for name, value in (("level", level), ("type", kind), ("size", size),
-                            ("shared_cpu_list", shared)):
-            (folder / name).write_text(f"{value}\n")
-    (tmp_path / "uevent").write_text("")
-    monkeypatch.setattr(machine, "SYS_CACHE", str(tmp_path))
-    found = machine.caches()
-    assert [(c.level, c.kind, c.size, c.shared_by) for c in found] == [
-        (1, "Data", 48 << 10, 2), (2, "Unified", 2 << 20, 2), (3, "Unified", 105 << 20, 128)]
-    assert machine.last_level_cache() == 105 << 20
-    assert str(found[2]) == "L3 105 MiB shared by 128 CPUs"
-
-
 def test_rows_are_one_registry():
     every = cases.rows()
     core = cases.rows(full=False)

@@ -14,20 +14,39 @@ def test_sizes_parse_as_the_kernel_writes_them():
     assert _machine._size("512") == 512
 
 
-def test_cache_sizes_are_ordered_and_described():
-    sizes = _machine.cache_sizes()
-    if not sizes:
+def test_caches_of_this_machine_are_ordered():
+    found = _machine.caches()
+    if not found:
         pytest.skip("the OS reports no cache sizes here")
-    levels = sorted(sizes)
-    assert all(sizes[a] <= sizes[b] for a, b in zip(levels, levels[1:]))
-    assert _machine.last_level_cache(sizes) == sizes[levels[-1]]
-    assert f"L{levels[-1]}" in _machine.describe(sizes)
+    sizes = [c.size for c in sorted(found, key=lambda c: c.level)]
+    assert sizes == sorted(sizes) and _machine.last_level_cache(found) == sizes[-1]
+    assert f"L{max(c.level for c in found)}" in _machine.describe(found)
+
+
+def test_caches_are_read_from_sysfs(tmp_path, monkeypatch):
+    for index, (level, kind, size, shared) in enumerate([
+            (1, "Data", "48K", "0,64"), (1, "Instruction", "32K", "0,64"),
+            (2, "Unified", "2048K", "0,64"), (3, "Unified", "105M", "0-63,64-127")]):
+        folder = tmp_path / f"index{index}"
+        folder.mkdir()
+        for name, value in (("level", level), ("type", kind), ("size", size),
+                            ("shared_cpu_list", shared)):
+            (folder / name).write_text(f"{value}\n")
+    (tmp_path / "uevent").write_text("")
+    monkeypatch.setattr(_machine, "SYS_CACHE", str(tmp_path))
+    found = _machine.caches()
+    assert [(c.level, c.kind, c.size, c.shared_by) for c in found] == [
+        (1, "Data", 48 << 10, 2), (2, "Unified", 2 << 20, 2), (3, "Unified", 105 << 20, 128)]
+    assert _machine.last_level_cache() == 105 << 20
+    assert _machine.kernel_cache_sizes() == (105 << 20, 48 << 10)
+    assert str(found[2]) == "L3 105 MiB shared by 128 CPUs"
 
 
 def test_unknown_caches_fall_back():
-    assert _machine.last_level_cache({}) == _machine.ASSUMED_LAST_LEVEL
-    assert _machine.describe({}) == "unknown"
-    assert _machine.describe({1: 48 << 10, 3: 260 << 20}) == "L1d 48 KiB, L3 260 MiB"
+    assert _machine.last_level_cache([]) is None
+    assert _machine.kernel_cache_sizes([]) == (_machine.ASSUMED_LAST_LEVEL, _machine.ASSUMED_L1D)
+    assert _machine.describe([]) == "unknown"
+    assert _machine.human_size(48 << 10) == "48 KiB" and _machine.human_size(3 << 29) == "1.5 GiB"
 
 
 def test_show_config_names_the_rule(capsys):
@@ -51,8 +70,6 @@ def test_rules_follow_the_caches():
         assert kernels.memory_rules(4)["parallel_min_elements"] == 4 * 12288
     finally:
         kernels.configure_memory(*_machine.kernel_cache_sizes())
-    assert _machine.kernel_cache_sizes({}) == (_machine.ASSUMED_LAST_LEVEL, _machine.ASSUMED_L1D)
-    assert _machine.kernel_cache_sizes({1: 48 << 10, 2: 2 << 20}) == (2 << 20, 48 << 10)
 
 
 def test_small_and_large_inputs_agree_across_the_team_threshold():

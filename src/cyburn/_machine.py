@@ -1,5 +1,5 @@
 """The caches of the CPU cyburn runs on, read from the OS at import, and the memory-system
-choices of the kernels derived from them (the rules are in the README, "Memory system").
+choices of the kernels derived from them (the rules are in the README, "Memory system"):
 
 - Non-temporal stores: a kernel stores its output past the caches when the bytes it touches
   (its inputs and its output) exceed the last-level cache: the output would then be evicted
@@ -9,80 +9,105 @@ choices of the kernels derived from them (the rules are in the README, "Memory s
   calling thread, which finishes them before a team would have woken up.
 """
 import os
-from collections.abc import Mapping
+from dataclasses import dataclass
 
-_SYSFS = "/sys/devices/system/cpu/cpu0/cache"
-_SYSCONF = {1: "SC_LEVEL1_DCACHE_SIZE", 2: "SC_LEVEL2_CACHE_SIZE", 3: "SC_LEVEL3_CACHE_SIZE"}
+SYS_CACHE = "/sys/devices/system/cpu/cpu0/cache"
 ASSUMED_LAST_LEVEL = 32 << 20       # when the OS says nothing: a common server L3
 ASSUMED_L1D = 32 << 10              # and a common L1 data cache
 
 
+@dataclass
+class Cache:
+    level: int
+    kind: str           # "Data" or "Unified"
+    size: int           # bytes
+    shared_by: int      # CPUs that share one instance (0: unknown)
+
+    def __str__(self) -> str:
+        name = f"L{self.level}{'d' if self.kind == 'Data' else ''}"
+        shared = (" per core" if self.shared_by == 1 else
+                  f" shared by {self.shared_by} CPUs" if self.shared_by else "")
+        return f"{name} {human_size(self.size)}{shared}"
+
+
+def human_size(nbytes: int) -> str:
+    """48 KiB, 2 MiB, 32 MiB, 1.5 GiB."""
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if nbytes >= scale and nbytes % (scale // 16) == 0:
+            return f"{nbytes / scale:g} {unit}"
+    return f"{nbytes} B"
+
+
+def _cpu_count(cpu_list: str) -> int:
+    """The number of CPUs in a Linux CPU list such as "0-3,8"."""
+    count = 0
+    for span in cpu_list.strip().split(","):
+        first, _, last = span.partition("-")
+        count += int(last or first) - int(first) + 1
+    return count
+
+
 def _size(text: str) -> int:
-    """'32K' / '512K' / '32768K' / '1M' as bytes."""
+    """'32K' / '32768K' / '1M' / '512' (sysfs's sizes) as bytes."""
     text = text.strip()
     scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:].upper(), 1)
     return int(text.rstrip("KkMmGg")) * scale
 
 
-def _from_sysfs() -> dict[int, int]:
-    sizes: dict[int, int] = {}
+def _from_sysfs() -> list[Cache]:
+    found = []
     try:
-        entries = sorted(os.listdir(_SYSFS))
-    except OSError:
-        return sizes
-    for entry in entries:
-        if not entry.startswith("index"):
-            continue
-        try:
-            with open(f"{_SYSFS}/{entry}/type") as f:
-                kind = f.read().strip()
-            with open(f"{_SYSFS}/{entry}/level") as f:
-                level = int(f.read())
-            with open(f"{_SYSFS}/{entry}/size") as f:
-                size = _size(f.read())
-        except (OSError, ValueError):
-            continue
-        if kind in ("Data", "Unified") and size > 0:
-            sizes[level] = size
-    return sizes
+        for entry in sorted(os.listdir(SYS_CACHE)):
+            if not entry.startswith("index"):
+                continue
+            folder = os.path.join(SYS_CACHE, entry)
+
+            def read(name: str) -> str:
+                with open(os.path.join(folder, name)) as f:
+                    return f.read().strip()
+            kind = read("type")
+            if kind in ("Data", "Unified"):
+                found.append(Cache(int(read("level")), kind, _size(read("size")),
+                                   _cpu_count(read("shared_cpu_list"))))
+    except (OSError, ValueError):
+        return []
+    return found
 
 
-def _from_sysconf() -> dict[int, int]:
-    sizes: dict[int, int] = {}
-    for level, name in _SYSCONF.items():
+def _from_sysconf() -> list[Cache]:
+    found = []
+    for level in (1, 2, 3, 4):
+        name = "SC_LEVEL1_DCACHE_SIZE" if level == 1 else f"SC_LEVEL{level}_CACHE_SIZE"
         try:
             size = os.sysconf(name)
         except (ValueError, OSError):
             continue
         if size > 0:
-            sizes[level] = size
-    return sizes
+            found.append(Cache(level, "Data" if level == 1 else "Unified", size, 0))
+    return found
 
 
-def cache_sizes() -> dict[int, int]:
-    """{level: bytes} of the data (or unified) caches one core sees: level 1 per core, the
-    last level usually shared by all. Empty when the OS does not say."""
+def caches() -> list[Cache]:
+    """The data and unified caches of CPU 0, from Linux's sysfs, else from glibc's sysconf
+    names; [] where neither says."""
     return _from_sysfs() or _from_sysconf()
 
 
-def last_level_cache(sizes: Mapping[int, int] | None = None) -> int:
-    """The largest cache's size in bytes (ASSUMED_LAST_LEVEL when unknown)."""
-    sizes = cache_sizes() if sizes is None else sizes
-    return max(sizes.values()) if sizes else ASSUMED_LAST_LEVEL
+def last_level_cache(found: list[Cache] | None = None) -> int | None:
+    """The size in bytes of the last-level cache (None when the OS does not say)."""
+    found = caches() if found is None else found
+    return max(found, key=lambda c: c.level).size if found else None
 
 
-def kernel_cache_sizes(sizes: Mapping[int, int] | None = None) -> tuple[int, int]:
-    """(last-level cache, L1d) in bytes, as the kernels' configure_memory takes them."""
-    sizes = cache_sizes() if sizes is None else sizes
-    return last_level_cache(sizes), sizes.get(1, ASSUMED_L1D)
+def kernel_cache_sizes(found: list[Cache] | None = None) -> tuple[int, int]:
+    """(last-level cache, L1d) in bytes, as the kernels' configure_memory takes them, with
+    ASSUMED_LAST_LEVEL and ASSUMED_L1D for what the OS does not say."""
+    found = caches() if found is None else found
+    l1d = [c.size for c in found if c.level == 1]
+    return last_level_cache(found) or ASSUMED_LAST_LEVEL, l1d[0] if l1d else ASSUMED_L1D
 
 
-def describe(sizes: Mapping[int, int] | None = None) -> str:
-    """'L1d 32 KiB, L2 512 KiB, L3 32 MiB' (or 'unknown')."""
-    sizes = cache_sizes() if sizes is None else sizes
-    if not sizes:
-        return "unknown"
-    def human(n: int) -> str:
-        return f"{n >> 20} MiB" if n >= 1 << 20 and n % (1 << 20) == 0 else f"{n >> 10} KiB"
-    return ", ".join(f"L{level}{'d' if level == 1 else ''} {human(size)}"
-                     for level, size in sorted(sizes.items()))
+def describe(found: list[Cache] | None = None) -> str:
+    """'L1d 32 KiB per core, L2 512 KiB per core, L3 32 MiB shared by 2 CPUs' (or 'unknown')."""
+    found = caches() if found is None else found
+    return ", ".join(str(c) for c in found) if found else "unknown"

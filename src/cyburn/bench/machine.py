@@ -15,15 +15,14 @@ non-temporal ones (the kernels' streamed outputs); its ceiling is the faster of 
 """
 import os
 import platform
-from dataclasses import dataclass
 
 import numpy as np
 
 import cyburn as cb
 from cyburn._dispatch import kernels
+from cyburn._machine import caches, human_size, last_level_cache
 from cyburn.bench.timing import best_times
 
-SYS_CACHE = "/sys/devices/system/cpu/cpu0/cache"
 # pattern: (arrays read, arrays written, what it is)
 PATTERNS = {
     "read": (1, 0, "read 1 (a reduction)"),
@@ -31,74 +30,6 @@ PATTERNS = {
     "triad": (2, 1, "read 2, write 1 (a triad)"),
     "adamw": (4, 3, "read 4, write 3 (adamw_step's)"),
 }
-
-
-@dataclass
-class Cache:
-    level: int
-    kind: str           # "Data", "Instruction" or "Unified"
-    size: int           # bytes
-    shared_by: int      # CPUs that share one instance (0: unknown)
-
-    def __str__(self):
-        name = f"L{self.level}{'d' if self.kind == 'Data' else ''}"
-        shared = (" per core" if self.shared_by == 1 else
-                  f" shared by {self.shared_by} CPUs" if self.shared_by else "")
-        return f"{name} {_size(self.size)}{shared}"
-
-
-def _size(nbytes):
-    for unit in ("GiB", "MiB", "KiB"):
-        scale = {"GiB": 1 << 30, "MiB": 1 << 20, "KiB": 1 << 10}[unit]
-        if nbytes >= scale and nbytes % (scale // 16) == 0:
-            return f"{nbytes / scale:g} {unit}"
-    return f"{nbytes} B"
-
-
-def _cpu_count(cpu_list):
-    """The number of CPUs in a Linux CPU list such as "0-3,8"."""
-    count = 0
-    for span in cpu_list.strip().split(","):
-        first, _, last = span.partition("-")
-        count += int(last or first) - int(first) + 1
-    return count
-
-
-def caches():
-    """The data and unified caches of CPU 0, from Linux's sysfs, else from glibc's
-    os.sysconf names; [] where neither says."""
-    found = []
-    try:
-        for entry in sorted(os.listdir(SYS_CACHE)):
-            if not entry.startswith("index"):
-                continue
-            folder = os.path.join(SYS_CACHE, entry)
-            read = lambda name: open(os.path.join(folder, name)).read().strip()  # noqa: E731
-            kind = read("type")
-            if kind == "Instruction":
-                continue
-            size = read("size")
-            scale = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(size[-1], 1)
-            found.append(Cache(int(read("level")), kind, int(size.rstrip("KMG")) * scale,
-                               _cpu_count(read("shared_cpu_list"))))
-    except (OSError, ValueError):
-        found = []
-    if not found:
-        for level, name in ((1, "LEVEL1_DCACHE_SIZE"), (2, "LEVEL2_CACHE_SIZE"),
-                            (3, "LEVEL3_CACHE_SIZE"), (4, "LEVEL4_CACHE_SIZE")):
-            try:
-                size = os.sysconf("SC_" + name)
-            except (ValueError, OSError):
-                continue
-            if size > 0:
-                found.append(Cache(level, "Data" if level == 1 else "Unified", size, 0))
-    return found
-
-
-def last_level_cache():
-    """The size in bytes of the last-level cache (None if the OS does not say)."""
-    found = caches()
-    return max(found, key=lambda c: c.level).size if found else None
 
 
 def available_memory():
@@ -193,10 +124,10 @@ def ceiling_sizes():
     """(label, working set in bytes) of the header's ceilings: half the last-level cache,
     and four times it (at least 256 MiB) when the memory is there."""
     llc, memory = last_level_cache(), available_memory()
-    sizes = [(f"within LLC ({_size(llc // 2)})", llc // 2)] if llc else []
+    sizes = [(f"within LLC ({human_size(llc // 2)})", llc // 2)] if llc else []
     streaming = max(4 * llc if llc else 0, 256 << 20)
     if memory is None or 2 * streaming < memory:
-        sizes.append((f"streaming ({_size(streaming)})", streaming))
+        sizes.append((f"streaming ({human_size(streaming)})", streaming))
     return sizes
 
 
