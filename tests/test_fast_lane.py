@@ -89,3 +89,21 @@ def test_lane_and_general_path_agree():
                              (cb.relu, (x,), (u_x,)), (cb.silu, (x,), (u_x,)),
                              (cb.gelu_backward, (dy, x), (u_dy, u_x))]:
         np.testing.assert_array_equal(fn(*args), fn(*u_args))
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_cross_entropy_lane_gives_the_general_result(reduction, dtype):
+    """The usual call (int64 targets, defaults) against the same problem through the general
+    path (int32 targets are converted there): the same bits, dtype and shape."""
+    rng = np.random.default_rng(7)
+    logits = rng.standard_normal((37, 53)).astype(dtype)
+    target = rng.integers(0, 53, 37)
+    target[::5] = -100                                   # ignored rows
+    lane = cb.cross_entropy(logits, target, reduction=reduction)
+    general = cb.cross_entropy(logits, target.astype(np.int32), reduction=reduction)
+    assert lane.dtype == general.dtype == dtype and lane.shape == general.shape == ()
+    np.testing.assert_array_equal(lane, general)
+    target[3] = 53                                       # out of range: the general path's error
+    with pytest.raises(IndexError, match="out of range"):
+        cb.cross_entropy(logits, target, reduction=reduction)

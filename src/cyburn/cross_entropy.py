@@ -170,6 +170,33 @@ def _gradient_target(p: _Problem, logits: NDArray[Any], out: FloatArray | None, 
     return _arrays.output_for((logits,), out, p.work, False, read_later=(p.probabilities,))
 
 
+def _usual_loss(logits: ArrayLike, target: ArrayLike, reduction: str) -> FloatArray | None:
+    """The fast lane of the usual call, cross_entropy(logits, target) of (N, C) logits the
+    kernel takes as they are, int64 class indices in range, "mean" or "sum" and the other
+    options at their defaults: the loss, computed as the general path computes it. None for
+    every other call, which the general path then answers (or rejects)."""
+    if (type(logits) is not np.ndarray or type(target) is not np.ndarray
+            or logits.ndim != 2 or target.dtype != INT64 or target.shape != logits.shape[:1]
+            or reduction == "none" or reduction not in REDUCTIONS):
+        return None
+    dtype = logits.dtype
+    if (dtype not in _arrays.NATIVE or not logits.flags.c_contiguous or not logits.flags.aligned
+            or not target.flags.c_contiguous or not target.flags.aligned):
+        return None
+    N, C = logits.shape
+    if N == 0 or C == 0:
+        return None
+    bad, count = kernels.check_targets(target, None, -100, C)
+    if bad >= 0:
+        return None
+    losses = np.zeros(N, np.float64)
+    kernels.cross_entropy_loss_and_grad(logits, target, None, _arrays.constant(1, C, dtype), -100,
+                                        0.0, 0.0, 0.0, 1.0, None, losses, None,
+                                        _threads.current())
+    total = float(np.add.reduce(losses))
+    return np.asarray(_divide(total, count) if reduction == "mean" else total, dtype=dtype)
+
+
 @overload
 def cross_entropy(logits: ArrayLike, target: ArrayLike, *, weight: ArrayLike | None = ...,
                   ignore_index: int = ..., reduction: Reduction = ...,
@@ -197,6 +224,11 @@ def cross_entropy(logits: ArrayLike, target: ArrayLike, *, weight: ArrayLike | N
     With return_grad, returns (loss, dlogits) from one fused pass: dlogits is the gradient of
     the returned loss (of their sum for reduction="none"), written into grad_out when given,
     which may be logits itself."""
+    if (weight is None and ignore_index == -100 and label_smoothing == 0.0 and z_loss == 0.0
+            and softcap is None and not return_grad and grad_out is None):
+        loss = _usual_loss(logits, target, reduction)
+        if loss is not None:
+            return loss
     if grad_out is not None and not return_grad:
         raise ValueError("grad_out is only written with return_grad=True")
     p, logits = _prepare(logits, target, weight, ignore_index, reduction, label_smoothing,
