@@ -96,14 +96,12 @@ cdef void activation_span(Activation f, const real *x, real *y, Py_ssize_t n) no
 
 
 cdef inline real times_slope(real dy, real slope, real x) noexcept nogil:
-    """dy * slope, slope = f'(x) for gelu or silu. Below x = -8 (far below their derivatives'
-    zeros, -0.75 and -1.28) the derivative is negative and nonzero at every finite x; where it
-    rounds to 0 there, the product is what the mathematics says, not inf * 0 = NaN (PyTorch's
-    answer): -dy when dy is infinite, else 0 with -dy's sign.
-    (x - x == 0: x is finite; dy - dy != 0: dy is infinite or NaN, which stays NaN.)"""
-    if (slope == 0) & (x < -8) & (x - x == 0):
-        return -dy * (<real>1 if dy - dy != 0 else <real>0)
-    return dy * slope
+    """dy * slope, slope = f'(x) for gelu or silu, with -dy's sign where f'(x) < 0 rounds to 0
+    far left (cyb_times_slope of cyburn_vmath.h: -dy for an infinite dy, not inf * 0 = NaN)."""
+    if real is float:
+        return cyb_times_slope_f32(dy, slope, x)
+    else:
+        return cyb_times_slope_f64(dy, slope, x)
 
 
 cdef void gradient_span(Activation f, const real *dy, const real *x, real *dx,

@@ -136,13 +136,14 @@ CYB_INLINE double cyb_exp_f64(double x)
 CYB_INLINE float cyb_exp_neg_square_f32(float v, float c)
 {
     union { float f; uint32_t u; } hi;
-    float lo, s, e;
+    float lo, s, e, p;
     hi.f = v;
     hi.u &= 0xFFFFF000u;
     lo = v - hi.f;
     s = v * v;
     e = ((hi.f * hi.f - s) + 2.0f * hi.f * lo) + lo * lo;
-    return cyb_exp_f32(-c * s) * (1.0f - c * e);
+    p = cyb_exp_f32(-c * s);
+    return p - p * (c * e);                     /* (c e is exact: c = 1 or 1/2) */
 }
 
 /* erf(a) / a - 1 as a polynomial in t = a^2, for |a| < 1 (erf(a) / a fitted with relative
@@ -229,6 +230,22 @@ CYB_INLINE double cyb_normal_pdf_f64(double x)
     return 0.39894228040143267794 * cyb_exp_f64(-0.5 * s) * (1.0 - 0.5 * e);
 }
 
+/* ---- the product with a derivative ------------------------------------------------------- */
+/* dy * slope, slope = f'(x) of gelu or silu. Below x = -8 (far below their derivatives' zeros,
+   -0.75 and -1.28) the derivative is negative and nonzero at every finite x; where it rounds
+   to 0 there, the product is what the mathematics says, not inf * 0 = NaN (PyTorch's answer):
+   -dy when dy is infinite, else 0 with -dy's sign.
+   (x - x == 0: x is finite; dy - dy != 0: dy is infinite or NaN, which stays NaN.) */
+#define CYB_DEFINE_TIMES_SLOPE(T, SUFFIX)                                                      \
+CYB_INLINE T cyb_times_slope_##SUFFIX(T dy, T slope, T x)                                    \
+{                                                                                            \
+    if ((slope == 0) & (x < -8) & (x - x == 0))                                              \
+        return -dy * (dy - dy != 0 ? (T)1 : (T)0);                                           \
+    return dy * slope;                                                                       \
+}
+CYB_DEFINE_TIMES_SLOPE(float, f32)
+CYB_DEFINE_TIMES_SLOPE(double, f64)
+
 /* ---- the erf GELU in float32, one polynomial per lane ------------------------------------- */
 /* gelu(x) = x Phi(x), gelu'(x) = Phi(x) + x phi(x). With a = |x|, the normal tail
    Q(a) = Phi(-a) = erfc(a / sqrt 2) / 2 and D(a) = Q(a) - a phi(a):
@@ -240,10 +257,10 @@ CYB_INLINE double cyb_normal_pdf_f64(double x)
    its piece k = round(a) (t in [-1, 0]), whose coefficients are looked up in tables of the 4
    pieces: one in-lane register permute each (vpermilps) with AVX2 or AVX-512. No exp, no
    division; each piece is expanded about its right end, where Q and D are smallest and the
-   leading terms all have the sign of the value (no cancellation in float32). A vector with
-   a lane at a >= 3.5 (or +-inf) also computes, for those lanes, the tail in double
-   (cyb_normal_tail: exp and one division), rounded once: gelu(-10) keeps its digits. The
-   coefficients come from tools/fit_gelu_erf.py. A lane's result depends on its input only,
+   leading terms all have the sign of the value (no cancellation in float32). Two vectors
+   at a time with a lane at a >= 3.5 (or +-inf) also compute, for those lanes, the tail
+   a Q(a) = exp(-a^2 / 2) P(1 / a^2) (one exp and one division): gelu(-10) keeps its digits.
+   The coefficients come from tools/fit_gelu_erf.py. A lane's result depends on its input only,
    whatever its neighbours, so the results are the same wherever a span starts. */
 
 #if defined(__AVX512F__)
@@ -324,44 +341,55 @@ static const float cyb_gelu_d_table[10][4] __attribute__((aligned(16))) = {
     {-3.757564118e-04f, -4.149797678e-05f, -3.915235866e-04f, 1.663682197e-04f},
 };
 
-/* Q(v) = exp(-v^2 / 2) / v P(1 / v^2) for 3.5 <= v <= 20, in double (v^2 of a float v is
-   exact), P fitted there (relative error 2.2e-9), and phi(v) = exp(-v^2 / 2) / sqrt(2 pi) in
-   *pdf */
-CYB_INLINE double cyb_normal_tail(double v, double *pdf)
+/* The tail, for 3.5 <= a <= 20, in s = 1 / a^2 (relative errors 6.0e-9 and 5.1e-9):
+   P(s) = a Q(a) exp(a^2 / 2) and H(s) = 1 / sqrt(2 pi) - s P(s) = (a phi(a) - Q(a)) exp(a^2 / 2) / a */
+CYB_INLINE float cyb_normal_tail_p_f32(float s)
 {
-    double e = cyb_exp_f64(-0.5 * v * v), w = 1.0 / v, s = w * w, p;
-    p = -2467.4144858173095;
-    p = p * s + 1086.0769146016391;
-    p = p * s - 235.00861181863002;
-    p = p * s + 37.389197750160974;
-    p = p * s - 5.895720459871324;
-    p = p * s + 1.195858734801504;
-    p = p * s - 0.39893728693473846;
-    p = p * s + 0.39894227186683523;
-    *pdf = 0.398942280401432678 * e;
-    return e * w * p;
+    float p = -1.575617065e+03f;
+    p = p * s + 8.296329956e+02f;
+    p = p * s - 2.058399963e+02f;
+    p = p * s + 3.572325897e+01f;
+    p = p * s - 5.845648289e+00f;
+    p = p * s + 1.195101500e+00f;
+    p = p * s - 3.989323080e-01f;
+    p = p * s + 3.989422619e-01f;
+    return p;
 }
 
-/* gelu(x) for |x| >= 3.5 and +-inf, in double, rounded once (below x = -20 it rounds to -0) */
+CYB_INLINE float cyb_normal_tail_h_f32(float s)
+{
+    float p = -1.076378784e+03f;
+    p = p * s + 3.633752136e+02f;
+    p = p * s - 5.761774063e+01f;
+    p = p * s + 7.248219013e+00f;
+    p = p * s - 1.241204977e+00f;
+    p = p * s + 3.996884525e-01f;
+    p = p * s - 3.989476264e-01f;
+    p = p * s + 3.989422917e-01f;
+    return p;
+}
+
+/* gelu(x) for |x| >= 3.5 and +-inf: -a Q(a) = -exp(-a^2 / 2) P(1 / a^2) for x = -a < 0 (no
+   rounded 1 / a in it), else x (1 - Q(a)). Beyond a = 20 (where it is 0 or x in float) a
+   stands at 20. */
 CYB_INLINE float cyb_gelu_tail_f32(float x)
 {
-    double v = fabs((double)x), pdf, q;
-    v = v > 20.0 ? 20.0 : v;
-    q = cyb_normal_tail(v, &pdf);
-    return (float)(x < 0.0f ? -v * q : x * (1.0 - q));
+    float a = fabsf(x), s, aq;
+    a = a > 20.0f ? 20.0f : a;                  /* (+-inf too) */
+    s = 1.0f / (a * a);
+    aq = cyb_exp_neg_square_f32(a, 0.5f) * cyb_normal_tail_p_f32(s);
+    return x < 0.0f ? -aq : x * (1.0f - aq * (a * s));
 }
 
-/* dy gelu'(x) for |x| >= 3.5 and +-inf, in double, rounded once. Below x = -20, gelu'(-20) =
-   -1.1e-86 stands for gelu'(x), negative and nonzero at every finite x: the product is 0 with
-   -dy's sign for a finite dy, -dy for an infinite one (not inf * 0 = NaN, where the float
-   derivative would be 0). gelu'(-inf) = 0 and gelu'(inf) = 1, the limits. */
+/* dy gelu'(x) for |x| >= 3.5 and +-inf: D(a) = -a exp(-a^2 / 2) H(1 / a^2) for x = -a < 0,
+   else 1 - D(a) */
 CYB_INLINE float cyb_gelu_backward_tail_f32(float dy, float x)
 {
-    double v = fabs((double)x), pdf, d;
-    v = v > 20.0 ? 20.0 : v;
-    d = cyb_normal_tail(v, &pdf) - v * pdf;
-    d = x - x == 0.0f ? d : 0.0;
-    return (float)(dy * (x < 0.0f ? d : 1.0 - d));
+    float a = fabsf(x), s, d;
+    a = a > 20.0f ? 20.0f : a;
+    s = 1.0f / (a * a);
+    d = a * cyb_exp_neg_square_f32(a, 0.5f) * cyb_normal_tail_h_f32(s);
+    return cyb_times_slope_f32(dy, x < 0.0f ? -d : 1.0f + d, x);
 }
 
 /* Vectors evaluated together: their chains of dependent FMAs overlap (measured on Zen 3, 2

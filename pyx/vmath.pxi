@@ -11,6 +11,8 @@ cdef extern from "cyburn_vmath.h" nogil:
     double cyb_erf_f64(double x)
     double cyb_normal_cdf_f64(double x)
     double cyb_normal_pdf_f64(double x)
+    float cyb_times_slope_f32(float dy, float slope, float x)
+    double cyb_times_slope_f64(double dy, double slope, double x)
     void cyb_gelu_f32(const float *x, float *y, Py_ssize_t n)
     void cyb_gelu_backward_f32(const float *dy, const float *x, float *dx, Py_ssize_t n)
     float cyb_max_f32(const float *x, Py_ssize_t n)

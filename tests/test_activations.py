@@ -49,7 +49,8 @@ SMOOTH = ["gelu", "gelu_tanh", "silu"]
 NATIVE = [F32, F64]
 
 # ---- bounds. Measured maxima in the comments: x86-64, gcc, CYBURN_SIMD=avx512 (avx2 gives the
-# same) / baseline (SSE2, no FMA), on the grids of the tests below (see the printed tables).
+# same) / baseline (SSE2, no FMA), on the grids of the tests below (see the printed tables);
+# the erf GELU's: CYBURN_SIMD=avx2 / baseline, over every float32 in [-20, 20].
 
 # The kernel's float32 tanh and erf, in ulp of the float64 truth over all finite floats.
 MAX_ULP_TANH_F32 = 2.0      # 1.36 / 1.30, at x = 0.6256 (just above the switch at 0.625)
@@ -63,11 +64,11 @@ MAX_ULP_ERF_F64 = 1.5       # 0.83
 MAX_ERROR_F32 = {
     "relu": 0.0,                    # exact
     "relu_backward": 0.0,           # exact
-    "gelu": 3.5,                    # plain ulp of the result; every float32 in [-10, 10]:
-                                    # 2.82 / 3.23 (x = -2.54 / -2.50, Phi's pieces)
+    "gelu": 3.5,                    # plain ulp of the result; every float32 in [-20, 20]:
+                                    # 2.87 / 3.23 (x = -5.85, the tail / -2.50, a piece's end)
     "gelu_tanh": 4.0,               # 2.37 / 2.62
     "silu": 5.0,                    # 3.09 / 3.54, plain ulp of the result
-    "gelu_backward": 3.0,           # every float32 in [-10, 10]: 1.76 / 2.45 (x = -2.98 / -2.54)
+    "gelu_backward": 3.75,          # every float32 in [-20, 20]: 3.50 / 3.50 (x = -9.64, the tail)
     "gelu_tanh_backward": 4.0,      # 2.42 / 2.76
     "silu_backward": 6.0,           # 3.89 / 4.18
 }

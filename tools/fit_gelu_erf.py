@@ -14,9 +14,11 @@ or to Q(a) + a phi(a), the scale of D's two terms (D crosses zero at a = 0.75); 
 coefficients are rounded to float32 one at a time, lowest degree first, the others refitted
 after each rounding.
 
-Tail (double). For 3.5 <= a <= 20, Q(a) = exp(-a^2 / 2) / a P(1 / a^2), evaluated in double:
-P is fitted for the relative error of Q, in the variable 16 / a^2 (in [0.04, 1], for a
-well-conditioned fit), its coefficients then scaled by powers of 16 (exactly).
+Tail (float32). For 3.5 <= a <= 20, a Q(a) = exp(-a^2 / 2) P(1 / a^2) and
+a phi(a) - Q(a) = a exp(-a^2 / 2) H(1 / a^2), H(s) = 1 / sqrt(2 pi) - s P(s): P and H are
+fitted for their relative error, in the variable 16 / a^2 (in [0.04, 1.3], for a
+well-conditioned fit), the coefficients then scaled by powers of 16 (exactly) and rounded to
+float32 as the pieces' are.
 
 Only NumPy and the standard library's erfc are used. `python tools/fit_gelu_erf.py` prints
 the header's tables and the maximum errors.
@@ -95,19 +97,28 @@ def float32_horner(c, t):
 
 
 def tail_p(a):
-    """P(1 / a^2) = Q(a) a exp(a^2 / 2)."""
+    """P(1 / a^2) = a Q(a) exp(a^2 / 2)."""
     return normal_tail(a) * a * np.exp(a * a / 2)
 
 
-def fit_tail():
-    """Coefficients of P in s = 1 / a^2, and the maximum relative error of Q."""
+TAIL_FUNCTIONS = {  # name: the function of a
+    "p": tail_p,
+    "h": lambda a: 1 / math.sqrt(2 * math.pi) - tail_p(a) / (a * a),
+}
+
+
+def fit_tail(f):
+    """float32 coefficients of f in s = 1 / a^2, and the maximum relative error."""
     sigma = chebyshev_nodes(16 / TAIL[1] ** 2, 16 / TAIL[0] ** 2)
-    p = tail_p(4 / np.sqrt(sigma))
-    c = lawson(np.vander(sigma, TAIL_DEGREE + 1, increasing=True), p, 1 / p)
+    target = f(4 / np.sqrt(sigma))
+    V = np.vander(sigma, TAIL_DEGREE + 1, increasing=True)
+    c = np.zeros(TAIL_DEGREE + 1)
+    for j in range(TAIL_DEGREE + 1):
+        rest = lawson(V[:, j:], target - V[:, :j] @ c[:j], 1 / target)
+        c[j] = np.float32(rest[0] * 16.0 ** j) / 16.0 ** j
     c = c * 16.0 ** np.arange(TAIL_DEGREE + 1)
     a = np.linspace(*TAIL, 200_001)
-    approx = np.exp(-a * a / 2) / a * np.polyval(c[::-1], 1 / (a * a))
-    return c, np.max(np.abs(approx / normal_tail(a) - 1))
+    return c, np.max(np.abs(np.polyval(c[::-1], 1 / (a * a)) / f(a) - 1))
 
 
 def c_rows(values, per_line, fmt, indent):
@@ -136,11 +147,12 @@ def main():
                          "     ")
             print(f"    {{{row}}},")
         print("};")
-    c, error = fit_tail()
-    print(f"/* tail: relative error of Q {error:.2e} */")
-    print(f"    p = {float(c[-1])!r};")
-    for cj in c[-2::-1]:
-        print(f"    p = p * s {'-' if cj < 0 else '+'} {abs(float(cj))!r};")
+    for name, f in TAIL_FUNCTIONS.items():
+        c, error = fit_tail(f)
+        print(f"/* tail {name.upper()}: relative error {error:.2e} */")
+        print(f"    float p = {float(np.float32(c[-1])):.9e}f;")
+        for cj in c[-2::-1]:
+            print(f"    p = p * s {'-' if cj < 0 else '+'} {abs(float(np.float32(cj))):.9e}f;")
 
 
 if __name__ == "__main__":
