@@ -9,10 +9,12 @@ cdef extern from "cyburn_vmath.h" nogil:
     double cyb_tanh_f64(double x)
     float cyb_erf_f32(float x)
     double cyb_erf_f64(double x)
-    float cyb_normal_cdf_f32(float x)
     double cyb_normal_cdf_f64(double x)
-    float cyb_normal_pdf_f32(float x)
     double cyb_normal_pdf_f64(double x)
+    float cyb_times_slope_f32(float dy, float slope, float x)
+    double cyb_times_slope_f64(double dy, double slope, double x)
+    void cyb_gelu_f32(const float *x, float *y, Py_ssize_t n)
+    void cyb_gelu_backward_f32(const float *dy, const float *x, float *dx, Py_ssize_t n)
     float cyb_max_f32(const float *x, Py_ssize_t n)
     double cyb_max_f64(const double *x, Py_ssize_t n)
     double cyb_sum_exp_f32(const float *x, float shift, float *y, bint shifted, Py_ssize_t n)
@@ -67,20 +69,14 @@ cdef inline real verf(real x) noexcept nogil:
         return cyb_erf_f64(x)
 
 
-cdef inline real normal_cdf(real x) noexcept nogil:
+cdef inline double normal_cdf(double x) noexcept nogil:
     """Phi(x) = erfc(-x / sqrt 2) / 2, the standard normal CDF, tails kept (cyburn_vmath.h)."""
-    if real is float:
-        return cyb_normal_cdf_f32(x)
-    else:
-        return cyb_normal_cdf_f64(x)
+    return cyb_normal_cdf_f64(x)
 
 
-cdef inline real normal_pdf(real x) noexcept nogil:
+cdef inline double normal_pdf(double x) noexcept nogil:
     """exp(-x^2 / 2) / sqrt(2 pi), the standard normal density (cyburn_vmath.h)."""
-    if real is float:
-        return cyb_normal_pdf_f32(x)
-    else:
-        return cyb_normal_pdf_f64(x)
+    return cyb_normal_pdf_f64(x)
 
 
 cdef inline void prefetch_span(const real *x, Py_ssize_t n) noexcept nogil:
