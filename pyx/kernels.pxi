@@ -118,9 +118,9 @@ def ready_call(x, second, out, axis, bint out_may_be_input):
         return None
     cdef cnp.ndarray a = <cnp.ndarray>x, b, target
     cdef int typenum = cnp.PyArray_TYPE(a), ndim = cnp.PyArray_NDIM(a)
-    cdef Py_ssize_t k = axis
-    if not -ndim <= k < ndim:
+    if not -ndim <= axis < ndim:        # (compared as Python ints: any size)
         return None
+    cdef Py_ssize_t k = axis
     if k < 0:
         k += ndim
     if second is not None:

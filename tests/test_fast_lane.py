@@ -42,6 +42,7 @@ def test_everything_else_is_left_to_the_general_path():
         (x, None, None, np.int64(1), True),                 # axis not a Python int
         (x, None, None, True, True),
         (x, None, None, 2, True), (x, None, None, -3, True),
+        (x, None, None, 1 << 63, True), (x, None, None, -(1 << 70), True),
         (x, x.astype(np.float64), None, -1, True),          # mixed dtypes
         (x, x[:2], None, -1, True),                         # mixed shapes
         (x, None, out[:2], -1, True),
