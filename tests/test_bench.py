@@ -134,3 +134,8 @@ def test_onnxruntime_runs_one_node_models_into_preallocated_outputs():
         call()
         np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5, err_msg=op)
     assert ort.contender("NoSuchOperator", 13, {"x": x}, {"y": x}) is None
+
+
+def test_the_report_opens_with_the_machine():
+    lines = machine.describe()
+    assert lines[0].startswith("CPU: ") and any(line.startswith("caches: ") for line in lines)

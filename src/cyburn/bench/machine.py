@@ -20,7 +20,7 @@ import numpy as np
 
 import cyburn as cb
 from cyburn._dispatch import kernels
-from cyburn._machine import caches, human_size, last_level_cache
+from cyburn._machine import SYS_CACHE, caches, human_size, last_level_cache
 from cyburn.bench.timing import best_times
 
 # pattern: (arrays read, arrays written, what it is)
