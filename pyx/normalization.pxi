@@ -12,7 +12,7 @@
 # on the shape; weight and bias gradients are reduced from per-block (rows) or per-run
 # (channels) partial sums in a fixed order. Results are bitwise identical for any thread count.
 
-from libc.math cimport sqrt as c_sqrt
+from libc.math cimport isfinite, sqrt as c_sqrt
 
 cdef enum:
     GRADIENT_BLOCK_ROWS = 64    # rows backward: dweight and dbias are summed in blocks of rows
@@ -20,15 +20,24 @@ cdef enum:
     SHORT_RUN = 8               # channel runs shorter than this are summed inline
 
 
-# ---- sums over the segments of a row ------------------------------------------------------
-# See cyburn_norm.h: the segments of a row (group norm of an (N, C) input) are summed several at
-# a time.
+# ---- sums: shifted (exact on constant sets) and over the segments of a row ------------------
+# See cyburn_norm.h: means are taken as x_0 + mean(x - x_0), x_0 the set's first element, and
+# the segments of a row (group norm of an (N, C) input) are summed several at a time.
 
 cdef extern from "cyburn_norm.h" nogil:
     bint cyb_norm_lane_wise(Py_ssize_t L)
-    void cyb_norm_segments_sum_f32(const float *x, Py_ssize_t L, Py_ssize_t count, double *out)
-    void cyb_norm_segments_sum_f64(const double *x, Py_ssize_t L, Py_ssize_t count,
-                                   double *out)
+    double cyb_norm_sum_dev_f32(const float *x, float c, Py_ssize_t n)
+    double cyb_norm_sum_dev_f64(const double *x, double c, Py_ssize_t n)
+    void cyb_norm_sums_shifted_centered_f32(const float *dy, const float *w, float c,
+                                            const float *x, float m, Py_ssize_t n,
+                                            double *sum_g, double *sum_gx)
+    void cyb_norm_sums_shifted_centered_f64(const double *dy, const double *w, double c,
+                                            const double *x, double m, Py_ssize_t n,
+                                            double *sum_g, double *sum_gx)
+    void cyb_norm_segments_sum_dev_f32(const float *x, Py_ssize_t L, Py_ssize_t count,
+                                       double *out)
+    void cyb_norm_segments_sum_dev_f64(const double *x, Py_ssize_t L, Py_ssize_t count,
+                                       double *out)
     void cyb_norm_segments_sum_sq_dev_f32(const float *x, const float *m, Py_ssize_t L,
                                           Py_ssize_t count, double *out)
     void cyb_norm_segments_sum_sq_dev_f64(const double *x, const double *m, Py_ssize_t L,
@@ -51,14 +60,49 @@ cdef extern from "cyburn_norm.h" nogil:
                                        double *dweight, double *dbias, Py_ssize_t n)
 
 
-cdef inline void segments_sum(const real *x, Py_ssize_t L, Py_ssize_t count,
-                              double *out) noexcept nogil:
-    """out[k] = sum(x_k) for the segments x_k = x[k L : (k + 1) L], k < count, lane-wise
+cdef inline real shifted_mean(const real *x, double deviations, Py_ssize_t n) noexcept nogil:
+    """mean(x[0:n]) given deviations = sum(x - x[0]): x[0] + deviations / n, or sum(x) / n when
+    deviations is not finite (an infinite or NaN term, or beyond the range of real)."""
+    if isfinite(deviations):
+        return <real>(x[0] + deviations / n)
+    return <real>(span_sum(x, n) / n)
+
+
+cdef inline real shifted_mean_of_products(const real *a, const real *b, double deviations,
+                                          Py_ssize_t n) noexcept nogil:
+    """mean(g) of g = a[0:n] * b[0:n] given deviations = sum(g - g[0]), as shifted_mean."""
+    if isfinite(deviations):
+        return <real>(a[0] * b[0] + deviations / n)
+    return <real>(span_dot(a, b, n) / n)
+
+
+cdef inline double span_sum_dev(const real *x, real c, Py_ssize_t n) noexcept nogil:
+    """sum(x[0:n] - c), blocked like span_sum."""
+    if real is float:
+        return cyb_norm_sum_dev_f32(x, c, n)
+    else:
+        return cyb_norm_sum_dev_f64(x, c, n)
+
+
+cdef inline void span_sums_shifted_centered(const real *dy, const real *w, real c, const real *x,
+                                            real m, Py_ssize_t n, double *sum_g,
+                                            double *sum_gx) noexcept nogil:
+    """sum(g - c) and sum(g * (x - m)) over [0:n] in one pass, g = dy * w, blocked like
+    span_sum."""
+    if real is float:
+        cyb_norm_sums_shifted_centered_f32(dy, w, c, x, m, n, sum_g, sum_gx)
+    else:
+        cyb_norm_sums_shifted_centered_f64(dy, w, c, x, m, n, sum_g, sum_gx)
+
+
+cdef inline void segments_sum_dev(const real *x, Py_ssize_t L, Py_ssize_t count,
+                                  double *out) noexcept nogil:
+    """out[k] = sum(x_k - x_k[0]) for the segments x_k = x[k L : (k + 1) L], k < count, lane-wise
     (cyb_norm_lane_wise(L) must hold)."""
     if real is float:
-        cyb_norm_segments_sum_f32(x, L, count, out)
+        cyb_norm_segments_sum_dev_f32(x, L, count, out)
     else:
-        cyb_norm_segments_sum_f64(x, L, count, out)
+        cyb_norm_segments_sum_dev_f64(x, L, count, out)
 
 
 cdef inline void segments_sum_sq_dev(const real *x, const real *m, Py_ssize_t L,
@@ -73,8 +117,8 @@ cdef inline void segments_sum_sq_dev(const real *x, const real *m, Py_ssize_t L,
 cdef inline void segments_sums_centered(const real *dy, const real *w, const real *x,
                                         const real *m, Py_ssize_t L, Py_ssize_t count,
                                         double *sum_g, double *sum_gx) noexcept nogil:
-    """sum_g[k] = sum(g_k) and sum_gx[k] = sum(g_k * (x_k - m[k])) over the segments, g = dy * w,
-    lane-wise."""
+    """sum_g[k] = sum(g_k - g_k[0]) and sum_gx[k] = sum(g_k * (x_k - m[k])) over the segments,
+    g = dy * w, lane-wise."""
     if real is float:
         cyb_norm_segments_sums_centered_f32(dy, w, x, m, L, count, sum_g, sum_gx)
     else:
@@ -114,6 +158,9 @@ cdef inline void segment_backward(const real *dy, const real *x, const real *w, 
 # overlaps them (segments of 8 k <= 256 elements: several at once, see cyburn_norm.h), and the
 # divisions and square roots of a batch run as vector instructions (segment after segment, each
 # short segment would wait on its own scalar divide and sqrt).
+# Means are shifted, x_0 + mean(x - x_0) with x_0 the first element (shifted_mean), and so is
+# the backward's mean(g): a constant row or segment has deviations of exactly 0, hence mean =
+# its value, y = bias, and dx = 0 for a constant g (see cyburn_norm.h).
 
 cdef void norm_row(const real *x, const real *residual, const real *weight, const real *bias,
                    real *h, real *y, real *mean, real *rstd, Py_ssize_t n, double eps,
@@ -129,7 +176,7 @@ cdef void norm_row(const real *x, const real *residual, const real *weight, cons
             h[i] = x[i] + residual[i]
         x = h
     if centered:
-        m = <real>(span_sum(x, n) / n)
+        m = shifted_mean(x, span_sum_dev(x, x[0], n), n)
         if mean != NULL:
             mean[0] = m
     r = <real>(1.0 / c_sqrt(span_sum_sq_dev(x, m, n) / n + eps))
@@ -154,12 +201,12 @@ cdef void norm_row_segments(const real *x, const real *weight, const real *bias,
         first = batch * SEGMENT_BATCH
         last = min(groups, first + SEGMENT_BATCH)
         if lanes:
-            segments_sum(x + first * length, length, last - first, sums)
+            segments_sum_dev(x + first * length, length, last - first, sums)
         else:
             for g in range(first, last):
-                sums[g - first] = span_sum(x + g * length, length)
+                sums[g - first] = span_sum_dev(x + g * length, x[g * length], length)
         for g in range(first, last):
-            mean[g] = <real>(sums[g - first] / length)
+            mean[g] = shifted_mean(x + g * length, sums[g - first], length)
         if lanes:
             segments_sum_sq_dev(x + first * length, mean + first, length, last - first, sums)
         else:
@@ -218,8 +265,8 @@ cdef void norm_backward_row(const real *dy, const real *x, const real *weight, c
     xhat = (x - mean[g]) * rstd[g] and g = dy * weight (RMSNorm: mean = 0, may be NULL):
         layer norm:  dx = rstd * (g - mean(g) - xhat * mean(g * xhat))
         RMSNorm:     dx = rstd * (g - xhat * mean(g * xhat))
-    and dweight += dy * xhat, dbias += dy. Segments go in batches, sums first (see norm_row);
-    groups > 1 only for layer norm."""
+    and dweight += dy * xhat, dbias += dy, mean(g) = g_0 + mean(g - g_0) (shifted_mean).
+    Segments go in batches, sums first (see norm_row); groups > 1 only for layer norm."""
     cdef Py_ssize_t i, g, k, at, batch, first, last, length = n // groups
     cdef double sum_g[SEGMENT_BATCH]
     cdef double sum_gx[SEGMENT_BATCH]
@@ -237,10 +284,14 @@ cdef void norm_backward_row(const real *dy, const real *x, const real *weight, c
         else:
             for g in range(first, last):
                 at = g * length
-                span_sums_centered(dy + at, weight + at, x + at, mean[g] if centered else 0,
-                                   length, &sum_g[g - first], &sum_gx[g - first])
+                span_sums_shifted_centered(dy + at, weight + at,
+                                           dy[at] * weight[at] if centered else 0, x + at,
+                                           mean[g] if centered else 0, length,
+                                           &sum_g[g - first], &sum_gx[g - first])
         for k in range(last - first):
-            g_mean[k] = <real>(sum_g[k] / length) if centered else 0
+            at = (first + k) * length
+            g_mean[k] = (shifted_mean_of_products(dy + at, weight + at, sum_g[k], length)
+                         if centered else 0)
             q[k] = <real>(sum_gx[k] / length * rstd[first + k] * rstd[first + k])
         if lanes:
             for g in range(first, last):
