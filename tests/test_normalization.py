@@ -1189,8 +1189,8 @@ def test_group_norm_of_an_n_by_c_input_against_the_truth(shape, groups, dtype, r
                                                            restore_threads):
     """group_norm and group_norm_backward of (N, C) data, each group a segment of C / G
     elements of its row, for segments summed lane-wise (8 k <= 256 elements, in 16 lanes or 8)
-    and by the blocked sums (other lengths): the truth in float64 within the tolerances, and the same
-    bits for 1 and 2 threads. x = 300 + N(0, 1) checks the two-pass variance."""
+    and by the blocked sums (other lengths): the truth in float64 within the tolerances, and
+    the same bits for 1 and 2 threads. x = 300 + N(0, 1) checks the two-pass variance."""
     x = (rng.standard_normal(shape) + 300).astype(dtype)
     dy = rng.standard_normal(shape).astype(dtype)
     check_group_norm_of_rows(x, dy, groups, dtype, rng)
