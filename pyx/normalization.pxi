@@ -12,7 +12,7 @@
 # on the shape; weight and bias gradients are reduced from per-block (rows) or per-run
 # (channels) partial sums in a fixed order. Results are bitwise identical for any thread count.
 
-from libc.math cimport sqrt as c_sqrt
+from libc.math cimport isfinite, sqrt as c_sqrt
 
 cdef enum:
     GRADIENT_BLOCK_ROWS = 64    # rows backward: dweight and dbias are summed in blocks of rows
@@ -20,61 +20,118 @@ cdef enum:
     SHORT_RUN = 8               # channel runs shorter than this are summed inline
 
 
-# ---- sums over a short segment ---------------------------------------------------------------
-# As span_sum, span_sum_sq_dev and span_sums_centered, but for a segment of 16 k <= 256 elements
-# added as 16 lanes and a tree in registers (see cyburn_vmath.h): on segments of 32, the blocked
-# sums' one-by-one addition of the lanes costs more than the rest of the work.
+# ---- sums: shifted (exact on constant sets) and over the segments of a row ------------------
+# See cyburn_norm.h: means are taken as x_0 + mean(x - x_0), x_0 the set's first element, and
+# the segments of a row (group norm of an (N, C) input) are summed several at a time.
 
-cdef extern from "cyburn_vmath.h" nogil:
-    bint cyb_lane_wise(Py_ssize_t n)
-    double cyb_segment_sum_f32(const float *x, Py_ssize_t n)
-    double cyb_segment_sum_f64(const double *x, Py_ssize_t n)
-    double cyb_segment_sum_sq_dev_f32(const float *x, float m, Py_ssize_t n)
-    double cyb_segment_sum_sq_dev_f64(const double *x, double m, Py_ssize_t n)
-    void cyb_segment_sums_centered_f32(const float *dy, const float *w, const float *x, float m,
-                                       Py_ssize_t n, double *sum_g, double *sum_gx)
-    void cyb_segment_sums_centered_f64(const double *dy, const double *w, const double *x,
-                                       double m, Py_ssize_t n, double *sum_g, double *sum_gx)
-    void cyb_segment_affine_f32(const float *x, float m, float r, const float *w, const float *b,
-                                float *y, Py_ssize_t n)
-    void cyb_segment_affine_f64(const double *x, double m, double r, const double *w,
-                                const double *b, double *y, Py_ssize_t n)
-    void cyb_segment_backward_f32(const float *dy, const float *x, const float *w, float m,
-                                  float r, float g_mean, float q, float *dx, float *dweight,
-                                  float *dbias, Py_ssize_t n)
-    void cyb_segment_backward_f64(const double *dy, const double *x, const double *w, double m,
-                                  double r, double g_mean, double q, double *dx,
-                                  double *dweight, double *dbias, Py_ssize_t n)
+cdef extern from "cyburn_norm.h" nogil:
+    bint cyb_norm_lane_wise(Py_ssize_t L)
+    double cyb_norm_sum_dev_f32(const float *x, float c, Py_ssize_t n)
+    double cyb_norm_sum_dev_f64(const double *x, double c, Py_ssize_t n)
+    void cyb_norm_sums_shifted_centered_f32(const float *dy, const float *w, float c,
+                                            const float *x, float m, Py_ssize_t n,
+                                            double *sum_g, double *sum_gx)
+    void cyb_norm_sums_shifted_centered_f64(const double *dy, const double *w, double c,
+                                            const double *x, double m, Py_ssize_t n,
+                                            double *sum_g, double *sum_gx)
+    void cyb_norm_segments_sum_dev_f32(const float *x, Py_ssize_t L, Py_ssize_t count,
+                                       double *out)
+    void cyb_norm_segments_sum_dev_f64(const double *x, Py_ssize_t L, Py_ssize_t count,
+                                       double *out)
+    void cyb_norm_segments_sum_sq_dev_f32(const float *x, const float *m, Py_ssize_t L,
+                                          Py_ssize_t count, double *out)
+    void cyb_norm_segments_sum_sq_dev_f64(const double *x, const double *m, Py_ssize_t L,
+                                          Py_ssize_t count, double *out)
+    void cyb_norm_segments_sums_centered_f32(const float *dy, const float *w, const float *x,
+                                             const float *m, Py_ssize_t L, Py_ssize_t count,
+                                             double *sum_g, double *sum_gx)
+    void cyb_norm_segments_sums_centered_f64(const double *dy, const double *w,
+                                             const double *x, const double *m, Py_ssize_t L,
+                                             Py_ssize_t count, double *sum_g, double *sum_gx)
+    void cyb_norm_segment_affine_f32(const float *x, float m, float r, const float *w,
+                                     const float *b, float *y, Py_ssize_t n)
+    void cyb_norm_segment_affine_f64(const double *x, double m, double r, const double *w,
+                                     const double *b, double *y, Py_ssize_t n)
+    void cyb_norm_segment_backward_f32(const float *dy, const float *x, const float *w, float m,
+                                       float r, float g_mean, float q, float *dx,
+                                       float *dweight, float *dbias, Py_ssize_t n)
+    void cyb_norm_segment_backward_f64(const double *dy, const double *x, const double *w,
+                                       double m, double r, double g_mean, double q, double *dx,
+                                       double *dweight, double *dbias, Py_ssize_t n)
 
 
-cdef inline double segment_sum(const real *x, Py_ssize_t n, bint lanes) noexcept nogil:
-    """sum(x[0:n]), lane-wise when `lanes` (cyb_lane_wise(n) must hold)."""
-    if not lanes:
-        return span_sum(x, n)
+cdef inline real shifted_mean(const real *x, double deviations, Py_ssize_t n) noexcept nogil:
+    """mean(x[0:n]) given deviations = sum(x - x[0]): x[0] + deviations / n, or sum(x) / n when
+    deviations is not finite (an infinite or NaN term, or beyond the range of real)."""
+    if isfinite(deviations):
+        return <real>(x[0] + deviations / n)
+    return <real>(span_sum(x, n) / n)
+
+
+cdef inline real shifted_mean_of_products(const real *a, const real *b, double deviations,
+                                          Py_ssize_t n) noexcept nogil:
+    """mean(g) of g = a[0:n] * b[0:n] given deviations = sum(g - g[0]), as shifted_mean."""
+    if isfinite(deviations):
+        return <real>(a[0] * b[0] + deviations / n)
+    return <real>(span_dot(a, b, n) / n)
+
+
+cdef inline double span_sum_dev(const real *x, real c, Py_ssize_t n) noexcept nogil:
+    """sum(x[0:n] - c), blocked like span_sum."""
     if real is float:
-        return cyb_segment_sum_f32(x, n)
+        return cyb_norm_sum_dev_f32(x, c, n)
     else:
-        return cyb_segment_sum_f64(x, n)
+        return cyb_norm_sum_dev_f64(x, c, n)
 
 
-cdef inline double segment_sum_sq_dev(const real *x, real m, Py_ssize_t n,
-                                      bint lanes) noexcept nogil:
-    """sum((x[0:n] - m)^2), lane-wise when `lanes`."""
-    if not lanes:
-        return span_sum_sq_dev(x, m, n)
+cdef inline void span_sums_shifted_centered(const real *dy, const real *w, real c, const real *x,
+                                            real m, Py_ssize_t n, double *sum_g,
+                                            double *sum_gx) noexcept nogil:
+    """sum(g - c) and sum(g * (x - m)) over [0:n] in one pass, g = dy * w, blocked like
+    span_sum."""
     if real is float:
-        return cyb_segment_sum_sq_dev_f32(x, m, n)
+        cyb_norm_sums_shifted_centered_f32(dy, w, c, x, m, n, sum_g, sum_gx)
     else:
-        return cyb_segment_sum_sq_dev_f64(x, m, n)
+        cyb_norm_sums_shifted_centered_f64(dy, w, c, x, m, n, sum_g, sum_gx)
+
+
+cdef inline void segments_sum_dev(const real *x, Py_ssize_t L, Py_ssize_t count,
+                                  double *out) noexcept nogil:
+    """out[k] = sum(x_k - x_k[0]) for the segments x_k = x[k L : (k + 1) L], k < count, lane-wise
+    (cyb_norm_lane_wise(L) must hold)."""
+    if real is float:
+        cyb_norm_segments_sum_dev_f32(x, L, count, out)
+    else:
+        cyb_norm_segments_sum_dev_f64(x, L, count, out)
+
+
+cdef inline void segments_sum_sq_dev(const real *x, const real *m, Py_ssize_t L,
+                                     Py_ssize_t count, double *out) noexcept nogil:
+    """out[k] = sum((x_k - m[k])^2) over the segments, lane-wise."""
+    if real is float:
+        cyb_norm_segments_sum_sq_dev_f32(x, m, L, count, out)
+    else:
+        cyb_norm_segments_sum_sq_dev_f64(x, m, L, count, out)
+
+
+cdef inline void segments_sums_centered(const real *dy, const real *w, const real *x,
+                                        const real *m, Py_ssize_t L, Py_ssize_t count,
+                                        double *sum_g, double *sum_gx) noexcept nogil:
+    """sum_g[k] = sum(g_k - g_k[0]) and sum_gx[k] = sum(g_k * (x_k - m[k])) over the segments,
+    g = dy * w, lane-wise."""
+    if real is float:
+        cyb_norm_segments_sums_centered_f32(dy, w, x, m, L, count, sum_g, sum_gx)
+    else:
+        cyb_norm_segments_sums_centered_f64(dy, w, x, m, L, count, sum_g, sum_gx)
 
 
 cdef inline void segment_affine(const real *x, real m, real r, const real *w, const real *b,
                                 real *y, Py_ssize_t n) noexcept nogil:
     """y = (x - m) * r * w + b over [0:n], n lane-wise."""
     if real is float:
-        cyb_segment_affine_f32(x, m, r, w, b, y, n)
+        cyb_norm_segment_affine_f32(x, m, r, w, b, y, n)
     else:
-        cyb_segment_affine_f64(x, m, r, w, b, y, n)
+        cyb_norm_segment_affine_f64(x, m, r, w, b, y, n)
 
 
 cdef inline void segment_backward(const real *dy, const real *x, const real *w, real m, real r,
@@ -83,21 +140,9 @@ cdef inline void segment_backward(const real *dy, const real *x, const real *w, 
     """dweight += dy * ((x - m) * r), dbias += dy, dx = r * (dy * w - g_mean - (x - m) * q)
     over [0:n], n lane-wise."""
     if real is float:
-        cyb_segment_backward_f32(dy, x, w, m, r, g_mean, q, dx, dweight, dbias, n)
+        cyb_norm_segment_backward_f32(dy, x, w, m, r, g_mean, q, dx, dweight, dbias, n)
     else:
-        cyb_segment_backward_f64(dy, x, w, m, r, g_mean, q, dx, dweight, dbias, n)
-
-
-cdef inline void segment_sums_centered(const real *dy, const real *w, const real *x, real m,
-                                       Py_ssize_t n, double *sum_g, double *sum_gx,
-                                       bint lanes) noexcept nogil:
-    """sum(g) and sum(g * (x - m)) over [0:n], g = dy * w, lane-wise when `lanes`."""
-    if not lanes:
-        span_sums_centered(dy, w, x, m, n, sum_g, sum_gx)
-    elif real is float:
-        cyb_segment_sums_centered_f32(dy, w, x, m, n, sum_g, sum_gx)
-    else:
-        cyb_segment_sums_centered_f64(dy, w, x, m, n, sum_g, sum_gx)
+        cyb_norm_segment_backward_f64(dy, x, w, m, r, g_mean, q, dx, dweight, dbias, n)
 
 
 # ---- rows: layer norm and RMSNorm ---------------------------------------------------------
@@ -110,9 +155,12 @@ cdef inline void segment_sums_centered(const real *dy, const real *w, const real
 # statistic (layer norm's single segment keeps norm_row): every
 # segment's sum, then every mean, every sum of squared deviations, every rstd, and then the
 # normalization. The sums of different segments do not depend on each other, so the CPU
-# overlaps them, and the divisions and square roots of a batch run as vector instructions
-# (segment after segment, each short segment would wait on its own scalar divide and sqrt).
-# The arithmetic of each segment is the same either way.
+# overlaps them (segments of 8 k <= 256 elements: several at once, see cyburn_norm.h), and the
+# divisions and square roots of a batch run as vector instructions (segment after segment, each
+# short segment would wait on its own scalar divide and sqrt).
+# Means are shifted, x_0 + mean(x - x_0) with x_0 the first element (shifted_mean), and so is
+# the backward's mean(g): a constant row or segment has deviations of exactly 0, hence mean =
+# its value, y = bias, and dx = 0 for a constant g (see cyburn_norm.h).
 
 cdef void norm_row(const real *x, const real *residual, const real *weight, const real *bias,
                    real *h, real *y, real *mean, real *rstd, Py_ssize_t n, double eps,
@@ -128,7 +176,7 @@ cdef void norm_row(const real *x, const real *residual, const real *weight, cons
             h[i] = x[i] + residual[i]
         x = h
     if centered:
-        m = <real>(span_sum(x, n) / n)
+        m = shifted_mean(x, span_sum_dev(x, x[0], n), n)
         if mean != NULL:
             mean[0] = m
     r = <real>(1.0 / c_sqrt(span_sum_sq_dev(x, m, n) / n + eps))
@@ -148,16 +196,22 @@ cdef void norm_row_segments(const real *x, const real *weight, const real *bias,
     cdef Py_ssize_t i, g, batch, first, last, length = n // groups
     cdef double sums[SEGMENT_BATCH]
     cdef real m, r
-    cdef bint lanes = cyb_lane_wise(length)
+    cdef bint lanes = cyb_norm_lane_wise(length)
     for batch in range((groups + SEGMENT_BATCH - 1) // SEGMENT_BATCH):
         first = batch * SEGMENT_BATCH
         last = min(groups, first + SEGMENT_BATCH)
+        if lanes:
+            segments_sum_dev(x + first * length, length, last - first, sums)
+        else:
+            for g in range(first, last):
+                sums[g - first] = span_sum_dev(x + g * length, x[g * length], length)
         for g in range(first, last):
-            sums[g - first] = segment_sum(x + g * length, length, lanes)
-        for g in range(first, last):
-            mean[g] = <real>(sums[g - first] / length)
-        for g in range(first, last):
-            sums[g - first] = segment_sum_sq_dev(x + g * length, mean[g], length, lanes)
+            mean[g] = shifted_mean(x + g * length, sums[g - first], length)
+        if lanes:
+            segments_sum_sq_dev(x + first * length, mean + first, length, last - first, sums)
+        else:
+            for g in range(first, last):
+                sums[g - first] = span_sum_sq_dev(x + g * length, mean[g], length)
         for g in range(first, last):
             rstd[g] = <real>(1.0 / c_sqrt(sums[g - first] / length + eps))
     for g in range(groups):
@@ -211,23 +265,33 @@ cdef void norm_backward_row(const real *dy, const real *x, const real *weight, c
     xhat = (x - mean[g]) * rstd[g] and g = dy * weight (RMSNorm: mean = 0, may be NULL):
         layer norm:  dx = rstd * (g - mean(g) - xhat * mean(g * xhat))
         RMSNorm:     dx = rstd * (g - xhat * mean(g * xhat))
-    and dweight += dy * xhat, dbias += dy. Segments go in batches, sums first (see norm_row)."""
-    cdef Py_ssize_t i, g, k, batch, first, last, length = n // groups
+    and dweight += dy * xhat, dbias += dy, mean(g) = g_0 + mean(g - g_0) (shifted_mean).
+    Segments go in batches, sums first (see norm_row); groups > 1 only for layer norm."""
+    cdef Py_ssize_t i, g, k, at, batch, first, last, length = n // groups
     cdef double sum_g[SEGMENT_BATCH]
     cdef double sum_gx[SEGMENT_BATCH]
     cdef real g_mean[SEGMENT_BATCH]
     cdef real q[SEGMENT_BATCH]          # xhat * mean(g * xhat) = (x - mean) * q
     cdef real m, r
-    cdef bint lanes = groups > 1 and cyb_lane_wise(length)     # (layer norm: the blocked sums)
+    cdef bint lanes = groups > 1 and cyb_norm_lane_wise(length)  # (layer norm: blocked sums)
     for batch in range((groups + SEGMENT_BATCH - 1) // SEGMENT_BATCH):
         first = batch * SEGMENT_BATCH
         last = min(groups, first + SEGMENT_BATCH)
-        for g in range(first, last):
-            segment_sums_centered(dy + g * length, weight + g * length, x + g * length,
-                                  mean[g] if centered else 0, length, &sum_g[g - first],
-                                  &sum_gx[g - first], lanes)
+        if lanes:
+            at = first * length
+            segments_sums_centered(dy + at, weight + at, x + at, mean + first, length,
+                                   last - first, sum_g, sum_gx)
+        else:
+            for g in range(first, last):
+                at = g * length
+                span_sums_shifted_centered(dy + at, weight + at,
+                                           dy[at] * weight[at] if centered else 0, x + at,
+                                           mean[g] if centered else 0, length,
+                                           &sum_g[g - first], &sum_gx[g - first])
         for k in range(last - first):
-            g_mean[k] = <real>(sum_g[k] / length) if centered else 0
+            at = (first + k) * length
+            g_mean[k] = (shifted_mean_of_products(dy + at, weight + at, sum_g[k], length)
+                         if centered else 0)
             q[k] = <real>(sum_gx[k] / length * rstd[first + k] * rstd[first + k])
         if lanes:
             for g in range(first, last):
@@ -731,9 +795,9 @@ def row_norm_backward(cnp.ndarray dy not None, cnp.ndarray x not None,
     row_norm_forward; dweight and dbias, when not None, summed over the rows."""
     cdef int t = float_type(dy)
     cdef Py_ssize_t size = cnp.PyArray_SIZE(dy), n = cnp.PyArray_SIZE(weight)
-    if n == 0 or size % n or groups < 1 or n % groups:
+    if n == 0 or size % n or groups < 1 or n % groups or groups > 1 and not centered:
         raise ValueError("cyburn kernel: dy does not hold whole rows of weight.size, or groups "
-                         "does not divide them")
+                         "does not divide them, or segments of RMSNorm")
     cdef Py_ssize_t rows = size // n
     cdef void *pdy = data_of(dy, t, size, False)
     cdef void *px = data_of(x, t, size, False)

@@ -944,6 +944,107 @@ def test_layer_norm_backward_of_one_feature_as_pytorch(torch, rng):
     assert_within(got[2], want[2].numpy(), 1e-5 * np.abs(dy).sum(), "dbias")
 
 
+CONSTANT_ROWS = (1, 3)        # the rows of constant_rows that are constant
+
+
+def constant_rows(rng, shape, dtype):
+    """(x, dy): N(0, 1) rows, but rows CONSTANT_ROWS of x are 0.3 and -7.1, whose sums do not
+    round back to n times the value, and the same rows of dy are 0.7 and -1.3."""
+    x = rng.standard_normal(shape).astype(dtype)
+    dy = rng.standard_normal(shape).astype(dtype)
+    for row, value, g in zip(CONSTANT_ROWS, (0.3, -7.1), (0.7, -1.3)):
+        x[row], dy[row] = value, g
+    return x, dy
+
+
+def check_constant_set(y, mean, rstd, x, bias, eps, what):
+    """A constant set's statistics and y, exactly: mean = the value, var = 0, y = bias."""
+    want_rstd = x.dtype.type(1 / math.sqrt(eps))
+    assert mean == x.flat[0], f"{what}: mean - value = {mean - x.flat[0]}"
+    assert rstd == want_rstd, f"{what}: rstd = {rstd}, not 1 / sqrt(eps) = {want_rstd}"
+    assert_bitwise_equal(y, bias, f"{what}: y, not the bias")
+
+
+@pytest.mark.parametrize("residual", [False, True], ids=["x", "x+residual"])
+@pytest.mark.parametrize("n", [2, 7, 16, 768, 1000, 100_000])
+@pytest.mark.parametrize("dtype", [F32, F64], ids=str)
+def test_layer_norm_of_a_constant_row_is_exact(n, dtype, residual, rng):
+    """A constant row's centred values are exactly 0 (not the rounding error of its mean): its
+    mean is the value, rstd = 1 / sqrt(eps), y = bias exactly (PyTorch's y too). With a
+    constant g = dy * weight the true dx = rstd * (g - mean(g)) is exactly 0 as well, and so
+    is the row's share of dweight; with any g, dx = rstd * (g - mean(g)) within rounding."""
+    x, dy = constant_rows(rng, (4, n), dtype)
+    w = rng.uniform(0.5, 2, n).astype(dtype)
+    b = rng.standard_normal(n).astype(dtype)
+    kw = {}
+    if residual:        # h = x + residual, constant in the constant rows
+        kw["residual"] = rng.standard_normal((4, n)).astype(dtype)
+        kw["residual"][list(CONSTANT_ROWS)] = 0.25
+        x[list(CONSTANT_ROWS)] -= dtype.type(0.25)
+    y, *h, mean, rstd = cb.layer_norm(x, w, b, return_stats=True, **kw)
+    h = h[0] if residual else x
+    assert np.ptp(h[list(CONSTANT_ROWS)], axis=1).max() == 0
+    for row in CONSTANT_ROWS:
+        check_constant_set(y[row], mean[row], rstd[row], h[row], b, 1e-5, f"row {row}")
+    for weight in (None, np.ones(n, dtype), np.full(n, 0.5, dtype)):    # g exact and constant
+        dx, dw, _ = cb.layer_norm_backward(dy, h, weight, mean, rstd)
+        assert np.all(dx[list(CONSTANT_ROWS)] == 0), np.abs(dx[list(CONSTANT_ROWS)]).max()
+        if weight is not None:                          # dy * xhat: the other rows' alone
+            other = cb.layer_norm_backward(dy[[0, 2]], h[[0, 2]], weight, mean[[0, 2]],
+                                           rstd[[0, 2]])[1]
+            assert_within(dw, other, 4 * eps_of(dtype) * np.abs(other), "dweight")
+    dx, dw, db = cb.layer_norm_backward(dy, h, w, mean, rstd)
+    check_backward("layer", dtype, (dx, dw, db), dy, h, w, (mean, rstd))
+
+
+@pytest.mark.parametrize("dtype", [F32, F64], ids=str)
+@pytest.mark.parametrize("n, groups", [(7, 1), (768, 1), (96, 3), (120, 3), (60, 3)], ids=str)
+def test_a_set_starting_with_an_infinity_has_the_plain_mean(n, groups, dtype, rng):
+    """The shifted mean x_0 + mean(x - x_0) is taken as sum(x) / n when the deviations' sum is
+    not finite: a set whose x_0 (or g_0 = dy_0 * weight_0) is +-inf gets the reference's
+    infinite mean (and dx, NaN only where it has NaN), not inf - inf = NaN throughout. Rows
+    (layer norm) and segments of rows (group norm of (N, C): lane-wise, blocked)."""
+    kind, length = ("layer" if groups == 1 else "group"), n // groups
+    x = rng.standard_normal((3, n)).astype(dtype)
+    dy = rng.standard_normal((3, n)).astype(dtype)
+    w = np.full(n, 1.5, dtype)
+    stats = forward(kind, x, groups=groups)[2]             # of finite x, for the backward
+    x_inf = x.copy()
+    x_inf[0, 0], x_inf[1, length * (groups - 1)] = np.inf, -np.inf      # first of their sets
+    dy[1, 0], dy[2, length * (groups - 1)] = -np.inf, np.inf
+    got, want = ((forward(kind, x_inf, groups=groups, lib=lib)[2],
+                  backward(kind, dy, x, w, stats, groups=groups, lib=lib)[0])
+                 for lib in (cb, cb.reference))
+    mean = got[0][0].reshape(3, groups)
+    assert mean[0, 0] == np.inf and mean[1, -1] == -np.inf, mean
+    for name, a, b in zip(("mean", "rstd"), got[0], want[0]):
+        assert_within(a, b, 1e-5 * (1 + np.abs(b)), name)
+    assert np.isinf(got[1]).any()
+    assert_within(got[1], want[1], 1e-4 * (1 + np.abs(want[1])), "dx")
+
+
+@pytest.mark.parametrize("dtype", [F32, F64], ids=str)
+@pytest.mark.parametrize("shape, groups", [((5, 96), 3), ((5, 120), 3), ((5, 6), 2)], ids=str)
+def test_group_norm_of_a_constant_segment_is_exact(shape, groups, dtype, rng):
+    """group_norm of an (N, C) input (rows cut into segments, lane-wise and blocked sums) keeps
+    layer norm's property: a constant group has mean = the value, y = bias, and with a
+    constant g its dx is exactly 0."""
+    x, dy = constant_rows(rng, shape, dtype)
+    x[0, :shape[1] // groups] = 0.3                    # one constant group in a random row
+    dy[0, :shape[1] // groups] = 0.7
+    b = rng.standard_normal(shape[1]).astype(dtype)
+    y, mean, rstd = cb.group_norm(x, groups, None, b, return_stats=True)
+    length = shape[1] // groups
+    constant = [(0, 0)] + [(row, g) for row in CONSTANT_ROWS for g in range(groups)]
+    for row, g in constant:
+        part = slice(g * length, (g + 1) * length)
+        check_constant_set(y[row, part], mean[row, g], rstd[row, g], x[row, part], b[part],
+                           1e-5, f"row {row} group {g}")
+    dx = cb.group_norm_backward(dy, x, groups, None, mean, rstd)[0]
+    for row, g in constant:
+        assert np.all(dx[row, g * length:(g + 1) * length] == 0), (row, g)
+
+
 @pytest.mark.parametrize("shape", [(2, 3), (2, 3, 1), (4, 3, 1, 1), (0, 3, 1)])
 @pytest.mark.parametrize("lib", [cb, cb.reference], ids=["cyburn", "reference"])
 def test_instance_norm_of_one_spatial_element_raises(lib, shape):
@@ -1039,7 +1140,7 @@ def check_group_norm_of_rows(x, dy, groups, dtype, rng):
 def test_group_norm_of_one_spatial_element_takes_the_row_path(shape, groups, dtype, rng,
                                                                monkeypatch, restore_threads):
     """An (N, C) input's group of C / G one-element runs is a contiguous segment of a row: the
-    layer-norm row kernels normalize it (the run-by-run channel kernels, 10x slower there, are
+    layer-norm row kernels normalize it (the run-by-run channel kernels, much slower there, are
     not called), forward and backward, against the truth, bitwise alike for 1 and 2 threads."""
     import cyburn.normalization as module
 
@@ -1073,20 +1174,23 @@ class _Without:
     ((300, 5), 5),          # groups of 1 element, odd C
     ((9, 14), 7),           # 2
     ((300, 15), 5),         # 3, odd C
+    ((50, 112), 7),         # 16: the lane-wise sums, 7 segments (not a multiple of 8 or 4)
     ((6, 35), 7),           # 5, odd C
     ((300, 96), 3),         # 32: the lane-wise sums
     ((5, 192), 3),          # 64
     ((4, 4096), 16),        # 256: the longest lane-wise segment
     ((3, 1056), 2),         # 528: blocked sums, a multiple of 16
-    ((70, 120), 3),         # 40: blocked sums, not a multiple of 16
+    ((70, 120), 3),         # 40: 8 lanes (a multiple of 8, not of 16)
+    ((70, 72), 3),          # 24: 8 lanes
+    ((70, 60), 3),          # 20: blocked sums, not a multiple of 8
     ((3, 8320), 130),       # 64 elements in more than one batch of 64 segments
 ], ids=str)
 def test_group_norm_of_an_n_by_c_input_against_the_truth(shape, groups, dtype, rng,
                                                            restore_threads):
     """group_norm and group_norm_backward of (N, C) data, each group a segment of C / G
-    elements of its row, for segments summed lane-wise (16 k <= 256 elements) and by the
-    blocked sums (other lengths): the truth in float64 within the tolerances, and the same
-    bits for 1 and 2 threads. x = 300 + N(0, 1) checks the two-pass variance."""
+    elements of its row, for segments summed lane-wise (8 k <= 256 elements, in 16 lanes or 8)
+    and by the blocked sums (other lengths): the truth in float64 within the tolerances, and
+    the same bits for 1 and 2 threads. x = 300 + N(0, 1) checks the two-pass variance."""
     x = (rng.standard_normal(shape) + 300).astype(dtype)
     dy = rng.standard_normal(shape).astype(dtype)
     check_group_norm_of_rows(x, dy, groups, dtype, rng)

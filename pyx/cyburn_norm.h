@@ -1,0 +1,249 @@
+/*
+ * cyburn_norm.h -- the sums and loops of the normalization kernels (pyx/normalization.pxi)
+ * beyond the general ones of cyburn_vmath.h.
+ *
+ * 1. Shifted sums. A set's mean is taken as c + mean(x - c), c its first element, and the
+ *    backward's mean(g) as g_0 + mean(g - g_0): the deviations of a constant set are then
+ *    exactly 0, so its mean is its value, it normalizes to exactly the bias, and a constant g
+ *    gives dx = 0 exactly. (sum(x) / n rounds to a neighbour of the value for most values:
+ *    in float32, seven 0.3s sum to 2.1000001.) The subtraction hides behind the sum's chain
+ *    of additions. The rounding errors are those of a sum of the deviations: no larger than
+ *    those of the values unless the first element lies far out in the set's tail, and much
+ *    smaller where the mean is large against the spread (1e4 + N(0, 1)). A sum of deviations
+ *    that is not finite (an infinite or NaN term, inf - inf when c is infinite, deviations
+ *    beyond the range of T) is taken again without the shift by the caller.
+ *
+ * 2. Segment sums. Group norm of an (N, C) input cuts each row into segments of L = C / G
+ *    elements, often 16 to 64. When L is a multiple of 8 and at most CYB_BLOCK
+ *    (cyb_norm_lane_wise), a segment's sum is taken in 16 lanes (8 when L is not a multiple
+ *    of 16) -- lane j adds elements j, j + 16, j + 32, ... in T -- and the lanes are added as
+ *    a tree: lanes j and j + 8, then j + 4, j + 2, j + 1. Adding one segment's lanes alone
+ *    is a chain of shuffles, each waiting for the last: on a segment of 32, more than the
+ *    rest of its work. Here the vectors are 32 bytes (V = 8 floats, 4 doubles), and the
+ *    tree's last steps take V segments at once, as a transpose: V vectors of lanes in, one
+ *    vector of V totals out, a few shuffles per segment. The loops over a segment (the
+ *    normalization and the backward's dx) take the same vectors, with no alias checks and no
+ *    remainder, which the compiler would otherwise set up for every short segment.
+ *
+ * Every function exists for float (_f32) and double (_f64). The segment functions use GCC's
+ * or clang's vector extensions, as setup.py's compilers (GCC's flags) all have.
+ */
+#ifndef CYBURN_NORM_H
+#define CYBURN_NORM_H
+
+#include "cyburn_vmath.h"      /* CYB_INLINE, CYB_PRAGMA, CYB_BLOCK, CYB_BLOCKED_SUM */
+
+/* ---- shifted sums over a span ---------------------------------------------------------- */
+
+#define CYB_DEFINE_NORM_SHIFTED_SUMS(T, SUFFIX)                                              \
+/* sum(x - c), blocked like cyb_sum: the first pass of a shifted mean */                     \
+CYB_INLINE double cyb_norm_sum_dev_##SUFFIX(const T *x, T c, ptrdiff_t n)                    \
+{                                                                                            \
+    double s;                                                                                \
+    CYB_BLOCKED_SUM(T, s, n, x[i] - c);                                                      \
+    return s;                                                                                \
+}                                                                                            \
+/* sum(g - c) into *sum_g and sum(g * (x - m)) into *sum_gx in one pass, g = dy * w, blocked \
+   like cyb_sum: the two sums of a normalization's backward */                               \
+CYB_INLINE void cyb_norm_sums_shifted_centered_##SUFFIX(const T *dy, const T *w, T c,        \
+                                                       const T *x, T m, ptrdiff_t n,         \
+                                                       double *sum_g, double *sum_gx)        \
+{                                                                                            \
+    double s = 0.0, sx = 0.0;                                                                \
+    for (ptrdiff_t start = 0; start < n; start += CYB_BLOCK) {                               \
+        ptrdiff_t end = n - start < CYB_BLOCK ? n : start + CYB_BLOCK;                       \
+        T block = 0, block_x = 0;                                                            \
+        CYB_PRAGMA(omp simd reduction(+ : block, block_x))                                   \
+        for (ptrdiff_t i = start; i < end; i++) {                                            \
+            T g = dy[i] * w[i];                                                              \
+            block += g - c;                                                                  \
+            block_x += g * (x[i] - m);                                                       \
+        }                                                                                    \
+        s += block;                                                                          \
+        sx += block_x;                                                                       \
+    }                                                                                        \
+    *sum_g = s;                                                                              \
+    *sum_gx = sx;                                                                            \
+}
+
+CYB_DEFINE_NORM_SHIFTED_SUMS(float, f32)
+CYB_DEFINE_NORM_SHIFTED_SUMS(double, f64)
+
+/* ---- the segments of a row ------------------------------------------------------------- */
+
+#if !defined(__GNUC__) && !defined(__clang__)
+#error "cyburn_norm.h needs GCC's or clang's vector extensions"
+#endif
+
+#if defined(__clang__)
+#define CYB_SHUFFLE(M, a, b, ...) __builtin_shufflevector(a, b, __VA_ARGS__)
+#else
+#define CYB_SHUFFLE(M, a, b, ...) __builtin_shuffle(a, b, (M){__VA_ARGS__})
+#endif
+
+typedef float cyb_f32x8 __attribute__((vector_size(32)));
+typedef int32_t cyb_i32x8 __attribute__((vector_size(32)));
+typedef double cyb_f64x4 __attribute__((vector_size(32)));
+typedef int64_t cyb_i64x4 __attribute__((vector_size(32)));
+
+/* The rest of the tree of V segments, a[k] the V lanes of segment k (the lanes beyond V
+   already added down): their totals, segment k's in lane k.
+   float: p(a, b) = [a_j + a_{j+4} for j < 4, b_j + b_{j+4} for j < 4], then lanes j and
+   j + 2 of each half of two p's, then lanes j and j + 1; segment k lands in lane k when the
+   p's take segments (0, 4), (1, 5), (2, 6), (3, 7). */
+CYB_INLINE cyb_f32x8 cyb_norm_segment_totals_f32(const cyb_f32x8 *a)
+{
+#define CYB_P(x, y) (CYB_SHUFFLE(cyb_i32x8, x, y, 0, 1, 2, 3, 8, 9, 10, 11)                  \
+                     + CYB_SHUFFLE(cyb_i32x8, x, y, 4, 5, 6, 7, 12, 13, 14, 15))
+#define CYB_Q(x, y) (CYB_SHUFFLE(cyb_i32x8, x, y, 0, 1, 8, 9, 4, 5, 12, 13)                  \
+                     + CYB_SHUFFLE(cyb_i32x8, x, y, 2, 3, 10, 11, 6, 7, 14, 15))
+    cyb_f32x8 q0 = CYB_Q(CYB_P(a[0], a[4]), CYB_P(a[1], a[5]));
+    cyb_f32x8 q1 = CYB_Q(CYB_P(a[2], a[6]), CYB_P(a[3], a[7]));
+#undef CYB_P
+#undef CYB_Q
+    return CYB_SHUFFLE(cyb_i32x8, q0, q1, 0, 2, 8, 10, 4, 6, 12, 14)
+           + CYB_SHUFFLE(cyb_i32x8, q0, q1, 1, 3, 9, 11, 5, 7, 13, 15);
+}
+
+/* double: p(a, b) = [a_j + a_{j+2} for j < 2, b_j + b_{j+2} for j < 2], then lanes j and
+   j + 1 of two p's. */
+CYB_INLINE cyb_f64x4 cyb_norm_segment_totals_f64(const cyb_f64x4 *a)
+{
+#define CYB_P(x, y) (CYB_SHUFFLE(cyb_i64x4, x, y, 0, 1, 4, 5)                                \
+                     + CYB_SHUFFLE(cyb_i64x4, x, y, 2, 3, 6, 7))
+    cyb_f64x4 p0 = CYB_P(a[0], a[1]), p1 = CYB_P(a[2], a[3]);
+#undef CYB_P
+    return CYB_SHUFFLE(cyb_i64x4, p0, p1, 0, 2, 4, 6)
+           + CYB_SHUFFLE(cyb_i64x4, p0, p1, 1, 3, 5, 7);
+}
+
+/* The sums over segments: SUM_DEV sum(x - x[0]), SUM_SQ_DEV sum((x - m)^2), and
+   SUMS_CENTERED sum(g - g[0]) and sum(g * (x - m)) with g = dy * w (g[0] rounded to T). */
+enum { CYB_SUM_DEV, CYB_SUM_SQ_DEV, CYB_SUMS_CENTERED };
+
+/* A segment is lane-wise when L is a multiple of 8 and at most CYB_BLOCK: 16 lanes when L is
+   a multiple of 16, otherwise 8. */
+CYB_INLINE int cyb_norm_lane_wise(ptrdiff_t L)
+{
+    return L % 8 == 0 && L <= CYB_BLOCK;
+}
+
+#define CYB_DEFINE_NORM_SEGMENTS(T, SUFFIX, VT)                                              \
+enum { CYB_V_##SUFFIX = sizeof(VT) / sizeof(T) };                                            \
+CYB_INLINE VT cyb_norm_load_##SUFFIX(const T *p)                                             \
+{                                                                                            \
+    VT v;                                                                                    \
+    memcpy(&v, p, sizeof v);                                                                 \
+    return v;                                                                                \
+}                                                                                            \
+/* The `kind` sums of one segment of L elements in `lanes` lanes (lanes / V vectors), added  \
+   down to V lanes (vectors j and j + h, h = lanes / 2V, ..., 1): the first sum's returned,  \
+   the second's (SUMS_CENTERED) stored in *ax */                                             \
+CYB_INLINE VT cyb_norm_segment_lanes_##SUFFIX(int kind, int lanes, const T *dy, const T *w,  \
+                                             const T *x, T m, ptrdiff_t L, VT *ax)           \
+{                                                                                            \
+    VT s[16 / CYB_V_##SUFFIX], sx[16 / CYB_V_##SUFFIX];                                      \
+    T c = kind == CYB_SUMS_CENTERED ? dy[0] * w[0] : kind == CYB_SUM_DEV ? x[0] : m;         \
+    for (int j = 0; j < lanes / CYB_V_##SUFFIX; j++)                                         \
+        s[j] = sx[j] = (VT){0};                                                              \
+    for (ptrdiff_t i = 0; i < L; i += lanes)                                                 \
+        for (int j = 0; j < lanes / CYB_V_##SUFFIX; j++) {                                   \
+            ptrdiff_t e = i + j * CYB_V_##SUFFIX;                                            \
+            if (kind == CYB_SUMS_CENTERED) {                                                 \
+                VT g = cyb_norm_load_##SUFFIX(dy + e) * cyb_norm_load_##SUFFIX(w + e);       \
+                s[j] += g - c;                                                               \
+                sx[j] += g * (cyb_norm_load_##SUFFIX(x + e) - m);                            \
+            } else {                                                                         \
+                VT d = cyb_norm_load_##SUFFIX(x + e) - c;                                    \
+                s[j] += kind == CYB_SUM_DEV ? d : d * d;                                     \
+            }                                                                                \
+        }                                                                                    \
+    for (int h = lanes / CYB_V_##SUFFIX / 2; h >= 1; h /= 2)                                 \
+        for (int j = 0; j < h; j++) {                                                        \
+            s[j] += s[j + h];                                                                \
+            sx[j] += sx[j + h];                                                              \
+        }                                                                                    \
+    *ax = sx[0];                                                                             \
+    return s[0];                                                                             \
+}                                                                                            \
+/* The `kind` sums of `count` segments of L elements (cyb_norm_lane_wise(L)), segment k at   \
+   offset k L of dy, w and x, with m[k] (SUM_SQ_DEV, SUMS_CENTERED): out[k], out_x[k] */     \
+CYB_INLINE void cyb_norm_segment_sums_##SUFFIX(int kind, const T *dy, const T *w,            \
+                                              const T *x, const T *m, ptrdiff_t L,           \
+                                              ptrdiff_t count, double *out, double *out_x)   \
+{                                                                                            \
+    for (ptrdiff_t first = 0; first < count; first += CYB_V_##SUFFIX) {                      \
+        VT a[CYB_V_##SUFFIX], ax[CYB_V_##SUFFIX], t;                                         \
+        for (ptrdiff_t k = 0; k < CYB_V_##SUFFIX; k++) {                                     \
+            ptrdiff_t at = (first + k) * L;                                                  \
+            T mk = kind == CYB_SUM_DEV || first + k >= count ? 0 : m[first + k];             \
+            if (first + k >= count)                                                          \
+                a[k] = ax[k] = (VT){0};                                                      \
+            else if (L % 16 == 0)                                                            \
+                a[k] = cyb_norm_segment_lanes_##SUFFIX(kind, 16, dy + at, w + at, x + at,    \
+                                                      mk, L, &ax[k]);                        \
+            else                                                                             \
+                a[k] = cyb_norm_segment_lanes_##SUFFIX(kind, 8, dy + at, w + at, x + at,     \
+                                                      mk, L, &ax[k]);                        \
+        }                                                                                    \
+        t = cyb_norm_segment_totals_##SUFFIX(a);                                             \
+        for (ptrdiff_t k = 0; k < CYB_V_##SUFFIX && first + k < count; k++)                  \
+            out[first + k] = t[k];                                                           \
+        if (kind != CYB_SUMS_CENTERED)                                                       \
+            continue;                                                                        \
+        t = cyb_norm_segment_totals_##SUFFIX(ax);                                            \
+        for (ptrdiff_t k = 0; k < CYB_V_##SUFFIX && first + k < count; k++)                  \
+            out_x[first + k] = t[k];                                                         \
+    }                                                                                        \
+}                                                                                            \
+/* out[k] = sum(x_k - x_k[0]) */                                                             \
+CYB_INLINE void cyb_norm_segments_sum_dev_##SUFFIX(const T *x, ptrdiff_t L, ptrdiff_t count, \
+                                                  double *out)                               \
+{                                                                                            \
+    cyb_norm_segment_sums_##SUFFIX(CYB_SUM_DEV, NULL, NULL, x, NULL, L, count, out, NULL);   \
+}                                                                                            \
+/* out[k] = sum((x_k - m[k])^2) */                                                           \
+CYB_INLINE void cyb_norm_segments_sum_sq_dev_##SUFFIX(const T *x, const T *m, ptrdiff_t L,   \
+                                                     ptrdiff_t count, double *out)           \
+{                                                                                            \
+    cyb_norm_segment_sums_##SUFFIX(CYB_SUM_SQ_DEV, NULL, NULL, x, m, L, count, out, NULL);   \
+}                                                                                            \
+/* sum_g[k] = sum(g_k - g_k[0]) and sum_gx[k] = sum(g_k * (x_k - m[k])), g = dy * w */       \
+CYB_INLINE void cyb_norm_segments_sums_centered_##SUFFIX(const T *dy, const T *w,            \
+                                                        const T *x, const T *m, ptrdiff_t L, \
+                                                        ptrdiff_t count, double *sum_g,      \
+                                                        double *sum_gx)                      \
+{                                                                                            \
+    cyb_norm_segment_sums_##SUFFIX(CYB_SUMS_CENTERED, dy, w, x, m, L, count, sum_g, sum_gx); \
+}                                                                                            \
+/* y = (x - m) * r * w + b over [0:n], n a multiple of V */                                  \
+CYB_INLINE void cyb_norm_segment_affine_##SUFFIX(const T *x, T m, T r, const T *w,           \
+                                                const T *b, T *y, ptrdiff_t n)               \
+{                                                                                            \
+    for (ptrdiff_t i = 0; i < n; i += CYB_V_##SUFFIX) {                                      \
+        VT v = (cyb_norm_load_##SUFFIX(x + i) - m) * r * cyb_norm_load_##SUFFIX(w + i)       \
+               + cyb_norm_load_##SUFFIX(b + i);                                              \
+        memcpy(y + i, &v, sizeof v);                                                         \
+    }                                                                                        \
+}                                                                                            \
+/* A normalization's backward over [0:n], n a multiple of V, in one loop:                    \
+   dweight += dy * ((x - m) * r), dbias += dy, dx = r * (dy * w - g_mean - (x - m) * q) */   \
+CYB_INLINE void cyb_norm_segment_backward_##SUFFIX(const T *dy, const T *x, const T *w, T m, \
+                                                  T r, T g_mean, T q, T *dx, T *dweight,     \
+                                                  T *dbias, ptrdiff_t n)                     \
+{                                                                                            \
+    for (ptrdiff_t i = 0; i < n; i += CYB_V_##SUFFIX) {                                      \
+        VT d = cyb_norm_load_##SUFFIX(dy + i), c = cyb_norm_load_##SUFFIX(x + i) - m;        \
+        VT v = cyb_norm_load_##SUFFIX(dweight + i) + d * (c * r);                            \
+        memcpy(dweight + i, &v, sizeof v);                                                   \
+        v = cyb_norm_load_##SUFFIX(dbias + i) + d;                                           \
+        memcpy(dbias + i, &v, sizeof v);                                                     \
+        v = r * (d * cyb_norm_load_##SUFFIX(w + i) - g_mean - c * q);                        \
+        memcpy(dx + i, &v, sizeof v);                                                        \
+    }                                                                                        \
+}
+
+CYB_DEFINE_NORM_SEGMENTS(float, f32, cyb_f32x8)
+CYB_DEFINE_NORM_SEGMENTS(double, f64, cyb_f64x4)
+
+#endif /* CYBURN_NORM_H */
