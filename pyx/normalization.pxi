@@ -60,12 +60,19 @@ cdef extern from "cyburn_norm.h" nogil:
                                        double *dweight, double *dbias, Py_ssize_t n)
 
 
-cdef inline real shifted_mean(const real *x, double deviations, Py_ssize_t n) noexcept nogil:
-    """mean(x[0:n]) given deviations = sum(x - x[0]): x[0] + deviations / n, or sum(x) / n when
-    deviations is not finite (an infinite or NaN term, or beyond the range of real)."""
+cdef inline real shifted_mean(const real *x, double deviations, Py_ssize_t length,
+                              Py_ssize_t spans, Py_ssize_t stride) noexcept nogil:
+    """The mean of a set of `spans` spans of `length` elements, span j at x + j * stride, given
+    deviations = sum(x - x[0]) over the set: x[0] + deviations / n, n = spans * length, or
+    sum(x) / n when deviations is not finite (an infinite or NaN term, or beyond the range of
+    real)."""
+    cdef Py_ssize_t j
+    cdef double total = 0.0
     if isfinite(deviations):
-        return <real>(x[0] + deviations / n)
-    return <real>(span_sum(x, n) / n)
+        return <real>(x[0] + deviations / (spans * length))
+    for j in range(spans):
+        total += span_sum(x + j * stride, length)
+    return <real>(total / (spans * length))
 
 
 cdef inline real shifted_mean_of_products(const real *a, const real *b, double deviations,
@@ -176,7 +183,7 @@ cdef void norm_row(const real *x, const real *residual, const real *weight, cons
             h[i] = x[i] + residual[i]
         x = h
     if centered:
-        m = shifted_mean(x, span_sum_dev(x, x[0], n), n)
+        m = shifted_mean(x, span_sum_dev(x, x[0], n), n, 1, 0)
         if mean != NULL:
             mean[0] = m
     r = <real>(1.0 / c_sqrt(span_sum_sq_dev(x, m, n) / n + eps))
@@ -206,7 +213,7 @@ cdef void norm_row_segments(const real *x, const real *weight, const real *bias,
             for g in range(first, last):
                 sums[g - first] = span_sum_dev(x + g * length, x[g * length], length)
         for g in range(first, last):
-            mean[g] = shifted_mean(x + g * length, sums[g - first], length)
+            mean[g] = shifted_mean(x + g * length, sums[g - first], length, 1, 0)
         if lanes:
             segments_sum_sq_dev(x + first * length, mean + first, length, last - first, sums)
         else:
@@ -395,6 +402,8 @@ cdef void backward_blocks(const real *dy, const real *x, const real *weight, con
 #   group norm (groups = G):  stat n * G + g = the C / G consecutive runs of group g of sample n
 #                             (instance norm: G = C);
 #   batch norm (groups = 0):  stat c = run c of every sample.
+# As for rows, the means of x and of dy are shifted by the stat's first element, so that a
+# constant stat has mean = its value, y = bias, and dx = 0 for a constant g.
 
 cdef struct Grouping:
     Py_ssize_t N, C, S
@@ -430,7 +439,9 @@ cdef void channel_norm_stat(const real *x, const real *weight, const real *bias,
                             bint compute_stats, double eps) noexcept nogil:
     """y = (x - mean) * rstd * weight[c] + bias[c] over the runs of stat k. With
     `compute_stats`, first mean = mean(x), var = mean((x - mean)^2) over those runs (stored,
-    var only when var != NULL) and rstd = 1 / sqrt(var + eps); otherwise they are given."""
+    var only when var != NULL) and rstd = 1 / sqrt(var + eps); otherwise they are given.
+    The mean is shifted, x_0 + mean(x - x_0) with x_0 the stat's first element (shifted_mean):
+    a constant stat has mean = its value and y = bias exactly."""
     cdef Py_ssize_t j, s, at, c, runs = runs_per_stat(g), first = first_run(g, k)
     cdef Py_ssize_t step = run_step(g), c_step = channel_step(g), c0 = first % g.C
     # a group's runs are consecutive: its statistics take one span of all of them
@@ -440,8 +451,8 @@ cdef void channel_norm_stat(const real *x, const real *weight, const real *bias,
     if compute_stats:
         total = 0.0
         for j in range(spans):
-            total += span_sum(x + (first + j * step) * g.S, length)
-        m = <real>(total / (runs * g.S))
+            total += span_sum_dev(x + (first + j * step) * g.S, x[first * g.S], length)
+        m = shifted_mean(x + first * g.S, total, length, spans, step * g.S)
         total = 0.0
         for j in range(spans):
             total += span_sum_sq_dev(x + (first + j * step) * g.S, m, length)
@@ -467,41 +478,53 @@ cdef void channel_norm_backward_stat(const real *dy, const real *x, const real *
                                      Py_ssize_t k) noexcept nogil:
     """dx over the runs of stat k, as norm_backward_row with the means over the stat's M
     elements and g = dy * weight[c]:  dx = rstd * (g - mean(g) - xhat * mean(g * xhat)).
-    sum(g) is summed as weight[c] * sum(dy) per channel of the stat (all its runs for batch
-    norm), likewise sum(g * xhat): an infinite weight then gives +-inf, not inf - inf.
-    Also stores each run's sum(dy) and sum(dy * (x - mean)), for dbias and dweight."""
+    The sums of dy are shifted by d = the stat's first dy: with D_c = sum(dy - d) over the
+    n_c elements of channel c in the stat,
+        mean(g) = d * sum_c(weight[c] * n_c) / M + sum_c(weight[c] * D_c) / M,
+    exactly d * weight for a constant dy and one weight, so that (with an exact product)
+    a constant stat's dx is exactly 0. Where that is not finite, sum(g) is summed as
+    weight[c] * sum(dy) per channel of the stat (all its runs for batch norm), as sum(g * xhat)
+    always is: an infinite weight then gives +-inf, not inf - inf.
+    Also stores each run's sum(dy) (S d + sum(dy - d), summed again when that is not finite)
+    and sum(dy * (x - mean)), for dbias and dweight."""
     cdef Py_ssize_t j, s, at, c, runs = runs_per_stat(g), first = first_run(g, k)
     cdef Py_ssize_t step = run_step(g), c_step = channel_step(g), c0 = first % g.C
-    cdef double sum_g = 0.0, sum_gx = 0.0, count = <double>(runs * g.S)
-    cdef double channel_dy = 0.0, channel_dyx = 0.0
-    cdef real m = mean[k], r = rstd[k], g_mean, q, a
+    cdef double sum_g = 0.0, sum_g_dev = 0.0, sum_w = 0.0, sum_gx = 0.0, shifted, dev
+    cdef double channel_dy = 0.0, channel_dev = 0.0, channel_dyx = 0.0
+    cdef double count = <double>(runs * g.S)
+    cdef real m = mean[k], r = rstd[k], d = dy[first * g.S], g_mean, q, a
     for j in range(runs):
         at = first + j * step
         c = c0 + j * c_step
         if g.S < SHORT_RUN:                 # (the call would cost more than the sums)
-            run_dy[at] = 0.0
+            dev = 0.0
             run_dyx[at] = 0.0
             for s in range(at * g.S, (at + 1) * g.S):
-                run_dy[at] += dy[s]
+                dev += dy[s] - d
                 run_dyx[at] += dy[s] * (x[s] - m)
         else:
-            span_sums_centered(dy + at * g.S, NULL, x + at * g.S, m, g.S, &run_dy[at],
-                               &run_dyx[at])
+            span_sums_shifted_centered(dy + at * g.S, NULL, d, x + at * g.S, m, g.S, &dev,
+                                       &run_dyx[at])
+        run_dy[at] = <double>d * g.S + dev if isfinite(dev) else span_sum(dy + at * g.S, g.S)
         channel_dy += run_dy[at]
+        channel_dev += dev
         channel_dyx += run_dyx[at]
+        sum_w += <double>weight[c] * g.S
         if c_step or j == runs - 1:                     # the channel's last run in the stat
             sum_g += weight[c] * channel_dy
+            sum_g_dev += weight[c] * channel_dev
             sum_gx += weight[c] * channel_dyx
             channel_dy = 0.0
+            channel_dev = 0.0
             channel_dyx = 0.0
-    g_mean = <real>(sum_g / count)
+    shifted = d * (sum_w / count) + sum_g_dev / count
+    g_mean = <real>(shifted if isfinite(shifted) else sum_g / count)
     q = <real>(sum_gx / count * r * r)                   # xhat * mean(g * xhat) = (x - mean) * q
     for j in range(runs):
-        c = c0 + j * c_step
-        a = r * weight[c]
+        a = weight[c0 + j * c_step]
         at = (first + j * step) * g.S
         for s in range(g.S):
-            dx[at + s] = a * dy[at + s] - r * (g_mean + (x[at + s] - m) * q)
+            dx[at + s] = r * (a * dy[at + s] - g_mean - (x[at + s] - m) * q)
 
 
 cdef void norm_channels(const real *x, const real *weight, const real *bias, real *y,
@@ -562,13 +585,14 @@ cdef int norm_channels_gradient(const real *dy, const real *x, const real *weigh
 # When S is small (an (N, C) input has S = 1), runs are too short to walk one by one. x is then
 # N rows of W = C * S contiguous columns, channel c owning columns c * S .. c * S + S - 1:
 # column sums are accumulated row by row (vectorized across the columns) in blocks of
-# COLUMN_BLOCK_ROWS rows, one thread per block, and the blocks are added in order.
+# COLUMN_BLOCK_ROWS rows, one thread per block, and the blocks are added in order. The means
+# are shifted by the channel's first value, as for runs.
 
 cdef enum:
     COLUMN_BLOCK_ROWS = 64
 
 cdef enum ColumnSum:
-    SUM_A                       # sum of a
+    SUM_DEVIATION               # sum of a - center
     SUM_SQUARED_DEVIATION       # sum of (a - center)^2
     SUM_B_TIMES_DEVIATION       # sum of b * (a - center)
 
@@ -584,9 +608,9 @@ cdef void column_sums_block(const real *a, const real *b, const real *center, do
     for r in range(first, last):
         ar = a + r * W
         br = b + r * W
-        if kind == SUM_A:
+        if kind == SUM_DEVIATION:
             for j in range(W):
-                out[j] += ar[j]
+                out[j] += ar[j] - center[j]
         elif kind == SUM_SQUARED_DEVIATION:
             for j in range(W):
                 out[j] += (ar[j] - center[j]) * (ar[j] - center[j])
@@ -597,7 +621,7 @@ cdef void column_sums_block(const real *a, const real *b, const real *center, do
 
 cdef int column_sums(const real *a, const real *b, const real *center, double *out,
                      Py_ssize_t rows, Py_ssize_t W, ColumnSum kind, int threads) noexcept nogil:
-    """out[j] = the `kind` sum over the rows of column j (b and center may be NULL when unused).
+    """out[j] = the `kind` sum over the rows of column j (b may be NULL when unused).
     Returns -1 when the block sums cannot be allocated."""
     cdef Py_ssize_t blocks = (rows + COLUMN_BLOCK_ROWS - 1) // COLUMN_BLOCK_ROWS, k, j
     cdef double *partial = <double *>malloc(blocks * W * sizeof(double))
@@ -623,23 +647,61 @@ cdef int column_sums(const real *a, const real *b, const real *center, double *o
     return 0
 
 
+cdef inline double channel_sum(const double *sums, Py_ssize_t c, Py_ssize_t S) noexcept nogil:
+    """The sum of channel c's column sums sums[c * S : c * S + S]."""
+    cdef Py_ssize_t s
+    cdef double total = 0.0
+    for s in range(c * S, (c + 1) * S):
+        total += sums[s]
+    return total
+
+
+cdef int column_means(const real *a, real *center, double *sums, double *means, Py_ssize_t N,
+                      Py_ssize_t C, Py_ssize_t S, int threads) noexcept nogil:
+    """means[c] = the mean of channel c's N * S values (in columns c * S .. c * S + S - 1),
+    shifted as shifted_mean: a_0 + mean(a - a_0), a_0 = a[0, c * S] the channel's first
+    value, or the plain mean where that is not finite. center and sums (W = C * S each) are
+    work space. Returns -1 when out of memory."""
+    cdef Py_ssize_t W = C * S, c, j
+    cdef bint plain = False
+    for j in range(W):
+        center[j] = a[j - j % S]
+    if column_sums(a, NULL, center, sums, N, W, SUM_DEVIATION, threads):
+        return -1
+    for c in range(C):
+        means[c] = a[c * S] + channel_sum(sums, c, S) / (N * S)
+        plain = plain or not isfinite(means[c])
+    if not plain:
+        return 0
+    for j in range(W):
+        center[j] = 0
+    if column_sums(a, NULL, center, sums, N, W, SUM_DEVIATION, threads):
+        return -1
+    for c in range(C):
+        if not isfinite(means[c]):
+            means[c] = channel_sum(sums, c, S) / (N * S)
+    return 0
+
+
 cdef void columns_affine(const real *a, const real *b, const real *scale_a,
-                         const real *scale_b, const real *center, const real *shift, real *out,
-                         Py_ssize_t rows, Py_ssize_t W, int threads) noexcept nogil:
-    """out[r, j] = scale_a[j] * (a[r, j] - center[j]) + shift[j]  (+ scale_b[j] * b[r, j] when
-    b is not NULL): the forward's y and the backward's dx, per column."""
+                         const real *scale_b, const real *factor, const real *center,
+                         const real *shift, real *out, Py_ssize_t rows, Py_ssize_t W,
+                         int threads) noexcept nogil:
+    """out[r, j] = scale_a[j] * (a[r, j] - center[j]) + shift[j] when b is NULL (the forward's
+    y), otherwise factor[j] * (scale_a[j] * (a[r, j] - center[j]) + shift[j]
+    + scale_b[j] * b[r, j]) (the backward's dx), per column."""
     cdef int c
     if threads == 1:
-        columns_affine_rows(a, b, scale_a, scale_b, center, shift, out, W, 0, rows)
+        columns_affine_rows(a, b, scale_a, scale_b, factor, center, shift, out, W, 0, rows)
         return
     for c in prange(threads, num_threads=threads, schedule='static'):
-        columns_affine_rows(a, b, scale_a, scale_b, center, shift, out, W,
+        columns_affine_rows(a, b, scale_a, scale_b, factor, center, shift, out, W,
                             chunk_start(rows, c, threads), chunk_start(rows, c + 1, threads))
 
 
 cdef void columns_affine_rows(const real *a, const real *b, const real *scale_a,
-                              const real *scale_b, const real *center, const real *shift,
-                              real *out, Py_ssize_t W, Py_ssize_t first,
+                              const real *scale_b, const real *factor, const real *center,
+                              const real *shift, real *out, Py_ssize_t W, Py_ssize_t first,
                               Py_ssize_t last) noexcept nogil:
     cdef Py_ssize_t r, j, at
     for r in range(first, last):
@@ -649,8 +711,8 @@ cdef void columns_affine_rows(const real *a, const real *b, const real *scale_a,
                 out[at + j] = scale_a[j] * (a[at + j] - center[j]) + shift[j]
         else:
             for j in range(W):
-                out[at + j] = (scale_a[j] * (a[at + j] - center[j]) + shift[j]
-                               + scale_b[j] * b[at + j])
+                out[at + j] = factor[j] * (scale_a[j] * (a[at + j] - center[j]) + shift[j]
+                                           + scale_b[j] * b[at + j])
 
 
 cdef int batch_norm_columns(const real *x, const real *weight, const real *bias, real *y,
@@ -659,9 +721,10 @@ cdef int batch_norm_columns(const real *x, const real *weight, const real *bias,
                             int threads) noexcept nogil:
     """batch norm's y (and with `compute_stats` its mean, rstd and var) for x of N rows of
     C * S columns: as norm_channels, by column sums. Returns -1 when out of memory."""
-    cdef Py_ssize_t W = C * S, c, s, j
+    cdef Py_ssize_t W = C * S, c, j
     cdef double M = <double>(N * S), total
-    cdef double *sums = <double *>malloc(W * sizeof(double))
+    cdef double *sums = <double *>malloc((W + C) * sizeof(double))
+    cdef double *means = sums + W
     cdef real *center = <real *>malloc(3 * W * sizeof(real))
     cdef real *scale = center + W
     cdef real *shift = scale + W
@@ -669,20 +732,15 @@ cdef int batch_norm_columns(const real *x, const real *weight, const real *bias,
     if sums == NULL or center == NULL:
         status = -1
     elif compute_stats:
-        status = column_sums(x, NULL, NULL, sums, N, W, SUM_A, threads)
+        status = column_means(x, center, sums, means, N, C, S, threads)
         for c in range(C):
-            total = 0.0
-            for s in range(S):
-                total += sums[c * S + s]
-            mean[c] = <real>(total / M)
-            for s in range(S):
-                center[c * S + s] = mean[c]
+            mean[c] = <real>means[c]
+        for j in range(W):
+            center[j] = mean[j // S]
         status = status or column_sums(x, NULL, center, sums, N, W, SUM_SQUARED_DEVIATION,
                                        threads)
         for c in range(C):
-            total = 0.0
-            for s in range(S):
-                total += sums[c * S + s]
+            total = channel_sum(sums, c, S)
             rstd[c] = <real>(1.0 / c_sqrt(total / M + eps))
             if var != NULL:
                 var[c] = <real>(total / M)
@@ -692,7 +750,7 @@ cdef int batch_norm_columns(const real *x, const real *weight, const real *bias,
             center[j] = mean[c]
             scale[j] = rstd[c] * weight[c]
             shift[j] = bias[c]
-        columns_affine(x, NULL, scale, NULL, center, shift, y, N, W, threads)
+        columns_affine(x, NULL, scale, NULL, NULL, center, shift, y, N, W, threads)
     free(sums)
     free(center)
     return status
@@ -704,43 +762,45 @@ cdef int batch_norm_columns_gradient(const real *dy, const real *x, const real *
                                      Py_ssize_t S, int threads) noexcept nogil:
     """batch norm's dx, dweight and dbias (when not NULL) for N rows of C * S columns, as
     norm_channels_gradient: with g = dy * weight[c], M = N * S values per channel,
-        dx = rstd * (g - mean(g) - xhat * mean(g * xhat)).
+        dx = rstd * (g - mean(g) - xhat * mean(g * xhat)),
+    mean(g) = weight[c] * mean(dy), the mean of dy shifted (column_means): for a constant dy
+    exactly dy * weight[c], so that (with an exact product) a constant channel's dx is 0.
     Returns -1 when out of memory."""
     cdef Py_ssize_t W = C * S, c, s, j
-    cdef double M = <double>(N * S), sum_dy, sum_dyx, g_mean, q
-    cdef double *sums = <double *>malloc(2 * W * sizeof(double))
+    cdef double M = <double>(N * S), sum_dyx, g_mean, q
+    cdef double *sums = <double *>malloc((2 * W + C) * sizeof(double))
     cdef double *sums_x = sums + W
-    cdef real *center = <real *>malloc(4 * W * sizeof(real))
+    cdef double *means = sums_x + W
+    cdef real *center = <real *>malloc(5 * W * sizeof(real))
     cdef real *scale_x = center + W
     cdef real *scale_dy = scale_x + W
-    cdef real *shift = scale_dy + W
+    cdef real *factor = scale_dy + W
+    cdef real *shift = factor + W
     cdef real r
     cdef int status = 0
     if sums == NULL or center == NULL:
         status = -1
     else:
+        status = column_means(dy, center, sums, means, N, C, S, threads)
         for j in range(W):
             center[j] = mean[j // S]
-        status = (column_sums(dy, NULL, NULL, sums, N, W, SUM_A, threads)
-                  or column_sums(x, dy, center, sums_x, N, W, SUM_B_TIMES_DEVIATION, threads))
+        status = status or column_sums(x, dy, center, sums_x, N, W, SUM_B_TIMES_DEVIATION,
+                                       threads)
     if status == 0:
         for c in range(C):
-            sum_dy = 0.0
-            sum_dyx = 0.0
-            for s in range(S):
-                sum_dy += sums[c * S + s]
-                sum_dyx += sums_x[c * S + s]
+            sum_dyx = channel_sum(sums_x, c, S)
             r = rstd[c]
-            g_mean = weight[c] * sum_dy / M
+            g_mean = weight[c] * means[c]
             q = weight[c] * sum_dyx / M * r * r        # xhat * mean(g * xhat) = (x - mean) * q
-            for s in range(S):
-                scale_dy[c * S + s] = r * weight[c]
-                scale_x[c * S + s] = <real>(-r * q)
-                shift[c * S + s] = <real>(-r * g_mean)
+            for s in range(c * S, (c + 1) * S):         # dx = r * (g - mean(g) - (x - mean) * q)
+                factor[s] = r
+                scale_dy[s] = weight[c]
+                scale_x[s] = <real>-q
+                shift[s] = <real>-g_mean
             if dweight != NULL:
                 dweight[c] = <real>(r * sum_dyx)
-                dbias[c] = <real>sum_dy
-        columns_affine(x, dy, scale_x, scale_dy, center, shift, dx, N, W, threads)
+                dbias[c] = <real>(M * means[c])
+        columns_affine(x, dy, scale_x, scale_dy, factor, center, shift, dx, N, W, threads)
     free(sums)
     free(center)
     return status
