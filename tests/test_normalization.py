@@ -845,7 +845,7 @@ def test_batch_norm_evaluation_uses_running_stats(dtype, rng):
         cb.batch_norm(x, running_mean=rm, training=False)
 
 
-@pytest.mark.parametrize("shape", [(1, 4), (1, 4, 1), (1, 3, 1, 1)])
+@pytest.mark.parametrize("shape", [(1, 4), (1, 4, 1), (1, 3, 1, 1), (1, 0), (1, 0, 1)])
 def test_batch_norm_training_needs_two_values_per_channel(shape):
     with pytest.raises(ValueError):
         cb.batch_norm(np.ones(shape))
