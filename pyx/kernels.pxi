@@ -48,42 +48,6 @@ cdef inline Py_ssize_t parallel_min_elements(int num_threads) noexcept:
     return num_threads * l1d_bytes // 4
 
 
-cdef struct Operands:
-    const void *a           # first input
-    const void *b           # second input (== a for one-input kernels)
-    void *out
-    Py_ssize_t outer, n, inner   # the arrays as (outer, n, inner), reduced along n
-    bint is_float           # float32, else float64
-    bint stream             # the operands exceed the cache: store past it (non-temporal)
-    int threads
-
-
-cdef Operands operands(cnp.ndarray a, cnp.ndarray b, cnp.ndarray out, int axis,
-                       int num_threads) except *:
-    """Check that a, b and out are C-contiguous, aligned arrays of one shape and one native
-    float dtype (out writeable), and describe them for a reduction along `axis`.
-    cyburn's Python layer guarantees this; the checks keep misuse from crashing."""
-    cdef int ndim = cnp.PyArray_NDIM(a), typenum, d
-    cdef Operands op
-    for arr in (b, out):
-        if cnp.PyArray_NDIM(arr) != ndim or not cnp.PyArray_SAMESHAPE(a, arr):
-            raise ValueError("cyburn kernel: operands differ in shape")
-    if not 0 <= axis < ndim:
-        raise ValueError("cyburn kernel: axis out of range")
-    typenum = float_data(a, b, out, &op.a, &op.b, &op.out)
-    op.outer = 1
-    op.inner = 1
-    for d in range(axis):
-        op.outer *= cnp.PyArray_DIM(a, d)
-    for d in range(axis + 1, ndim):
-        op.inner *= cnp.PyArray_DIM(a, d)
-    op.n = cnp.PyArray_DIM(a, axis)
-    op.is_float = typenum == cnp.NPY_FLOAT
-    op.stream = stream_min_bytes > 0 and touched_bytes(a, b, out) > stream_min_bytes
-    op.threads = team_size(cnp.PyArray_SIZE(a), op.outer * op.inner, num_threads)
-    return op
-
-
 # ---- the fast lane of a call -------------------------------------------------------------------
 
 cdef inline bint kernel_ready(object a, int typenum):
@@ -165,6 +129,19 @@ cdef int float_data(cnp.ndarray x, object second, cnp.ndarray out, const void **
     x_data[0] = data_of(x, typenum, size, False)
     second_data[0] = NULL if second is None else data_of(second, typenum, size, False)
     out_data[0] = data_of(out, typenum, size, True)
+    return typenum
+
+
+cdef int four_operands(cnp.ndarray param, cnp.ndarray grad, cnp.ndarray m, cnp.ndarray v,
+                       void **data) except -1:
+    """The data pointers of the four arrays (grad read-only, the others written), after
+    checking that they are C-contiguous, aligned and of one size and float type; returns it."""
+    cdef int typenum = float_type(param)
+    cdef Py_ssize_t size = cnp.PyArray_SIZE(param)
+    data[0] = data_of(param, typenum, size, True)
+    data[1] = <void *>data_of(grad, typenum, size, False)
+    data[2] = data_of(m, typenum, size, True)
+    data[3] = data_of(v, typenum, size, True)
     return typenum
 
 
