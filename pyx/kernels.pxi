@@ -13,8 +13,14 @@ cdef enum:
 
 
 # The entry points take whole C-contiguous ndarrays and read their data pointers through the
-# NumPy C-API: acquiring typed memoryviews costs about 0.1 us per array, a tenth of the
-# budget of a small call, and the kernels walk raw spans anyway.
+# NumPy C-API (data_of, float_data); the kernels below them are fused functions on pointers.
+# Entry points on fused typed memoryviews were measured instead, with every entry point
+# converted and the same result bits: taking a view costs 0.15-0.3 us per array and call
+# (Cython makes and frees a memoryview object, NumPy describes the buffer anew for each
+# request), and Cython's choice between the float and double versions 0.25 us more unless
+# they are bound at import. (4, 64) float32 calls took 1.6-2.7x as long (softmax with out=
+# 0.78 -> 1.45 us, relu 0.67 -> 1.41 us, layer_norm 4.2 -> 5.7 us on an EPYC Zen 3): past
+# the 1.5 us budget of a one-array call.
 
 # The memory-system choices, derived from the caches by cyburn._machine at import (the rules
 # are there and in the README, "Memory system"); until then nothing streams and the L1d is
@@ -167,6 +173,14 @@ cdef int team_size(Py_ssize_t elements, Py_ssize_t items, int num_threads) excep
         return 1
     return <int>min(<Py_ssize_t>num_threads, max(items, 1), <Py_ssize_t>MAX_TEAM)
 
+
+# Every threaded kernel has the same scaffold: on one thread it calls its chunk directly,
+# else a prange over `threads` chunks calls it with chunk_start's bounds (a team costs about
+# 0.4 us even for one thread). Cython's prange(..., use_threads_if=threads > 1) would say it
+# once, but still starts a team: 1.38 us per one-thread call of a 256-element loop against
+# 0.38 us. One helper that keeps the serial branch must take the chunk as a function pointer
+# and its arguments as a void * record (no measurable cost: 0.38 us too), which brings back
+# the casts the fused types avoid; the scaffold stays written out.
 
 cdef inline Py_ssize_t chunk_start(Py_ssize_t items, Py_ssize_t chunk, int chunks) noexcept nogil:
     """The first of `items` that chunk `chunk` of `chunks` equal contiguous chunks takes."""
