@@ -176,16 +176,16 @@ cdef void elementwise_chunk(Activation f, const real *dy, const real *x, real *o
 def activation_forward(cnp.ndarray x not None, cnp.ndarray y not None, int f, int num_threads):
     """y = f(x) elementwise, for C-contiguous x and y of one size and float dtype (y may be x);
     f an Activation."""
-    run_elementwise(f, None, x, y, num_threads)
+    activation_run(f, None, x, y, num_threads)
 
 
 def activation_backward(cnp.ndarray dy not None, cnp.ndarray x not None, cnp.ndarray dx not None,
                         int f, int num_threads):
     """dx = dy * f'(x) elementwise (dx may be dy or x); f an Activation up to SILU."""
-    run_elementwise(f, dy, x, dx, num_threads)
+    activation_run(f, dy, x, dx, num_threads)
 
 
-cdef object run_elementwise(int f, object dy, cnp.ndarray x, cnp.ndarray out, int num_threads):
+cdef object activation_run(int f, object dy, cnp.ndarray x, cnp.ndarray out, int num_threads):
     cdef const void *x_data
     cdef const void *dy_data
     cdef void *out_data

@@ -22,17 +22,18 @@ from libc.string cimport memset
 
 cdef enum:
     ATTENTION_BLOCK_ROWS = 16
-    SHORT_ROW_KEYS = 64         # causal rows this short are computed in whole vectors
+    ATTENTION_SHORT_ROW = 64    # causal rows this short are computed in whole vectors
 
-# HIDDEN_AFTER_* + SHORT_ROW_KEYS - v: v zeros, then ones (for v <= SHORT_ROW_KEYS): which
-# keys a causal row with v visible keys hides, in the scores' type (a select on a compare of
-# the same width vectorizes whole; one on bytes or on the loop index does not).
-cdef float HIDDEN_AFTER_F32[2 * SHORT_ROW_KEYS]
-cdef double HIDDEN_AFTER_F64[2 * SHORT_ROW_KEYS]
-for _key in range(2 * SHORT_ROW_KEYS):
-    HIDDEN_AFTER_F32[_key] = HIDDEN_AFTER_F64[_key] = _key >= SHORT_ROW_KEYS
+# ATTENTION_HIDES_* + ATTENTION_SHORT_ROW - v: v zeros, then ones (for v <= ATTENTION_SHORT_ROW):
+# which keys a causal row with v visible keys hides, in the scores' type (a select on a
+# compare of the same width vectorizes whole; one on bytes or on the loop index does not).
+cdef float ATTENTION_HIDES_F32[2 * ATTENTION_SHORT_ROW]
+cdef double ATTENTION_HIDES_F64[2 * ATTENTION_SHORT_ROW]
+for _attention_key in range(2 * ATTENTION_SHORT_ROW):
+    ATTENTION_HIDES_F32[_attention_key] = _attention_key >= ATTENTION_SHORT_ROW
+    ATTENTION_HIDES_F64[_attention_key] = ATTENTION_HIDES_F32[_attention_key]
 
-cdef enum MaskKind:
+cdef enum AttentionMask:
     NO_MASK
     KEEP_MASK
     ADD_MASK
@@ -41,17 +42,17 @@ cdef struct Attention:
     Py_ssize_t rows, Tq, Tk
     Py_ssize_t block_rows       # rows per block dealt to a thread
     bint causal
-    MaskKind mask_kind
+    AttentionMask mask_kind
     const void *mask_rows       # (M, Tk): bool (KEEP_MASK) or the scores' type (ADD_MASK)
     const int64_t *row_of       # (rows,): the mask row of each row of x
 
 
 cdef void masked_softmax_row(const real *x, real *y, Py_ssize_t visible, Py_ssize_t n,
-                             real scale, MaskKind kind, const void *mask) noexcept nogil:
+                             real scale, AttentionMask kind, const void *mask) noexcept nogil:
     """y[0:visible] = softmax(s) over the visible keys, s = scale * x masked by `mask`'s row;
     y[visible:n] = 0, and all of y = 0 when every s is -inf. A NaN (or +inf) among the visible
     s makes the whole row NaN, hidden keys included, as softmax of s with -inf there does.
-    A short causal row (n <= SHORT_ROW_KEYS, no mask) goes through whole SIMD vectors (see
+    A short causal row (n <= ATTENTION_SHORT_ROW, no mask) goes through whole SIMD vectors (see
     cyb_visible_max). y may be x."""
     cdef const real *s = x
     cdef const real *add = <const real *>mask
@@ -59,8 +60,8 @@ cdef void masked_softmax_row(const real *x, real *y, Py_ssize_t visible, Py_ssiz
     cdef real m = -INFINITY, hidden = -INFINITY
     cdef double total = 0.0
     cdef Py_ssize_t j
-    if kind == NO_MASK and 0 < visible < n <= SHORT_ROW_KEYS:
-        short_causal_row(x, y, visible, n, scale)
+    if kind == NO_MASK and 0 < visible < n <= ATTENTION_SHORT_ROW:
+        attention_short_causal_row(x, y, visible, n, scale)
         return
     if kind == KEEP_MASK:
         for j in range(visible):
@@ -90,10 +91,10 @@ cdef void masked_softmax_row(const real *x, real *y, Py_ssize_t visible, Py_ssiz
         memset(y + visible, 0, (n - visible) * sizeof(real))
 
 
-cdef void short_causal_row(const real *x, real *y, Py_ssize_t visible, Py_ssize_t n,
-                           real scale) noexcept nogil:
+cdef void attention_short_causal_row(const real *x, real *y, Py_ssize_t visible,
+                                     Py_ssize_t n, real scale) noexcept nogil:
     """masked_softmax_row of a row without a mask whose first 0 < visible < n keys are
-    visible (n <= SHORT_ROW_KEYS), in loops over all n keys: whole SIMD vectors, where loops
+    visible (n <= ATTENTION_SHORT_ROW), in loops over all n keys: whole SIMD vectors, where loops
     over the visible keys would end in scalar remainders (three quarters of the work of a
     (..., 16, 16) causal softmax). The hidden keys are set by selects (x is not used there):
     to -inf for the max m, then to m - 80 (less when m is large), whose exponential of at
@@ -104,9 +105,9 @@ cdef void short_causal_row(const real *x, real *y, Py_ssize_t visible, Py_ssize_
     cdef double total
     cdef Py_ssize_t j
     if real is float:
-        hides = HIDDEN_AFTER_F32 + SHORT_ROW_KEYS - visible
+        hides = ATTENTION_HIDES_F32 + ATTENTION_SHORT_ROW - visible
     else:
-        hides = HIDDEN_AFTER_F64 + SHORT_ROW_KEYS - visible
+        hides = ATTENTION_HIDES_F64 + ATTENTION_SHORT_ROW - visible
     for j in range(n):
         scaled = scale * x[j]
         y[j] = hidden if hides[j] > 0 else scaled
@@ -125,7 +126,7 @@ cdef void short_causal_row(const real *x, real *y, Py_ssize_t visible, Py_ssize_
         memset(y + visible, 0, (n - visible) * sizeof(real))
 
 
-cdef inline Py_ssize_t visible_keys(Attention a, Py_ssize_t r) noexcept nogil:
+cdef inline Py_ssize_t attention_visible_keys(Attention a, Py_ssize_t r) noexcept nogil:
     """How many of row r's first keys the causal rule leaves visible (all without it)."""
     if not a.causal:
         return a.Tk
@@ -142,7 +143,7 @@ cdef void attention_block(Attention a, const real *x, const real *dy, real *out,
     for r in range(first, last):
         at = r * a.Tk
         if r + 1 < last:
-            prefetch_span(x + at + a.Tk, visible_keys(a, r + 1))
+            prefetch_span(x + at + a.Tk, attention_visible_keys(a, r + 1))
             if dy != NULL:
                 prefetch_span(dy + at + a.Tk, a.Tk)
         if dy != NULL:
@@ -150,7 +151,7 @@ cdef void attention_block(Attention a, const real *x, const real *dy, real *out,
         else:
             if a.mask_kind != NO_MASK:
                 mask = <const char *>a.mask_rows + a.row_of[r] * a.Tk * mask_item
-            masked_softmax_row(x + at, out + at, visible_keys(a, r), a.Tk, scale,
+            masked_softmax_row(x + at, out + at, attention_visible_keys(a, r), a.Tk, scale,
                                a.mask_kind, mask)
 
 
@@ -165,8 +166,8 @@ cdef void attention_rows(Attention a, const real *x, const real *dy, real *out, 
         attention_block(a, x, dy, out, scale, b)
 
 
-cdef object run_attention(Attention a, cnp.ndarray x, object dy, cnp.ndarray out, double scale,
-                          int num_threads):
+cdef object attention_run(Attention a, cnp.ndarray x, object dy, cnp.ndarray out,
+                          double scale, int num_threads):
     cdef const void *x_data
     cdef const void *dy_data
     cdef void *out_data
@@ -183,7 +184,7 @@ cdef object run_attention(Attention a, cnp.ndarray x, object dy, cnp.ndarray out
                            <double *>out_data, scale, threads)
 
 
-cdef Attention rows_of(cnp.ndarray x, bint causal) except *:
+cdef Attention attention_rows_of(cnp.ndarray x, bint causal) except *:
     """x as rows of Tk keys, Tq rows per score matrix."""
     cdef Attention a
     cdef int ndim = cnp.PyArray_NDIM(x)
@@ -199,7 +200,8 @@ cdef Attention rows_of(cnp.ndarray x, bint causal) except *:
     return a
 
 
-cdef bint indices_below(const int64_t *index, Py_ssize_t n, Py_ssize_t bound) noexcept nogil:
+cdef bint attention_indices_below(const int64_t *index, Py_ssize_t n,
+                                  Py_ssize_t bound) noexcept nogil:
     """0 <= index[i] < bound for every i < n."""
     cdef Py_ssize_t i
     for i in range(n):
@@ -215,7 +217,7 @@ def masked_softmax_forward(cnp.ndarray x not None, cnp.ndarray y not None, doubl
     """y = masked softmax of scale * x over its last axis (y may be x), for C-contiguous x and
     y of one float dtype and shape (..., Tq, Tk). mask_rows: None, or an (M, Tk) C-contiguous
     bool array (keep) or x-typed array (add); row_of: (rows,) int64 indices into it."""
-    cdef Attention a = rows_of(x, causal)
+    cdef Attention a = attention_rows_of(x, causal)
     cdef cnp.ndarray mask, index
     cdef Py_ssize_t M
     if mask_rows is not None:
@@ -231,13 +233,13 @@ def masked_softmax_forward(cnp.ndarray x not None, cnp.ndarray y not None, doubl
             a.mask_kind = ADD_MASK
             a.mask_rows = data_of(mask, float_type(x), M * a.Tk, False)
         a.row_of = <const int64_t *>data_of(index, cnp.NPY_INT64, a.rows, False)
-        if not indices_below(a.row_of, a.rows, M):
+        if not attention_indices_below(a.row_of, a.rows, M):
             raise ValueError("cyburn kernel: mask row index out of range")
-    run_attention(a, x, None, y, scale, num_threads)
+    attention_run(a, x, None, y, scale, num_threads)
 
 
 def masked_softmax_backward(cnp.ndarray dy not None, cnp.ndarray y not None,
                             cnp.ndarray dx not None, double scale, int num_threads):
     """dx = scale * y * (dy - sum(dy * y)) over the last axis (dx may be dy), for C-contiguous
     arrays of one shape and float dtype."""
-    run_attention(rows_of(y, False), y, dy, dx, scale, num_threads)
+    attention_run(attention_rows_of(y, False), y, dy, dx, scale, num_threads)

@@ -14,14 +14,14 @@
 
 from libc.stdint cimport int64_t
 
-cdef struct LossOptions:
+cdef struct CrossEntropyOptions:
     double smoothing            # e
     double z_loss
     double softcap              # 0: none
 
 
 cdef double cross_entropy_row(const real *x, const real *q, Py_ssize_t t, const real *w,
-                              real *z_buffer, real *grad, Py_ssize_t C, LossOptions o,
+                              real *z_buffer, real *grad, Py_ssize_t C, CrossEntropyOptions o,
                               double scale) noexcept nogil:
     """The loss of one row with target q (probabilities) or, when q is NULL, class t; when
     grad is not NULL, also grad = scale * dloss/dlogits (grad may be x itself).
@@ -84,7 +84,8 @@ cdef double cross_entropy_row(const real *x, const real *q, Py_ssize_t t, const 
 cdef int cross_entropy_chunk(const real *x, const real *q, const int64_t *target,
                              int64_t ignore_index, const real *w, real *grad, double *losses,
                              const double *row_scale, double scale, Py_ssize_t C,
-                             LossOptions o, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
+                             CrossEntropyOptions o, Py_ssize_t first,
+                             Py_ssize_t last) noexcept nogil:
     """Rows first..last-1: losses[r] and, when grad is not NULL, their gradient rows scaled by
     scale * row_scale[r] (row_scale may be NULL). Ignored rows: loss 0, gradient 0.
     Returns -1 when the softcap buffer cannot be allocated, -2 at a class index out of range."""
@@ -118,7 +119,7 @@ cdef int cross_entropy_chunk(const real *x, const real *q, const int64_t *target
 cdef int cross_entropy_rows(const real *x, const real *q, const int64_t *target,
                             int64_t ignore_index, const real *w, real *grad, double *losses,
                             const double *row_scale, double scale, Py_ssize_t N, Py_ssize_t C,
-                            LossOptions o, int threads) noexcept nogil:
+                            CrossEntropyOptions o, int threads) noexcept nogil:
     """cross_entropy_chunk over all rows; -2 if any chunk met a bad class index, else -1 if
     any ran out of memory, else 0."""
     cdef int c, status, bad_index = 0, no_memory = 0
@@ -170,7 +171,7 @@ def cross_entropy_loss_and_grad(cnp.ndarray logits not None, target, probabiliti
     cdef Py_ssize_t N = cnp.PyArray_DIM(logits, 0), C = cnp.PyArray_DIM(logits, 1)
     if (target is None) == (probabilities is None):
         raise ValueError("cyburn kernel: give exactly one of target and probabilities")
-    cdef LossOptions o
+    cdef CrossEntropyOptions o
     o.smoothing = smoothing
     o.z_loss = z_loss
     o.softcap = softcap

@@ -13,8 +13,14 @@ cdef enum:
 
 
 # The entry points take whole C-contiguous ndarrays and read their data pointers through the
-# NumPy C-API: acquiring typed memoryviews costs about 0.1 us per array, a tenth of the
-# budget of a small call, and the kernels walk raw spans anyway.
+# NumPy C-API (data_of, float_data); the kernels below them are fused functions on pointers.
+# Entry points on fused typed memoryviews were measured instead, with every entry point
+# converted and the same result bits: taking a view costs 0.15-0.3 us per array and call
+# (Cython makes and frees a memoryview object, NumPy describes the buffer anew for each
+# request), and Cython's choice between the float and double versions 0.25 us more unless
+# they are bound at import. (4, 64) float32 calls took 1.6-2.7x as long (softmax with out=
+# 0.78 -> 1.45 us, relu 0.67 -> 1.41 us, layer_norm 4.2 -> 5.7 us on an EPYC Zen 3): past
+# the 1.5 us budget of a one-array call.
 
 # The memory-system choices, derived from the caches by cyburn._machine at import (the rules
 # are there and in the README, "Memory system"); until then nothing streams and the L1d is
@@ -46,42 +52,6 @@ cdef inline Py_ssize_t parallel_min_elements(int num_threads) noexcept:
     threads: softmax, gelu and layer_norm of 16384 elements 1.2-1.4x faster on the team,
     of 8192 0.86-1.10x)."""
     return num_threads * l1d_bytes // 4
-
-
-cdef struct Operands:
-    const void *a           # first input
-    const void *b           # second input (== a for one-input kernels)
-    void *out
-    Py_ssize_t outer, n, inner   # the arrays as (outer, n, inner), reduced along n
-    bint is_float           # float32, else float64
-    bint stream             # the operands exceed the cache: store past it (non-temporal)
-    int threads
-
-
-cdef Operands operands(cnp.ndarray a, cnp.ndarray b, cnp.ndarray out, int axis,
-                       int num_threads) except *:
-    """Check that a, b and out are C-contiguous, aligned arrays of one shape and one native
-    float dtype (out writeable), and describe them for a reduction along `axis`.
-    cyburn's Python layer guarantees this; the checks keep misuse from crashing."""
-    cdef int ndim = cnp.PyArray_NDIM(a), typenum, d
-    cdef Operands op
-    for arr in (b, out):
-        if cnp.PyArray_NDIM(arr) != ndim or not cnp.PyArray_SAMESHAPE(a, arr):
-            raise ValueError("cyburn kernel: operands differ in shape")
-    if not 0 <= axis < ndim:
-        raise ValueError("cyburn kernel: axis out of range")
-    typenum = float_data(a, b, out, &op.a, &op.b, &op.out)
-    op.outer = 1
-    op.inner = 1
-    for d in range(axis):
-        op.outer *= cnp.PyArray_DIM(a, d)
-    for d in range(axis + 1, ndim):
-        op.inner *= cnp.PyArray_DIM(a, d)
-    op.n = cnp.PyArray_DIM(a, axis)
-    op.is_float = typenum == cnp.NPY_FLOAT
-    op.stream = stream_min_bytes > 0 and touched_bytes(a, b, out) > stream_min_bytes
-    op.threads = team_size(cnp.PyArray_SIZE(a), op.outer * op.inner, num_threads)
-    return op
 
 
 # ---- the fast lane of a call -------------------------------------------------------------------
@@ -168,6 +138,19 @@ cdef int float_data(cnp.ndarray x, object second, cnp.ndarray out, const void **
     return typenum
 
 
+cdef int four_operands(cnp.ndarray param, cnp.ndarray grad, cnp.ndarray m, cnp.ndarray v,
+                       void **data) except -1:
+    """The data pointers of the four arrays (grad read-only, the others written), after
+    checking that they are C-contiguous, aligned and of one size and float type; returns it."""
+    cdef int typenum = float_type(param)
+    cdef Py_ssize_t size = cnp.PyArray_SIZE(param)
+    data[0] = data_of(param, typenum, size, True)
+    data[1] = <void *>data_of(grad, typenum, size, False)
+    data[2] = data_of(m, typenum, size, True)
+    data[3] = data_of(v, typenum, size, True)
+    return typenum
+
+
 cdef int float_type(cnp.ndarray x) except -1:
     """x's type number, which must be float32 or float64."""
     cdef int typenum = cnp.PyArray_TYPE(x)
@@ -191,6 +174,14 @@ cdef int team_size(Py_ssize_t elements, Py_ssize_t items, int num_threads) excep
     return <int>min(<Py_ssize_t>num_threads, max(items, 1), <Py_ssize_t>MAX_TEAM)
 
 
+# Every threaded kernel has the same scaffold: on one thread it calls its chunk directly,
+# else a prange over `threads` chunks calls it with chunk_start's bounds (a team costs about
+# 0.4 us even for one thread). Cython's prange(..., use_threads_if=threads > 1) would say it
+# once, but still starts a team: 1.38 us per one-thread call of a 256-element loop against
+# 0.38 us. One helper that keeps the serial branch must take the chunk as a function pointer
+# and its arguments as a void * record (no measurable cost: 0.38 us too), which brings back
+# the casts the fused types avoid; the scaffold stays written out.
+
 cdef inline Py_ssize_t chunk_start(Py_ssize_t items, Py_ssize_t chunk, int chunks) noexcept nogil:
     """The first of `items` that chunk `chunk` of `chunks` equal contiguous chunks takes."""
     return items * chunk // chunks
@@ -200,7 +191,9 @@ cdef inline Py_ssize_t chunk_start(Py_ssize_t items, Py_ssize_t chunk, int chunk
 include "vmath.pxi"
 include "softmax.pxi"
 include "attention.pxi"
-include "normalization.pxi"
+include "row_norm.pxi"
+include "channel_norm.pxi"
+include "batch_norm_columns.pxi"
 include "cross_entropy.pxi"
 include "activations.pxi"
 include "optim.pxi"

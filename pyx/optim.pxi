@@ -13,7 +13,7 @@
 from libc.math cimport pow as c_pow, sqrt as c_sqrt, sqrtf as c_sqrtf
 
 
-cdef inline real real_sqrt(real x) noexcept nogil:
+cdef inline real adamw_sqrt(real x) noexcept nogil:
     """sqrt in x's own type (a vector instruction once -fno-math-errno drops errno)."""
     if real is float:
         return c_sqrtf(x)
@@ -34,7 +34,7 @@ cdef void adamw_span(real *param, const real *grad, real *m, real *v, Py_ssize_t
         m[i] = m_new
         v[i] = v_new
         param[i] = (param[i] * decay
-                    - step_size * m_new / (real_sqrt(v_new) / bias2_sqrt + eps))
+                    - step_size * m_new / (adamw_sqrt(v_new) / bias2_sqrt + eps))
 
 
 cdef void adamw(real *param, const real *grad, real *m, real *v, Py_ssize_t n, double lr,
@@ -59,19 +59,6 @@ cdef void adamw(real *param, const real *grad, real *m, real *v, Py_ssize_t n, d
 
 
 # ---- Python entry points ----------------------------------------------------------------------
-
-cdef int four_operands(cnp.ndarray param, cnp.ndarray grad, cnp.ndarray m, cnp.ndarray v,
-                       void **data) except -1:
-    """The data pointers of the four arrays (grad read-only, the others written), after
-    checking that they are C-contiguous, aligned and of one size and float type; returns it."""
-    cdef int typenum = float_type(param)
-    cdef Py_ssize_t size = cnp.PyArray_SIZE(param)
-    data[0] = data_of(param, typenum, size, True)
-    data[1] = <void *>data_of(grad, typenum, size, False)
-    data[2] = data_of(m, typenum, size, True)
-    data[3] = data_of(v, typenum, size, True)
-    return typenum
-
 
 def adamw_step(cnp.ndarray param not None, cnp.ndarray grad not None,
                cnp.ndarray exp_avg not None, cnp.ndarray exp_avg_sq not None, double lr,

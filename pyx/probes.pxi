@@ -18,7 +18,7 @@ cdef enum:
     PROBE_SPAN = 2048       # elements per streamed store: 8 KiB of float32, inside L1
 
 
-cdef unsigned int read_span(const unsigned int *a, Py_ssize_t n) noexcept nogil:
+cdef unsigned int probe_read_span(const unsigned int *a, Py_ssize_t n) noexcept nogil:
     """The sum of n words, modulo 2^32 (this loop is the one that must vectorize)."""
     cdef unsigned int s = 0
     cdef Py_ssize_t i
@@ -27,20 +27,21 @@ cdef unsigned int read_span(const unsigned int *a, Py_ssize_t n) noexcept nogil:
     return s
 
 
-cdef unsigned int read_words(const unsigned int *a, Py_ssize_t n, int threads) noexcept nogil:
-    """read_span over n words, threads taking contiguous runs of whole blocks."""
+cdef unsigned int probe_read_words(const unsigned int *a, Py_ssize_t n,
+                                   int threads) noexcept nogil:
+    """probe_read_span over n words, threads taking contiguous runs of whole blocks."""
     cdef Py_ssize_t blocks = (n + ELEMENT_BLOCK - 1) // ELEMENT_BLOCK, first, last
     cdef unsigned int total = 0
     cdef int c
     for c in prange(threads, num_threads=threads, schedule='static'):
         first = min(n, chunk_start(blocks, c, threads) * ELEMENT_BLOCK)
         last = min(n, chunk_start(blocks, c + 1, threads) * ELEMENT_BLOCK)
-        total += read_span(a + first, last - first)
+        total += probe_read_span(a + first, last - first)
     return total
 
 
-cdef void scale_or_triad_span(const real *a, const real *b, real *out, Py_ssize_t n,
-                              real s) noexcept nogil:
+cdef void probe_scale_or_triad_span(const real *a, const real *b, real *out, Py_ssize_t n,
+                                    real s) noexcept nogil:
     """out = s a (b NULL) or out = a + s b, over n elements: one vector loop each."""
     cdef Py_ssize_t i
     if b == NULL:
@@ -51,36 +52,38 @@ cdef void scale_or_triad_span(const real *a, const real *b, real *out, Py_ssize_
             out[i] = a[i] + s * b[i]
 
 
-cdef void scale_or_triad_chunk(const real *a, const real *b, real *out, Py_ssize_t n, real s,
-                               bint stream) noexcept nogil:
-    """scale_or_triad_span over n elements: straight into out, or with `stream` through a
+cdef void probe_scale_or_triad_chunk(const real *a, const real *b, real *out, Py_ssize_t n,
+                                     real s, bint stream) noexcept nogil:
+    """probe_scale_or_triad_span over n elements: straight into out, or with `stream` through a
     span on the stack stored non-temporally."""
     cdef real span[PROBE_SPAN]
     cdef Py_ssize_t start = 0, w
     if not stream:
-        scale_or_triad_span(a, b, out, n, s)
+        probe_scale_or_triad_span(a, b, out, n, s)
         return
     while start < n:
         w = min(n - start, <Py_ssize_t>PROBE_SPAN)
-        scale_or_triad_span(a + start, NULL if b == NULL else b + start, span, w, s)
+        probe_scale_or_triad_span(a + start, NULL if b == NULL else b + start, span, w, s)
         cyb_stream_copy(out + start, span, w * sizeof(real))
         start += w
     cyb_stream_fence()
 
 
-cdef void scale_or_triad(const real *a, const real *b, real *out, Py_ssize_t n, real s,
-                         bint stream, int threads) noexcept nogil:
-    """scale_or_triad_chunk over n elements, threads taking contiguous runs of whole blocks."""
+cdef void probe_scale_or_triad(const real *a, const real *b, real *out, Py_ssize_t n, real s,
+                               bint stream, int threads) noexcept nogil:
+    """probe_scale_or_triad_chunk over n elements, threads taking contiguous runs of whole
+    blocks."""
     cdef Py_ssize_t blocks = (n + ELEMENT_BLOCK - 1) // ELEMENT_BLOCK, first, last
     cdef int c
     for c in prange(threads, num_threads=threads, schedule='static'):
         first = min(n, chunk_start(blocks, c, threads) * ELEMENT_BLOCK)
         last = min(n, chunk_start(blocks, c + 1, threads) * ELEMENT_BLOCK)
-        scale_or_triad_chunk(a + first, NULL if b == NULL else b + first, out + first,
-                             last - first, s, stream)
+        probe_scale_or_triad_chunk(a + first, NULL if b == NULL else b + first, out + first,
+                                   last - first, s, stream)
 
 
-cdef void read4_write3_span(real *a, const real *b, real *c, real *d, Py_ssize_t n) noexcept nogil:
+cdef void probe_read4_write3_span(real *a, const real *b, real *c, real *d,
+                                  Py_ssize_t n) noexcept nogil:
     """a += b, c += b, d += b^2: the memory traffic of adamw_span (read four arrays, write
     three) with next to no arithmetic (d, like exp_avg_sq, stays >= 0)."""
     cdef Py_ssize_t i
@@ -90,14 +93,14 @@ cdef void read4_write3_span(real *a, const real *b, real *c, real *d, Py_ssize_t
         d[i] = d[i] + b[i] * b[i]
 
 
-cdef void read4_write3(real *a, const real *b, real *c, real *d, Py_ssize_t n,
-                       int threads) noexcept nogil:
+cdef void probe_read4_write3(real *a, const real *b, real *c, real *d, Py_ssize_t n,
+                             int threads) noexcept nogil:
     cdef Py_ssize_t blocks = (n + ELEMENT_BLOCK - 1) // ELEMENT_BLOCK, first, last
     cdef int t
     for t in prange(threads, num_threads=threads, schedule='static'):
         first = min(n, chunk_start(blocks, t, threads) * ELEMENT_BLOCK)
         last = min(n, chunk_start(blocks, t + 1, threads) * ELEMENT_BLOCK)
-        read4_write3_span(a + first, b + first, c + first, d + first, last - first)
+        probe_read4_write3_span(a + first, b + first, c + first, d + first, last - first)
 
 
 # ---- Python entry points ----------------------------------------------------------------------
@@ -110,7 +113,7 @@ def read_probe(cnp.ndarray a not None, int num_threads):
     cdef int threads = team_size(n, (n + ELEMENT_BLOCK - 1) // ELEMENT_BLOCK, num_threads)
     cdef unsigned int total
     with nogil:
-        total = read_words(words, n, threads)
+        total = probe_read_words(words, n, threads)
     return total
 
 
@@ -119,18 +122,18 @@ def scale_probe(cnp.ndarray a not None, cnp.ndarray out not None, double s, bint
     """out = s a, for C-contiguous arrays of one size and float dtype that do not overlap
     (non-temporal stores with `stream`): the ceiling for kernels that read one array and
     write one."""
-    run_scale_or_triad(a, None, out, s, stream, num_threads)
+    probe_run_scale_or_triad(a, None, out, s, stream, num_threads)
 
 
 def triad_probe(cnp.ndarray a not None, cnp.ndarray b not None, cnp.ndarray out not None,
                 double s, bint stream, int num_threads):
     """out = a + s b, as scale_probe: the ceiling for kernels that read two arrays and write
     one."""
-    run_scale_or_triad(a, b, out, s, stream, num_threads)
+    probe_run_scale_or_triad(a, b, out, s, stream, num_threads)
 
 
-cdef object run_scale_or_triad(cnp.ndarray a, object b, cnp.ndarray out, double s, bint stream,
-                               int num_threads):
+cdef object probe_run_scale_or_triad(cnp.ndarray a, object b, cnp.ndarray out, double s,
+                                     bint stream, int num_threads):
     cdef const void *a_data
     cdef const void *b_data
     cdef void *out_data
@@ -139,11 +142,11 @@ cdef object run_scale_or_triad(cnp.ndarray a, object b, cnp.ndarray out, double 
     cdef int threads = team_size(n, (n + ELEMENT_BLOCK - 1) // ELEMENT_BLOCK, num_threads)
     with nogil:
         if typenum == cnp.NPY_FLOAT:
-            scale_or_triad(<const float *>a_data, <const float *>b_data, <float *>out_data, n,
-                           <float>s, stream, threads)
+            probe_scale_or_triad(<const float *>a_data, <const float *>b_data,
+                                 <float *>out_data, n, <float>s, stream, threads)
         else:
-            scale_or_triad(<const double *>a_data, <const double *>b_data, <double *>out_data,
-                           n, s, stream, threads)
+            probe_scale_or_triad(<const double *>a_data, <const double *>b_data,
+                                 <double *>out_data, n, s, stream, threads)
 
 
 def read4_write3_probe(cnp.ndarray a not None, cnp.ndarray b not None, cnp.ndarray c not None,
@@ -156,8 +159,8 @@ def read4_write3_probe(cnp.ndarray a not None, cnp.ndarray b not None, cnp.ndarr
     cdef int threads = team_size(n, (n + ELEMENT_BLOCK - 1) // ELEMENT_BLOCK, num_threads)
     with nogil:
         if typenum == cnp.NPY_FLOAT:
-            read4_write3(<float *>data[0], <const float *>data[1], <float *>data[2],
-                         <float *>data[3], n, threads)
+            probe_read4_write3(<float *>data[0], <const float *>data[1], <float *>data[2],
+                               <float *>data[3], n, threads)
         else:
-            read4_write3(<double *>data[0], <const double *>data[1], <double *>data[2],
-                         <double *>data[3], n, threads)
+            probe_read4_write3(<double *>data[0], <const double *>data[1], <double *>data[2],
+                               <double *>data[3], n, threads)
