@@ -3,7 +3,8 @@
 # one by one. x is then N rows of W = C * S contiguous columns, channel c owning columns
 # c * S .. c * S + S - 1: column sums are accumulated row by row (vectorized across the
 # columns) in blocks of BATCH_NORM_BLOCK_ROWS rows, one thread per block, and the blocks are
-# added in order, so results are bitwise identical for any thread count.
+# added in order, so results are bitwise identical for any thread count. The means are
+# shifted by the channel's first value, as for runs (channel_norm.pxi).
 
 from libc.math cimport sqrt as c_sqrt
 
@@ -11,7 +12,7 @@ cdef enum:
     BATCH_NORM_BLOCK_ROWS = 64
 
 cdef enum BatchNormSum:
-    BATCH_NORM_SUM              # sum of a
+    BATCH_NORM_DEVIATIONS       # sum of a - center
     BATCH_NORM_SQUARES          # sum of (a - center)^2
     BATCH_NORM_PRODUCTS         # sum of b * (a - center)
 
@@ -27,9 +28,9 @@ cdef void batch_norm_column_sums_block(const real *a, const real *b, const real 
     for r in range(first, last):
         ar = a + r * W
         br = b + r * W
-        if kind == BATCH_NORM_SUM:
+        if kind == BATCH_NORM_DEVIATIONS:
             for j in range(W):
-                out[j] += ar[j]
+                out[j] += ar[j] - center[j]
         elif kind == BATCH_NORM_SQUARES:
             for j in range(W):
                 out[j] += (ar[j] - center[j]) * (ar[j] - center[j])
@@ -41,7 +42,7 @@ cdef void batch_norm_column_sums_block(const real *a, const real *b, const real 
 cdef int batch_norm_column_sums(const real *a, const real *b, const real *center, double *out,
                                 Py_ssize_t rows, Py_ssize_t W, BatchNormSum kind,
                                 int threads) noexcept nogil:
-    """out[j] = the `kind` sum over the rows of column j (b and center may be NULL when unused).
+    """out[j] = the `kind` sum over the rows of column j (b may be NULL when unused).
     Returns -1 when the block sums cannot be allocated."""
     cdef Py_ssize_t blocks = (rows + BATCH_NORM_BLOCK_ROWS - 1) // BATCH_NORM_BLOCK_ROWS, k, j
     cdef double *partial = <double *>malloc(blocks * W * sizeof(double))
@@ -69,26 +70,67 @@ cdef int batch_norm_column_sums(const real *a, const real *b, const real *center
     return 0
 
 
+cdef inline double batch_norm_channel_sum(const double *sums, Py_ssize_t c,
+                                          Py_ssize_t S) noexcept nogil:
+    """The sum of channel c's column sums sums[c * S : c * S + S]."""
+    cdef Py_ssize_t s
+    cdef double total = 0.0
+    for s in range(c * S, (c + 1) * S):
+        total += sums[s]
+    return total
+
+
+cdef int batch_norm_column_means(const real *a, real *center, double *sums, double *means,
+                                 Py_ssize_t N, Py_ssize_t C, Py_ssize_t S,
+                                 int threads) noexcept nogil:
+    """means[c] = the mean of channel c's N * S values (in columns c * S .. c * S + S - 1),
+    shifted as row_norm_shifted_mean: a_0 + mean(a - a_0), a_0 = a[0, c * S] the channel's first
+    value, or the plain mean where that is not finite. center and sums (W = C * S each) are
+    work space. Returns -1 when out of memory."""
+    cdef Py_ssize_t W = C * S, c, j
+    cdef bint plain = False
+    for j in range(W):
+        center[j] = a[j - j % S]
+    if batch_norm_column_sums(a, NULL, center, sums, N, W, BATCH_NORM_DEVIATIONS, threads):
+        return -1
+    for c in range(C):
+        means[c] = a[c * S] + batch_norm_channel_sum(sums, c, S) / (N * S)
+        plain = plain or not isfinite(means[c])
+    if not plain:
+        return 0
+    for j in range(W):
+        center[j] = 0
+    if batch_norm_column_sums(a, NULL, center, sums, N, W, BATCH_NORM_DEVIATIONS, threads):
+        return -1
+    for c in range(C):
+        if not isfinite(means[c]):
+            means[c] = batch_norm_channel_sum(sums, c, S) / (N * S)
+    return 0
+
+
 cdef void batch_norm_columns_affine(const real *a, const real *b, const real *scale_a,
-                                    const real *scale_b, const real *center, const real *shift,
-                                    real *out, Py_ssize_t rows, Py_ssize_t W,
+                                    const real *scale_b, const real *factor, const real *center,
+                                    const real *shift, real *out, Py_ssize_t rows, Py_ssize_t W,
                                     int threads) noexcept nogil:
-    """out[r, j] = scale_a[j] * (a[r, j] - center[j]) + shift[j]  (+ scale_b[j] * b[r, j] when
-    b is not NULL): the forward's y and the backward's dx, per column."""
+    """out[r, j] = scale_a[j] * (a[r, j] - center[j]) + shift[j] when b is NULL (the forward's
+    y), otherwise factor[j] * (scale_a[j] * (a[r, j] - center[j]) + shift[j]
+    + scale_b[j] * b[r, j]) (the backward's dx), per column."""
     cdef int c
     if threads == 1:
-        batch_norm_columns_affine_rows(a, b, scale_a, scale_b, center, shift, out, W, 0, rows)
+        batch_norm_columns_affine_rows(a, b, scale_a, scale_b, factor, center, shift, out, W, 0,
+                                       rows)
         return
     for c in prange(threads, num_threads=threads, schedule='static'):
-        batch_norm_columns_affine_rows(a, b, scale_a, scale_b, center, shift, out, W,
+        batch_norm_columns_affine_rows(a, b, scale_a, scale_b, factor, center, shift, out, W,
                                        chunk_start(rows, c, threads),
                                        chunk_start(rows, c + 1, threads))
 
 
 cdef void batch_norm_columns_affine_rows(const real *a, const real *b, const real *scale_a,
-                                         const real *scale_b, const real *center,
-                                         const real *shift, real *out, Py_ssize_t W,
-                                         Py_ssize_t first, Py_ssize_t last) noexcept nogil:
+                                         const real *scale_b, const real *factor,
+                                         const real *center, const real *shift, real *out,
+                                         Py_ssize_t W, Py_ssize_t first,
+                                         Py_ssize_t last) noexcept nogil:
     cdef Py_ssize_t r, j, at
     for r in range(first, last):
         at = r * W
@@ -97,8 +139,8 @@ cdef void batch_norm_columns_affine_rows(const real *a, const real *b, const rea
                 out[at + j] = scale_a[j] * (a[at + j] - center[j]) + shift[j]
         else:
             for j in range(W):
-                out[at + j] = (scale_a[j] * (a[at + j] - center[j]) + shift[j]
-                               + scale_b[j] * b[at + j])
+                out[at + j] = factor[j] * (scale_a[j] * (a[at + j] - center[j]) + shift[j]
+                                           + scale_b[j] * b[at + j])
 
 
 cdef int batch_norm_columns(const real *x, const real *weight, const real *bias, real *y,
@@ -107,9 +149,10 @@ cdef int batch_norm_columns(const real *x, const real *weight, const real *bias,
                             int threads) noexcept nogil:
     """batch norm's y (and with `compute_stats` its mean, rstd and var) for x of N rows of
     C * S columns: as channel_norm_stats, by column sums. Returns -1 when out of memory."""
-    cdef Py_ssize_t W = C * S, c, s, j
+    cdef Py_ssize_t W = C * S, c, j
     cdef double M = <double>(N * S), total
-    cdef double *sums = <double *>malloc(W * sizeof(double))
+    cdef double *sums = <double *>malloc((W + C) * sizeof(double))
+    cdef double *means = sums + W
     cdef real *center = <real *>malloc(3 * W * sizeof(real))
     cdef real *scale = center + W
     cdef real *shift = scale + W
@@ -117,20 +160,15 @@ cdef int batch_norm_columns(const real *x, const real *weight, const real *bias,
     if sums == NULL or center == NULL:
         status = -1
     elif compute_stats:
-        status = batch_norm_column_sums(x, NULL, NULL, sums, N, W, BATCH_NORM_SUM, threads)
+        status = batch_norm_column_means(x, center, sums, means, N, C, S, threads)
         for c in range(C):
-            total = 0.0
-            for s in range(S):
-                total += sums[c * S + s]
-            mean[c] = <real>(total / M)
-            for s in range(S):
-                center[c * S + s] = mean[c]
+            mean[c] = <real>means[c]
+        for j in range(W):
+            center[j] = mean[j // S]
         status = status or batch_norm_column_sums(x, NULL, center, sums, N, W,
                                                   BATCH_NORM_SQUARES, threads)
         for c in range(C):
-            total = 0.0
-            for s in range(S):
-                total += sums[c * S + s]
+            total = batch_norm_channel_sum(sums, c, S)
             rstd[c] = <real>(1.0 / c_sqrt(total / M + eps))
             if var != NULL:
                 var[c] = <real>(total / M)
@@ -140,7 +178,7 @@ cdef int batch_norm_columns(const real *x, const real *weight, const real *bias,
             center[j] = mean[c]
             scale[j] = rstd[c] * weight[c]
             shift[j] = bias[c]
-        batch_norm_columns_affine(x, NULL, scale, NULL, center, shift, y, N, W, threads)
+        batch_norm_columns_affine(x, NULL, scale, NULL, NULL, center, shift, y, N, W, threads)
     free(sums)
     free(center)
     return status
@@ -152,44 +190,47 @@ cdef int batch_norm_columns_gradient(const real *dy, const real *x, const real *
                                      Py_ssize_t S, int threads) noexcept nogil:
     """batch norm's dx, dweight and dbias (when not NULL) for N rows of C * S columns, as
     channel_norm_gradient: with g = dy * weight[c], M = N * S values per channel,
-        dx = rstd * (g - mean(g) - xhat * mean(g * xhat)).
+        dx = rstd * (g - mean(g) - xhat * mean(g * xhat)),
+    mean(g) = weight[c] * mean(dy), the mean of dy shifted (batch_norm_column_means): for a
+    constant dy exactly dy * weight[c], so that (with an exact product) a constant channel's
+    dx is 0.
     Returns -1 when out of memory."""
     cdef Py_ssize_t W = C * S, c, s, j
-    cdef double M = <double>(N * S), sum_dy, sum_dyx, g_mean, q
-    cdef double *sums = <double *>malloc(2 * W * sizeof(double))
+    cdef double M = <double>(N * S), sum_dyx, g_mean, q
+    cdef double *sums = <double *>malloc((2 * W + C) * sizeof(double))
     cdef double *sums_x = sums + W
-    cdef real *center = <real *>malloc(4 * W * sizeof(real))
+    cdef double *means = sums_x + W
+    cdef real *center = <real *>malloc(5 * W * sizeof(real))
     cdef real *scale_x = center + W
     cdef real *scale_dy = scale_x + W
-    cdef real *shift = scale_dy + W
+    cdef real *factor = scale_dy + W
+    cdef real *shift = factor + W
     cdef real r
     cdef int status = 0
     if sums == NULL or center == NULL:
         status = -1
     else:
+        status = batch_norm_column_means(dy, center, sums, means, N, C, S, threads)
         for j in range(W):
             center[j] = mean[j // S]
-        status = (batch_norm_column_sums(dy, NULL, NULL, sums, N, W, BATCH_NORM_SUM, threads)
-                  or batch_norm_column_sums(x, dy, center, sums_x, N, W, BATCH_NORM_PRODUCTS,
-                                            threads))
+        status = status or batch_norm_column_sums(x, dy, center, sums_x, N, W,
+                                                  BATCH_NORM_PRODUCTS, threads)
     if status == 0:
         for c in range(C):
-            sum_dy = 0.0
-            sum_dyx = 0.0
-            for s in range(S):
-                sum_dy += sums[c * S + s]
-                sum_dyx += sums_x[c * S + s]
+            sum_dyx = batch_norm_channel_sum(sums_x, c, S)
             r = rstd[c]
-            g_mean = weight[c] * sum_dy / M
+            g_mean = weight[c] * means[c]
             q = weight[c] * sum_dyx / M * r * r        # xhat * mean(g * xhat) = (x - mean) * q
-            for s in range(S):
-                scale_dy[c * S + s] = r * weight[c]
-                scale_x[c * S + s] = <real>(-r * q)
-                shift[c * S + s] = <real>(-r * g_mean)
+            for s in range(c * S, (c + 1) * S):         # dx = r * (g - mean(g) - (x - mean) * q)
+                factor[s] = r
+                scale_dy[s] = weight[c]
+                scale_x[s] = <real>-q
+                shift[s] = <real>-g_mean
             if dweight != NULL:
                 dweight[c] = <real>(r * sum_dyx)
-                dbias[c] = <real>sum_dy
-        batch_norm_columns_affine(x, dy, scale_x, scale_dy, center, shift, dx, N, W, threads)
+                dbias[c] = <real>(M * means[c])
+        batch_norm_columns_affine(x, dy, scale_x, scale_dy, factor, center, shift, dx, N, W,
+                                  threads)
     free(sums)
     free(center)
     return status

@@ -21,6 +21,8 @@ cdef enum:
 #   group norm (groups = G):  stat n * G + g = the C / G consecutive runs of group g of sample n
 #                             (instance norm: G = C);
 #   batch norm (groups = 0):  stat c = run c of every sample.
+# As for rows, the means of x and of dy are shifted by the stat's first element, so that a
+# constant stat has mean = its value, y = bias, and dx = 0 for a constant g.
 
 cdef struct ChannelGrouping:
     Py_ssize_t N, C, S
@@ -57,7 +59,9 @@ cdef void channel_norm_stat(const real *x, const real *weight, const real *bias,
                             bint compute_stats, double eps) noexcept nogil:
     """y = (x - mean) * rstd * weight[c] + bias[c] over the runs of stat k. With
     `compute_stats`, first mean = mean(x), var = mean((x - mean)^2) over those runs (stored,
-    var only when var != NULL) and rstd = 1 / sqrt(var + eps); otherwise they are given."""
+    var only when var != NULL) and rstd = 1 / sqrt(var + eps); otherwise they are given.
+    The mean is shifted, x_0 + mean(x - x_0) with x_0 the stat's first element
+    (row_norm_shifted_mean): a constant stat has mean = its value and y = bias exactly."""
     cdef Py_ssize_t j, s, at, c, runs = channel_runs_per_stat(g), first = channel_first_run(g, k)
     cdef Py_ssize_t step = channel_run_step(g), c_step = channel_step(g), c0 = first % g.C
     # a group's runs are consecutive: its statistics take one span of all of them
@@ -67,8 +71,8 @@ cdef void channel_norm_stat(const real *x, const real *weight, const real *bias,
     if compute_stats:
         total = 0.0
         for j in range(spans):
-            total += span_sum(x + (first + j * step) * g.S, length)
-        m = <real>(total / (runs * g.S))
+            total += row_norm_sum_dev(x + (first + j * step) * g.S, x[first * g.S], length)
+        m = row_norm_shifted_mean(x + first * g.S, total, length, spans, step * g.S)
         total = 0.0
         for j in range(spans):
             total += span_sum_sq_dev(x + (first + j * step) * g.S, m, length)
@@ -94,41 +98,53 @@ cdef void channel_norm_backward_stat(const real *dy, const real *x, const real *
                                      Py_ssize_t k) noexcept nogil:
     """dx over the runs of stat k, as row_norm_backward_row with the means over the stat's M
     elements and g = dy * weight[c]:  dx = rstd * (g - mean(g) - xhat * mean(g * xhat)).
-    sum(g) is summed as weight[c] * sum(dy) per channel of the stat (all its runs for batch
-    norm), likewise sum(g * xhat): an infinite weight then gives +-inf, not inf - inf.
-    Also stores each run's sum(dy) and sum(dy * (x - mean)), for dbias and dweight."""
+    The sums of dy are shifted by d = the stat's first dy: with D_c = sum(dy - d) over the
+    n_c elements of channel c in the stat,
+        mean(g) = d * sum_c(weight[c] * n_c) / M + sum_c(weight[c] * D_c) / M,
+    exactly d * weight for a constant dy and one weight, so that (with an exact product)
+    a constant stat's dx is exactly 0. Where that is not finite, sum(g) is summed as
+    weight[c] * sum(dy) per channel of the stat (all its runs for batch norm), as sum(g * xhat)
+    always is: an infinite weight then gives +-inf, not inf - inf.
+    Also stores each run's sum(dy) (S d + sum(dy - d), summed again when that is not finite)
+    and sum(dy * (x - mean)), for dbias and dweight."""
     cdef Py_ssize_t j, s, at, c, runs = channel_runs_per_stat(g), first = channel_first_run(g, k)
     cdef Py_ssize_t step = channel_run_step(g), c_step = channel_step(g), c0 = first % g.C
-    cdef double sum_g = 0.0, sum_gx = 0.0, count = <double>(runs * g.S)
-    cdef double channel_dy = 0.0, channel_dyx = 0.0
-    cdef real m = mean[k], r = rstd[k], g_mean, q, a
+    cdef double sum_g = 0.0, sum_g_dev = 0.0, sum_w = 0.0, sum_gx = 0.0, shifted, dev
+    cdef double channel_dy = 0.0, channel_dev = 0.0, channel_dyx = 0.0
+    cdef double count = <double>(runs * g.S)
+    cdef real m = mean[k], r = rstd[k], d = dy[first * g.S], g_mean, q, a
     for j in range(runs):
         at = first + j * step
         c = c0 + j * c_step
         if g.S < CHANNEL_SHORT_RUN:                 # (the call would cost more than the sums)
-            run_dy[at] = 0.0
+            dev = 0.0
             run_dyx[at] = 0.0
             for s in range(at * g.S, (at + 1) * g.S):
-                run_dy[at] += dy[s]
+                dev += dy[s] - d
                 run_dyx[at] += dy[s] * (x[s] - m)
         else:
-            span_sums_centered(dy + at * g.S, NULL, x + at * g.S, m, g.S, &run_dy[at],
-                               &run_dyx[at])
+            row_norm_sums_shifted_centered(dy + at * g.S, NULL, d, x + at * g.S, m, g.S, &dev,
+                                           &run_dyx[at])
+        run_dy[at] = <double>d * g.S + dev if isfinite(dev) else span_sum(dy + at * g.S, g.S)
         channel_dy += run_dy[at]
+        channel_dev += dev
         channel_dyx += run_dyx[at]
+        sum_w += <double>weight[c] * g.S
         if c_step or j == runs - 1:                     # the channel's last run in the stat
             sum_g += weight[c] * channel_dy
+            sum_g_dev += weight[c] * channel_dev
             sum_gx += weight[c] * channel_dyx
             channel_dy = 0.0
+            channel_dev = 0.0
             channel_dyx = 0.0
-    g_mean = <real>(sum_g / count)
+    shifted = d * (sum_w / count) + sum_g_dev / count
+    g_mean = <real>(shifted if isfinite(shifted) else sum_g / count)
     q = <real>(sum_gx / count * r * r)                   # xhat * mean(g * xhat) = (x - mean) * q
     for j in range(runs):
-        c = c0 + j * c_step
-        a = r * weight[c]
+        a = weight[c0 + j * c_step]
         at = (first + j * step) * g.S
         for s in range(g.S):
-            dx[at + s] = a * dy[at + s] - r * (g_mean + (x[at + s] - m) * q)
+            dx[at + s] = r * (a * dy[at + s] - g_mean - (x[at + s] - m) * q)
 
 
 cdef void channel_norm_stats(const real *x, const real *weight, const real *bias, real *y,

@@ -43,8 +43,9 @@ CYB_INLINE double cyb_norm_sum_dev_##SUFFIX(const T *x, T c, ptrdiff_t n)       
     CYB_BLOCKED_SUM(T, s, n, x[i] - c);                                                      \
     return s;                                                                                \
 }                                                                                            \
-/* sum(g - c) into *sum_g and sum(g * (x - m)) into *sum_gx in one pass, g = dy * w, blocked \
-   like cyb_sum: the two sums of a normalization's backward */                               \
+/* sum(g - c) into *sum_g and sum(g * (x - m)) into *sum_gx in one pass, g = dy * w (g = dy  \
+   when w is NULL; the loop is unswitched), blocked like cyb_sum: the two sums of a          \
+   normalization's backward */                                                               \
 CYB_INLINE void cyb_norm_sums_shifted_centered_##SUFFIX(const T *dy, const T *w, T c,        \
                                                        const T *x, T m, ptrdiff_t n,         \
                                                        double *sum_g, double *sum_gx)        \
@@ -55,7 +56,7 @@ CYB_INLINE void cyb_norm_sums_shifted_centered_##SUFFIX(const T *dy, const T *w,
         T block = 0, block_x = 0;                                                            \
         CYB_PRAGMA(omp simd reduction(+ : block, block_x))                                   \
         for (ptrdiff_t i = start; i < end; i++) {                                            \
-            T g = dy[i] * w[i];                                                              \
+            T g = w ? dy[i] * w[i] : dy[i];                                                  \
             block += g - c;                                                                  \
             block_x += g * (x[i] - m);                                                       \
         }                                                                                    \

@@ -57,13 +57,19 @@ cdef extern from "cyburn_norm.h" nogil:
                                        double *dweight, double *dbias, Py_ssize_t n)
 
 
-cdef inline real row_norm_shifted_mean(const real *x, double deviations,
-                                       Py_ssize_t n) noexcept nogil:
-    """mean(x[0:n]) given deviations = sum(x - x[0]): x[0] + deviations / n, or sum(x) / n when
-    deviations is not finite (an infinite or NaN term, or beyond the range of real)."""
+cdef inline real row_norm_shifted_mean(const real *x, double deviations, Py_ssize_t length,
+                                       Py_ssize_t spans, Py_ssize_t stride) noexcept nogil:
+    """The mean of a set of `spans` spans of `length` elements, span j at x + j * stride, given
+    deviations = sum(x - x[0]) over the set: x[0] + deviations / n, n = spans * length, or
+    sum(x) / n when deviations is not finite (an infinite or NaN term, or beyond the range of
+    real)."""
+    cdef Py_ssize_t j
+    cdef double total = 0.0
     if isfinite(deviations):
-        return <real>(x[0] + deviations / n)
-    return <real>(span_sum(x, n) / n)
+        return <real>(x[0] + deviations / (spans * length))
+    for j in range(spans):
+        total += span_sum(x + j * stride, length)
+    return <real>(total / (spans * length))
 
 
 cdef inline real row_norm_shifted_mean_of_products(const real *a, const real *b, double deviations,
@@ -176,7 +182,7 @@ cdef void row_norm_row(const real *x, const real *residual, const real *weight, 
             h[i] = x[i] + residual[i]
         x = h
     if centered:
-        m = row_norm_shifted_mean(x, row_norm_sum_dev(x, x[0], n), n)
+        m = row_norm_shifted_mean(x, row_norm_sum_dev(x, x[0], n), n, 1, 0)
         if mean != NULL:
             mean[0] = m
     r = <real>(1.0 / c_sqrt(span_sum_sq_dev(x, m, n) / n + eps))
@@ -206,7 +212,7 @@ cdef void row_norm_segments(const real *x, const real *weight, const real *bias,
             for g in range(first, last):
                 sums[g - first] = row_norm_sum_dev(x + g * length, x[g * length], length)
         for g in range(first, last):
-            mean[g] = row_norm_shifted_mean(x + g * length, sums[g - first], length)
+            mean[g] = row_norm_shifted_mean(x + g * length, sums[g - first], length, 1, 0)
         if lanes:
             row_norm_segments_sum_sq_dev(x + first * length, mean + first, length, last - first,
                                          sums)

@@ -845,7 +845,7 @@ def test_batch_norm_evaluation_uses_running_stats(dtype, rng):
         cb.batch_norm(x, running_mean=rm, training=False)
 
 
-@pytest.mark.parametrize("shape", [(1, 4), (1, 4, 1), (1, 3, 1, 1)])
+@pytest.mark.parametrize("shape", [(1, 4), (1, 4, 1), (1, 3, 1, 1), (1, 0), (1, 0, 1)])
 def test_batch_norm_training_needs_two_values_per_channel(shape):
     with pytest.raises(ValueError):
         cb.batch_norm(np.ones(shape))
@@ -1043,6 +1043,77 @@ def test_group_norm_of_a_constant_segment_is_exact(shape, groups, dtype, rng):
     dx = cb.group_norm_backward(dy, x, groups, None, mean, rstd)[0]
     for row, g in constant:
         assert np.all(dx[row, g * length:(g + 1) * length] == 0), (row, g)
+
+
+CONSTANT_VALUES = ((0.3, 0.7), (-7.1, -1.3), (1234.567, 3.3))    # (x, dy) of constant sets
+
+
+def constant_sets(kind, shape, groups, dtype, rng):
+    """(x, dy, sets): N(0, 1) data in which the first, third and last statistics sets (instance
+    norm: (n, c); group norm: (n, group); batch norm: channels) hold the x and dy values of
+    CONSTANT_VALUES; `sets` are their indices in the statistics' shape."""
+    stats = stats_shape(kind, shape, groups)
+    flat = (0, 2, math.prod(stats) - 1)
+    constant = [tuple(int(i) for i in np.unravel_index(k, stats)) for k in flat]
+    arrays = []
+    for column in (0, 1):
+        rows = sets(kind, rng.standard_normal(shape), groups).copy()
+        for k, values in zip(constant, CONSTANT_VALUES):
+            rows[k] = values[column]
+        arrays.append(np.ascontiguousarray(unsets(kind, rows, shape)).astype(dtype))
+    return arrays[0], arrays[1], constant
+
+
+@pytest.mark.parametrize("affine", [False, True], ids=["plain", "affine"])
+@pytest.mark.parametrize("dtype", [F32, F64], ids=str)
+@pytest.mark.parametrize("kind, shape, groups", [
+    ("instance", (2, 3, 5), None),          # runs shorter than SHORT_RUN
+    ("instance", (2, 3, 70, 70), None),     # sets of 4900, many blocks of the sums
+    ("group", (3, 6, 5, 7), 3),             # 2 channels a group
+    ("group", (4, 6, 3), 2),                # 3 short runs a group
+    ("group", (2, 8, 40, 40), 4),           # sets of 3200
+    ("batch", (3, 4, 300), None),           # run by run
+    ("batch", (2, 4, 64, 64), None),        # run by run, sets of 8192
+    ("batch", (7, 4, 5), None),             # by column sums
+    ("batch", (5000, 4), None),             # by column sums, an (N, C) input, sets of 5000
+], ids=str)
+def test_channel_norm_of_a_constant_set_is_exact(kind, shape, groups, dtype, affine, rng,
+                                                 restore_threads):
+    """Group norm over spatial elements, instance norm and batch norm (run by run and by
+    column sums) keep layer norm's property: a constant set has mean = its value,
+    rstd = 1 / sqrt(eps) and y = bias (beta) bit for bit, with or without affine; with a
+    constant g = dy * weight[c] (weight None, ones, 0.5: exact products) its dx is exactly 0,
+    and a constant channel adds exactly 0 to batch norm's dweight. The same bits for 1 and 2
+    threads, and the float64 truth within the tolerances for a random weight."""
+    x, dy, constant = constant_sets(kind, shape, groups, dtype, rng)
+    C = shape[1]
+    w = rng.uniform(0.5, 2, C).astype(dtype) if affine else None
+    b = rng.standard_normal(C).astype(dtype) if affine else None
+    results = []
+    for threads in (1, 2):
+        cb.set_num_threads(threads)
+        y, _, stats = forward(kind, x, w, b, groups=groups)
+        results.append((y, *stats) + tuple(backward(kind, dy, x, w, stats, groups=groups)))
+    for got, other in zip(*results):
+        if got is not None:
+            assert_bitwise_equal(got, other, "1 thread vs 2")
+    y, mean, rstd = results[0][:3]
+    bias = np.broadcast_to(per_feature(kind, np.zeros(C, dtype) if b is None else b, x.ndim),
+                           shape)
+    y_sets, x_sets, bias_sets = (sets(kind, a, groups) for a in (y, x, bias))
+    for k in constant:
+        check_constant_set(y_sets[k], mean[k], rstd[k], x_sets[k], bias_sets[k], 1e-5,
+                           f"set {k}")
+    for weight in (None, np.ones(C, dtype), np.full(C, 0.5, dtype)):     # g exact and constant
+        dx, dw, _ = backward(kind, dy, x, weight, (mean, rstd), groups=groups)
+        dx_sets = sets(kind, dx, groups)
+        for k in constant:
+            assert np.all(dx_sets[k] == 0), (k, np.abs(dx_sets[k]).max())
+        if kind == "batch" and weight is not None:
+            assert np.all(dw[[k[0] for k in constant]] == 0), dw
+    check_forward(kind, dtype, (y, None, (mean, rstd)),
+                  dict(x=x, weight=w, bias=b, groups=groups))
+    check_backward(kind, dtype, results[0][3:], dy, x, w, (mean, rstd), groups)
 
 
 @pytest.mark.parametrize("shape", [(2, 3), (2, 3, 1), (4, 3, 1, 1), (0, 3, 1)])

@@ -438,7 +438,7 @@ def batch_norm(x: ArrayLike, weight: ArrayLike | None = None, bias: ArrayLike | 
     work = _arrays.compute_dtype(dtype)
     eps = _arrays.real_number(eps, "eps")
     if training:
-        values = x.size // C if C else 0
+        values = N * math.prod(x.shape[2:])        # per channel, also when C == 0 (PyTorch)
         if values == 1:
             raise ValueError(f"batch_norm in training needs more than 1 value per channel, "
                              f"got x of shape {x.shape}")

@@ -238,6 +238,7 @@ def softmax_rows():
 
 NORM_ROWS = (8192, 768)                 # GPT-2 small: 8 sequences of 1024 tokens, 768 features
 NORM_CHANNELS = (32, 64, 56, 56)        # a ResNet-style activation, for group and batch norm
+NORM_N_BY_C = (16384, 1024)             # group norm of an (N, C) input: GROUPS segments a row
 GROUPS = 32
 NORM_CORE = {("layer_norm", "out="), ("rms_norm", "out="), ("layer_norm_backward", "alloc"),
              ("group_norm", "alloc"), ("batch_norm", "alloc")}
@@ -366,7 +367,10 @@ def channel_norm_case(name, shape):
 
 def norm_rows():
     """layer_norm and rms_norm on NORM_ROWS: forward (alloc and out=) and backward; group_norm
-    and batch_norm on NORM_CHANNELS, forward and backward."""
+    and batch_norm on NORM_CHANNELS, forward and backward; and (--full) group_norm of an
+    (N, C) input, NORM_N_BY_C, each beside layer_norm of the same data: the same bytes through
+    the row kernels, segment by segment or row by row (issue 15: group norm at most about
+    1.1x layer norm)."""
     cases = [(name, mode) for mode in ("alloc", "out=") for name in ("layer_norm", "rms_norm")]
     cases += [("layer_norm_backward", "alloc"), ("rms_norm_backward", "alloc")]
     for name, mode in cases:
@@ -377,6 +381,14 @@ def norm_rows():
         yield from large_rows("norm", name, "alloc", lambda s: f"(N, C, H, W) {s}",
                               functools.partial(channel_norm_case, name), NORM_CHANNELS,
                               _norm_pattern(name), (name, "alloc") in NORM_CORE)
+    for group, layer in (("group_norm", "layer_norm"),
+                         ("group_norm_backward", "layer_norm_backward")):
+        yield from large_rows("norm", group, "alloc", lambda s: f"(N, C) {s}",
+                              functools.partial(channel_norm_case, group), NORM_N_BY_C,
+                              _norm_pattern(group), False)
+        yield from large_rows("norm", layer, "alloc", lambda s: f"rows {s}",
+                              functools.partial(row_norm_case, layer, "alloc"), NORM_N_BY_C,
+                              _norm_pattern(layer), False)
 
 
 def _norm_pattern(name):
