@@ -143,6 +143,7 @@ cdef void elementwise(Activation f, const real *dy, const real *x, real *out, Py
         first = min(n, chunk_start(blocks, c, threads) * ELEMENT_BLOCK)
         last = min(n, chunk_start(blocks, c + 1, threads) * ELEMENT_BLOCK)
         elementwise_chunk(f, dy, x, out, first, last)
+    team_finished()
 
 
 cdef void elementwise_chunk(Activation f, const real *dy, const real *x, real *out,

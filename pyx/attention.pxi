@@ -164,6 +164,7 @@ cdef void attention_rows(Attention a, const real *x, const real *dy, real *out, 
         return
     for b in prange(blocks, num_threads=threads, schedule='static', chunksize=1):
         attention_block(a, x, dy, out, scale, b)
+    team_finished()
 
 
 cdef object attention_run(Attention a, cnp.ndarray x, object dy, cnp.ndarray out,

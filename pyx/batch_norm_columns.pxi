@@ -61,6 +61,7 @@ cdef int batch_norm_column_sums(const real *a, const real *b, const real *center
                 batch_norm_column_sums_block(a, b, center, partial + k * W, W, kind,
                                              k * BATCH_NORM_BLOCK_ROWS,
                                              min(rows, (k + 1) * BATCH_NORM_BLOCK_ROWS))
+        team_finished()
     for j in range(W):
         out[j] = 0.0
     for k in range(blocks):
@@ -124,6 +125,7 @@ cdef void batch_norm_columns_affine(const real *a, const real *b, const real *sc
         batch_norm_columns_affine_rows(a, b, scale_a, scale_b, factor, center, shift, out, W,
                                        chunk_start(rows, c, threads),
                                        chunk_start(rows, c + 1, threads))
+    team_finished()
 
 
 cdef void batch_norm_columns_affine_rows(const real *a, const real *b, const real *scale_a,

@@ -159,6 +159,7 @@ cdef void channel_norm_stats(const real *x, const real *weight, const real *bias
     for c in prange(threads, num_threads=threads, schedule='static'):
         for k in range(chunk_start(stats, c, threads), chunk_start(stats, c + 1, threads)):
             channel_norm_stat(x, weight, bias, y, mean, rstd, var, g, k, compute_stats, eps)
+    team_finished()
 
 
 cdef int channel_norm_gradient(const real *dy, const real *x, const real *weight,
@@ -182,6 +183,7 @@ cdef int channel_norm_gradient(const real *dy, const real *x, const real *weight
         for t in prange(threads, num_threads=threads, schedule='static'):
             for k in range(chunk_start(stats, t, threads), chunk_start(stats, t + 1, threads)):
                 channel_norm_backward_stat(dy, x, weight, mean, rstd, dx, run_dy, run_dyx, g, k)
+        team_finished()
     if dweight != NULL:
         # sample by sample, into sample 0's sums: contiguous, one rstd per stat
         for n in range(g.N):

@@ -132,6 +132,7 @@ cdef int cross_entropy_rows(const real *x, const real *q, const int64_t *target,
                                      chunk_start(N, c + 1, threads))
         bad_index += status == -2           # reductions: every thread's outcome counts
         no_memory += status == -1
+    team_finished()
     return -2 if bad_index else -1 if no_memory else 0
 
 

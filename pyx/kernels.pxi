@@ -11,6 +11,11 @@ cnp.import_array()
 cdef enum:
     MAX_TEAM = 1024                 # threads a kernel starts at most, whatever it is asked
 
+cdef extern from "cyburn_cores.h" nogil:
+    double cyb_monotonic_seconds()
+    int cyb_running_threads()
+    int cyb_online_cpus()
+
 
 # The entry points take whole C-contiguous ndarrays and read their data pointers through the
 # NumPy C-API (data_of, float_data); the kernels below them are fused functions on pointers.
@@ -166,12 +171,59 @@ cdef inline Py_ssize_t touched_bytes(cnp.ndarray a, cnp.ndarray b, cnp.ndarray o
 
 cdef int team_size(Py_ssize_t elements, Py_ssize_t items, int num_threads) except -1:
     """Threads for `items` independent pieces of work over `elements` elements: one below
-    parallel_min_elements, never more than the pieces or MAX_TEAM."""
+    parallel_min_elements, never more than the pieces, MAX_TEAM or the CPUs that no other
+    thread occupies (free_cpus)."""
     if num_threads < 1:
         raise ValueError("cyburn kernel: num_threads must be >= 1")
     if elements < parallel_min_elements(num_threads):
         return 1
-    return <int>min(<Py_ssize_t>num_threads, max(items, 1), <Py_ssize_t>MAX_TEAM)
+    cdef int threads = <int>min(<Py_ssize_t>num_threads, max(items, 1), <Py_ssize_t>MAX_TEAM)
+    return free_cpus(threads) if threads > 1 else 1
+
+
+# ---- sharing the CPUs with other threads ------------------------------------------------------
+# A team is only as fast as its slowest thread. Right after a BLAS product, OpenBLAS's idle
+# threads spin for about a tenth of a second (other runtimes' for milliseconds), and a team
+# thread that lands on the core of one of them gets a fraction of it: on a 2-core EPYC, a
+# layer norm of (8192, 768) right after a product took 28.9 ms on a team of two, 13.1 ms on
+# one thread, 9.8 ms on two after a quiet pause. So a team takes only the CPUs that no other
+# thread is running on (Linux's count in /proc/loadavg, cyburn_cores.h) -- except while this
+# module's own idle threads may still be spinning after its last team (then they are the
+# threads counted, and they join at once): for own_spin_seconds after a team finished.
+
+cdef double own_spin_seconds = 0.0         # how long this module's idle threads spin
+cdef double team_finished_at = -1e300      # when this module's last team finished
+
+
+def configure_waiting(double spin_seconds):
+    """Take how long, at most, the runtime's idle threads spin after a team (inf: always)."""
+    global own_spin_seconds
+    if not spin_seconds >= 0:
+        raise ValueError("cyburn kernel: spin_seconds must be >= 0")
+    own_spin_seconds = spin_seconds
+
+
+def team_threads(Py_ssize_t elements, int num_threads):
+    """The threads a kernel over `elements` independent elements would start now."""
+    return team_size(elements, elements, num_threads)
+
+
+cdef inline void team_finished() noexcept nogil:
+    """Note the end of a team: its threads now spin for up to own_spin_seconds."""
+    global team_finished_at
+    team_finished_at = cyb_monotonic_seconds()
+
+
+cdef int free_cpus(int threads) noexcept nogil:
+    """`threads`, or fewer: the online CPUs less those running another thread than the
+    caller (at least 1); `threads` when the system does not say, or while this module's own
+    threads may be the ones spinning."""
+    if cyb_monotonic_seconds() - team_finished_at < own_spin_seconds:
+        return threads
+    cdef int running = cyb_running_threads(), cpus = cyb_online_cpus()
+    if running < 1 or cpus < 1:
+        return threads
+    return max(1, min(threads, cpus - (running - 1)))
 
 
 # Every threaded kernel has the same scaffold: on one thread it calls its chunk directly,

@@ -56,6 +56,7 @@ cdef void adamw(real *param, const real *grad, real *m, real *v, Py_ssize_t n, d
         adamw_span(param + first, grad + first, m + first, v + first, last - first, decay,
                    <real>(1 - beta1), <real>beta2, <real>(1 - beta2), step_size, bias2_sqrt,
                    <real>eps)
+    team_finished()
 
 
 # ---- Python entry points ----------------------------------------------------------------------

@@ -37,6 +37,7 @@ cdef unsigned int probe_read_words(const unsigned int *a, Py_ssize_t n,
         first = min(n, chunk_start(blocks, c, threads) * ELEMENT_BLOCK)
         last = min(n, chunk_start(blocks, c + 1, threads) * ELEMENT_BLOCK)
         total += probe_read_span(a + first, last - first)
+    team_finished()
     return total
 
 
@@ -80,6 +81,7 @@ cdef void probe_scale_or_triad(const real *a, const real *b, real *out, Py_ssize
         last = min(n, chunk_start(blocks, c + 1, threads) * ELEMENT_BLOCK)
         probe_scale_or_triad_chunk(a + first, NULL if b == NULL else b + first, out + first,
                                    last - first, s, stream)
+    team_finished()
 
 
 cdef void probe_read4_write3_span(real *a, const real *b, real *c, real *d,
@@ -101,6 +103,7 @@ cdef void probe_read4_write3(real *a, const real *b, real *c, real *d, Py_ssize_
         first = min(n, chunk_start(blocks, t, threads) * ELEMENT_BLOCK)
         last = min(n, chunk_start(blocks, t + 1, threads) * ELEMENT_BLOCK)
         probe_read4_write3_span(a + first, b + first, c + first, d + first, last - first)
+    team_finished()
 
 
 # ---- Python entry points ----------------------------------------------------------------------

@@ -263,6 +263,7 @@ cdef void row_norm_rows(const real *x, const real *residual, const real *weight,
     for c in prange(threads, num_threads=threads, schedule='static'):
         row_norm_chunk(x, residual, weight, bias, h, y, mean, rstd, n, groups, eps, centered,
                        chunk_start(rows, c, threads), chunk_start(rows, c + 1, threads))
+    team_finished()
 
 
 cdef void row_norm_backward_row(const real *dy, const real *x, const real *weight,
@@ -370,6 +371,7 @@ cdef int row_norm_gradient(const real *dy, const real *x, const real *weight,
             row_norm_backward_blocks(dy, x, weight, mean, rstd, dx, partials, rows, n, groups,
                                      centered, chunk_start(blocks, c, threads),
                                      chunk_start(blocks, c + 1, threads))
+        team_finished()
     if dweight != NULL:
         totals = <double *>calloc(2 * n, sizeof(double))
         if totals == NULL:

@@ -225,6 +225,7 @@ cdef void softmax_rows(SoftmaxOp op, const real *a, const real *b, real *out, Py
         for c in prange(threads, num_threads=threads, schedule='static'):
             softmax_rows_chunk(op, a, b, out, n, chunk_start(count, c, threads),
                                chunk_start(count, c + 1, threads), stream)
+        team_finished()
     else:
         softmax_rows_chunk(op, a, b, out, n, 0, count, stream)
 
@@ -271,6 +272,7 @@ cdef int softmax_columns(SoftmaxOp op, const real *a, const real *b, real *out,
             softmax_columns_chunk(op, a, b, out, n, inner, w, chunk_start(strips, c, threads),
                                   chunk_start(strips, c + 1, threads), stream,
                                   buffers + c * buffer)
+        team_finished()
     else:
         softmax_columns_chunk(op, a, b, out, n, inner, w, 0, strips, stream, buffers)
     free(buffers)

@@ -28,4 +28,6 @@ def show_config() -> None:
     print(f"  wait policy:     {_openmp.wait_policy()}")
     serial = " (serial build)" if not _runtime.openmp_version() else (
         " (forked child: serial)" if _runtime.is_serial() else "")
-    print(f"  threads:         {_threads.get_num_threads()}{serial}")
+    shared = "" if serial else (", fewer while other threads run on the CPUs (a team takes only "
+                                "idle ones, by Linux's count in /proc/loadavg)")
+    print(f"  threads:         {_threads.get_num_threads()}{serial}{shared}")

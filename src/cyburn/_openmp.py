@@ -34,10 +34,13 @@ short beside a matrix product), then sleep:
 import glob
 import os
 import sys
+from collections.abc import Mapping
 
 import numpy  # noqa: F401  (loaded before cyburn changes dlopen flags, never under them)
 
 SPIN_COUNT = 10000
+LIBGOMP_SPIN_COUNT = 300000         # libgomp's own, when neither variable is set
+PAUSE_SECONDS_AT_MOST = 100e-9      # one round of libgomp's spin loop (a pause: 10-65 ns)
 USER_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 _PACKAGE = os.path.dirname(os.path.abspath(__file__))
 
@@ -47,6 +50,24 @@ def private_runtime() -> str | None:
     wheel's alike), or None when this build has none."""
     found = glob.glob(os.path.join(_PACKAGE, "libgomp-cyburn*.so*"))
     return os.path.realpath(found[0]) if found else None
+
+
+def spin_rounds(environ: Mapping[str, str], ours: bool) -> float:
+    """Rounds that the runtime's idle threads spin before they sleep, as libgomp reads its
+    variables (OMP_WAIT_POLICY=passive: none; GOMP_SPINCOUNT, "infinite" included; else
+    OMP_WAIT_POLICY=active: for ever), or SPIN_COUNT when cyburn chose (`ours`)."""
+    policy = environ.get("OMP_WAIT_POLICY", "").strip().lower()
+    count = environ.get("GOMP_SPINCOUNT", "").strip().lower()
+    if policy == "passive":
+        return 0.0
+    if count:
+        try:
+            return float("inf") if count in ("infinite", "infinity") else float(int(count))
+        except ValueError:
+            pass                        # (libgomp ignores a value it cannot read)
+    if policy == "active":
+        return float("inf")
+    return float(SPIN_COUNT if ours else LIBGOMP_SPIN_COUNT)
 
 
 def _users_setting() -> str:
@@ -94,9 +115,11 @@ def _load_runtime() -> str | None:
     private, user = private_runtime(), _users_setting()
     policy = _preload_private_runtime(private, user) if private else None
     _import_extensions()
-    from . import _runtime
+    from . import _dispatch, _runtime
     if not _runtime.openmp_version():
         return "none (serial build)"
+    ours = bool(private) and not user and os.path.realpath(_runtime.openmp_library()) == private
+    _dispatch.kernels.configure_waiting(spin_rounds(os.environ, ours) * PAUSE_SECONDS_AT_MOST)
     if private is None or os.path.realpath(_runtime.openmp_library()) != private:
         return (f"{user} (the user's, in a shared runtime)" if user else
                 "the shared runtime's own (cyburn's kernels do not call a private runtime)")
