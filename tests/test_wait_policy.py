@@ -5,6 +5,7 @@ own that PyTorch's does not share."""
 import json
 import os
 
+import numpy as np
 import pytest
 
 import cyburn as cb
@@ -114,3 +115,69 @@ def test_private_runtime_is_not_pytorchs(tmp_path):
     assert report["cyburn"] == os.path.realpath(_openmp.private_runtime()), report
     assert report["threads"] >= 2, report           # torch.set_num_threads(1) is torch's
     assert "cyburn's private runtime" in report["policy"], report
+
+
+# ---- a team takes only the CPUs that no other thread runs on -----------------------------------
+
+LARGE = 10 ** 7                     # elements: far above the size from which a team starts
+
+
+def _spinners(count):
+    """`count` processes that keep a CPU busy until they are killed."""
+    import subprocess
+    import sys
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+
+
+@needs_openmp
+@needs_two_cpus
+@pytest.mark.skipif(not os.path.exists("/proc/loadavg"), reason="Linux's run-queue count")
+def test_a_team_leaves_out_cpus_other_threads_run_on():
+    """With a busy process on every CPU, a kernel that would start a team of two runs on the
+    calling thread alone."""
+    import time
+    from cyburn._dispatch import kernels
+    spinners = _spinners(os.cpu_count() or 2)
+    try:
+        time.sleep(0.3)                 # the spinners are running
+        seen = [kernels.team_threads(LARGE, 2) for _ in range(20)]
+    finally:
+        for p in spinners:
+            p.kill()
+            p.wait()
+    assert max(seen) == 1, seen
+
+
+@needs_openmp
+@needs_two_cpus
+@pytest.mark.skipif(not os.path.exists("/proc/loadavg"), reason="Linux's run-queue count")
+def test_a_team_of_all_cpus_when_idle_and_right_after_its_own_team():
+    """No other thread running: the team gets every CPU asked for; and right after one of
+    cyburn's own teams too, while that team's idle threads spin (they are not others: they
+    join at once). Tried several times: on a shared machine another process may run at any
+    moment."""
+    import time
+    from cyburn._dispatch import kernels
+    x = np.zeros(LARGE // 10, np.float32)
+    idle, after_own_team = [], []
+    for _ in range(20):
+        time.sleep(0.02)
+        idle.append(kernels.team_threads(LARGE, 2))
+        with cb.num_threads(2):
+            cb.relu(x, out=x)
+        after_own_team.append(kernels.team_threads(LARGE, 2))
+    assert idle.count(2) >= 10, idle
+    assert after_own_team.count(2) >= 10, after_own_team
+
+
+@pytest.mark.parametrize("environ, ours, rounds", [
+    ({}, True, _openmp.SPIN_COUNT),
+    ({}, False, _openmp.LIBGOMP_SPIN_COUNT),
+    ({"OMP_WAIT_POLICY": "passive", "GOMP_SPINCOUNT": "1000"}, False, 0),
+    ({"GOMP_SPINCOUNT": "5000"}, False, 5000),
+    ({"GOMP_SPINCOUNT": "infinite"}, False, float("inf")),
+    ({"OMP_WAIT_POLICY": "ACTIVE"}, False, float("inf")),
+    ({"GOMP_SPINCOUNT": "lots"}, True, _openmp.SPIN_COUNT),
+])
+def test_spin_rounds_as_libgomp_reads_them(environ, ours, rounds):
+    assert _openmp.spin_rounds(environ, ours) == rounds
