@@ -3,6 +3,7 @@
 # cyburn._dispatch imports the best one the CPU runs.
 
 cimport numpy as cnp
+from cpython.ref cimport Py_INCREF
 from cython.parallel cimport prange
 from libc.stdlib cimport calloc, free, malloc
 
@@ -103,7 +104,7 @@ def ready_call(x, second, out, axis, bint out_may_be_input):
             return None
         b = <cnp.ndarray>second
     if out is None:
-        return cnp.PyArray_EMPTY(ndim, cnp.PyArray_DIMS(a), typenum, 0), k
+        return aligned_empty(ndim, cnp.PyArray_DIMS(a), typenum), k
     if (not kernel_ready(out, typenum) or not cnp.PyArray_SAMESHAPE(a, <cnp.ndarray>out)
             or not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>out)):
         return None
@@ -113,6 +114,58 @@ def ready_call(x, second, out, axis, bint out_may_be_input):
                 out_may_be_input and cnp.PyArray_DATA(target) == cnp.PyArray_DATA(<cnp.ndarray>inp)):
             return None
     return target, k
+
+
+# ---- outputs on cache-line boundaries ------------------------------------------------------------
+# NumPy's data start where malloc puts them: 16 bytes past a 64-byte boundary for large arrays,
+# so every other 32-byte store (every 64-byte one) of a vector loop straddles two cache lines.
+# The outputs cyburn allocates start on a boundary instead. Below a page the straddling stores
+# are a handful, and the extra allocation would be a share of a small call: NumPy's own then.
+
+cdef extern from "numpy/arrayobject.h":
+    object PyArray_NewFromDescr(void *subtype, void *descr, int nd, cnp.npy_intp *dims,
+                                cnp.npy_intp *strides, void *data, int flags, void *obj)
+
+cdef enum:
+    LINE_BYTES = 64
+    ALIGNED_MIN_BYTES = 4096
+
+
+cdef cnp.ndarray aligned_empty(int ndim, cnp.npy_intp *dims, int typenum):
+    """An uninitialised C-contiguous array of `typenum` whose data start on a 64-byte
+    boundary (from ALIGNED_MIN_BYTES; smaller ones as NumPy allocates them)."""
+    cdef cnp.dtype descr = cnp.PyArray_DescrFromType(typenum)
+    cdef cnp.npy_intp nbytes = descr.itemsize, padded
+    cdef int d
+    for d in range(ndim):
+        nbytes *= dims[d]
+    if nbytes < ALIGNED_MIN_BYTES:
+        return cnp.PyArray_EMPTY(ndim, dims, typenum, 0)
+    padded = nbytes + LINE_BYTES - 1
+    cdef cnp.ndarray raw = cnp.PyArray_EMPTY(1, &padded, cnp.NPY_UINT8, 0)
+    cdef char *data = <char *>cnp.PyArray_DATA(raw)
+    data += (-<size_t>data) & (LINE_BYTES - 1)
+    Py_INCREF(descr)                    # (PyArray_NewFromDescr steals a reference to it)
+    cdef cnp.ndarray arr = PyArray_NewFromDescr(<void *>cnp.ndarray, <void *>descr, ndim, dims,
+                                                NULL, data, cnp.NPY_ARRAY_CARRAY, NULL)
+    cnp.set_array_base(arr, raw)
+    return arr
+
+
+def empty(shape, dtype):
+    """np.empty(shape, dtype) for a float32 or float64 output, its data on a 64-byte
+    boundary from ALIGNED_MIN_BYTES (see aligned_empty)."""
+    cdef cnp.dtype descr = cnp.dtype(dtype)
+    cdef tuple dims_tuple = tuple(shape) if not isinstance(shape, int) else (shape,)
+    cdef int ndim = len(dims_tuple), d
+    if ndim > cnp.NPY_MAXDIMS:
+        raise ValueError("cyburn kernel: too many dimensions")
+    cdef cnp.npy_intp dims[64]
+    for d in range(ndim):
+        dims[d] = dims_tuple[d]
+        if dims[d] < 0:
+            raise ValueError("cyburn kernel: negative dimension")
+    return aligned_empty(ndim, dims, descr.type_num)
 
 
 # ---- what every kernel module shares ------------------------------------------------------------
