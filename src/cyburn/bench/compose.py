@@ -13,10 +13,15 @@ small layer (n_embd 768, 12 heads of 64), timed in interleaved rounds of one run
   itself; their sum is the "sum of the parts";
 - composed: the steps one after the other, as a model calls them, each step timed too; or,
   for a whole block's forward and backward, the real step, whose two parts are its NumPy
-  work (every cyburn call answered from a record) and its cyburn calls replayed alone.
+  work (every cyburn call answered from a record) and its cyburn calls replayed alone;
+- floor: the sum of the parts with cyburn's on one thread (NumPy's as they are). Right after
+  a product OpenBLAS's idle threads hold a core for about 0.1 s and cyburn's kernels then
+  take the calling thread's core alone (cyburn._openmp, "a team takes only idle CPUs"), so
+  this is the best a composed loop can do while they spin.
 
 composed / sum of the parts is 1.00x when the libraries share the cores without getting in
-each other's way; the per-step columns say which side pays when they do not.
+each other's way; the per-step columns say which side pays when they do not, and composed /
+floor what is left beyond the core OpenBLAS's threads hold.
 """
 import contextlib
 import json
@@ -161,7 +166,7 @@ def time_composed(steps, seconds=1.0, max_rounds=15, whole=None):
     loop, and of the whole composed loop, over interleaved rounds (see the module's
     docstring). The composed loop is the steps in order, or `whole` when given (a step whose
     parts the steps are: then no step is timed inside it). Returns ({step: alone},
-    {step: in the composed loop}, composed)."""
+    {step: alone with cyburn on one thread}, {step: in the composed loop}, composed)."""
     names = [name for name, _ in steps]
     stamps = np.zeros(len(steps) + 1)
 
@@ -179,13 +184,16 @@ def time_composed(steps, seconds=1.0, max_rounds=15, whole=None):
     calls = max(1, int(0.02 / max(once, 1e-6)))
     rounds = int(min(max_rounds, max(5, seconds / (2 * calls * once + QUIET_SECONDS))))
     alone = {name: [] for name in names}
+    alone_serial = {name: [] for name in names}
     inside = {name: [] for name in names}
     loops = []
     for _ in range(rounds):
         for name, f in steps:
-            time.sleep(QUIET_SECONDS)
-            f()
-            alone[name].append(_per_call(f, calls))
+            for times, threads in ((alone, cb.get_num_threads()), (alone_serial, 1)):
+                with cb.num_threads(threads):
+                    time.sleep(QUIET_SECONDS)
+                    f()
+                    times[name].append(_per_call(f, calls))
         composed()
         step_sums = np.zeros(len(steps))
         start = time.perf_counter()
@@ -196,7 +204,7 @@ def time_composed(steps, seconds=1.0, max_rounds=15, whole=None):
         for name, total in zip(names, step_sums):
             inside[name].append(total / calls if whole is None else np.nan)
     median = lambda d: {name: float(np.median(s)) for name, s in d.items()}   # noqa: E731
-    return median(alone), median(inside), float(np.median(loops))
+    return median(alone), median(alone_serial), median(inside), float(np.median(loops))
 
 
 BACK_TO_BACK = r"""
@@ -250,7 +258,7 @@ def _ms(seconds):
 
 def run_compose(args=None, progress=None):
     """Time every case and the back-to-back calls, print the table; returns its rows
-    (label, alone, inside, composed)."""
+    (label, alone, alone on one thread, inside, composed)."""
     seconds = getattr(args, "seconds", 1.0)
     cases = list(compose_cases())
     rows = []
@@ -266,17 +274,18 @@ def run_compose(args=None, progress=None):
     if progress is not None:
         progress.clear()
     print(f"{'case':<34} {'step: alone -> in the loop (ms)':<62} {'sum':>8} "
-          f"{'composed':>8} {'ratio':>6}")
-    for label, alone, inside, composed in rows:
-        total = sum(alone.values())
+          f"{'composed':>8} {'ratio':>6} {'floor':>8} {'/floor':>6}")
+    for label, alone, alone_serial, inside, composed in rows:
+        total, floor = sum(alone.values()), sum(alone_serial.values())
         steps = ", ".join(f"{name} {_ms(alone[name])}" + ("" if np.isnan(inside[name]) else
                                                           f"->{_ms(inside[name])}")
                           for name in alone)
         print(f"{label:<34} {steps:<62} {_ms(total):>8} {_ms(composed):>8} "
-              f"{composed / total:5.2f}x")
+              f"{composed / total:5.2f}x {_ms(floor):>8} {composed / floor:5.2f}x")
     print(f"ratio = composed / sum of the parts (medians of interleaved rounds; 1.00x: the "
-          f"libraries share the cores without slowing each other). Wait policy: "
-          f"{_openmp.wait_policy()}.")
+          f"libraries share the cores without slowing each other); floor = the sum of the "
+          f"parts with cyburn's on one thread, the most a loop can get while OpenBLAS's idle "
+          f"threads hold a core after each product. Wait policy: {_openmp.wait_policy()}.")
     print(f"ten layer_norms (256, 768) back to back, fresh processes: {policy * 1e6:.0f} us "
           f"with that policy, {spinning * 1e6:.0f} us with spinning threads "
           f"({', '.join(f'{k}={v}' for k, v in SPINNING.items())}): {policy / spinning:.2f}x\n")
