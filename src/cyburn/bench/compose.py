@@ -87,9 +87,11 @@ class _Recorded:
     """cyburn's kernels as one step calls them, recorded once: `replay()` calls them again
     alone, in order, on copies of their inputs (a call that wrote into `out=` writes into a
     buffer of its own); inside `answering()` each kernel returns the result it had instead
-    of computing, so that the step runs everything but cyburn."""
+    of computing, so that the step runs everything but cyburn. `names`: the cyburn functions
+    recorded (KERNELS by default)."""
 
-    def __init__(self, step):
+    def __init__(self, step, names=None):
+        self.names = KERNELS if names is None else names
         self.calls = []                     # (function, args, kwargs, result)
         with self._patched(self._record):
             step()
@@ -101,11 +103,10 @@ class _Recorded:
         self.calls.append((function, *inputs, result))
         return result
 
-    @staticmethod
     @contextlib.contextmanager
-    def _patched(handler):
-        """cyburn's KERNELS call handler(function, args, kwargs) instead, in the block."""
-        saved = {name: getattr(cb, name) for name in KERNELS}
+    def _patched(self, handler):
+        """The recorded functions call handler(function, args, kwargs) instead, in the block."""
+        saved = {name: getattr(cb, name) for name in self.names}
         for name, function in saved.items():
             setattr(cb, name, lambda *a, _f=function, **k: handler(_f, a, k))
         try:

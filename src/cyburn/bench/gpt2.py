@@ -7,7 +7,9 @@ against the same model in PyTorch eager, written the way PyTorch users write it.
   matrix products, cyburn's functions, the rest (sampled from a second thread); the step
   once more with cyburn's kernels on one thread, which measures what alternating between
   cyburn's OpenMP team and NumPy's BLAS threads costs (each pool's threads spin for a while
-  after their work, taking the cores the other pool's threads need);
+  after their work, taking the cores the other pool's threads need); and the step's NumPy
+  part alone (every cyburn kernel, the optimizer's included, answered from a record, as in
+  the compose suite): no choice of cyburn's makes the step faster than that;
 - greedy generation of 64 tokens after a 64-token prompt, each side with its key/value cache
   (cyburn also with its kernels on one thread), in tokens/s beside the ceiling: the read
   bandwidth measured in the same run over the bytes of weights every token reads;
@@ -33,6 +35,7 @@ import numpy as np
 import cyburn as cb
 from cyburn.bench import machine
 from cyburn.bench.cases import Case, Part, large_rows
+from cyburn.bench.compose import KERNELS, _Recorded
 from cyburn.bench.report import Progress, describe_run, print_legend, run_rows
 from cyburn.gpt2 import GPT2, AdamW, GPT2Config
 
@@ -45,6 +48,7 @@ SMALL = GPT2Config()                    # GPT-2 small, 124M parameters
 BATCH, CONTEXT = 4, 64                  # llm.c's CPU reference shape
 PROMPT, NEW_TOKENS = 64, 64
 SERIAL = "cyburn, kernels on 1 thread"      # NumPy's BLAS on all: no two thread pools in turn
+NUMPY_PART = "its NumPy part alone"         # every kernel answered from a record: the floor
 ADAMW_ELEMENTS = sum(int(np.prod(s)) for s in SMALL.parameter_shapes().values())
 ADAMW = dict(lr=1e-4, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.1)
 
@@ -289,6 +293,14 @@ def run_gpt2(args, progress=None):
         with cb.num_threads(1):
             serial_kernels()
     contenders[SERIAL] = cyburn_serial_kernels
+    say("recording the kernels of a training step")
+    numpy_step = cyburn_trainer(GPT2(SMALL))
+    record = _Recorded(numpy_step, KERNELS + ("adamw_step",))
+
+    def numpy_part():
+        with record.answering():
+            numpy_step()
+    contenders[NUMPY_PART] = numpy_part
     if torch is not None:
         torch_model, contenders["torch"] = torch_trainer(params, SMALL)
     say(f"training step, B={BATCH} T={CONTEXT}, {rounds} rounds")
