@@ -1192,6 +1192,19 @@ def test_bitwise_identical_for_any_thread_count(entry, c, dtype, rng, restore_th
         entry.check(results[THREADS[-1]][0], call, dtype)
 
 
+@pytest.mark.parametrize("entry, c, dtype", cases_of("threaded"))
+def test_allocated_outputs_start_on_a_cache_line(entry, c, dtype, rng):
+    """Every array of a page or more that a call allocates and returns starts on a 64-byte
+    boundary (NumPy's large arrays start 16 bytes past one), in the caller's layout."""
+    call = c.build(rng, dtype)
+    given = [a for a in list(call.args) + list(call.kwargs.values()) if isinstance(a, np.ndarray)]
+    result = entry.call(call)
+    for r in (result if isinstance(result, tuple) else (result,)):
+        if (isinstance(r, np.ndarray) and r.nbytes >= 4096
+                and not any(np.shares_memory(r, a) for a in given)):
+            assert r.ctypes.data % 64 == 0, (entry.name, r.shape, r.dtype, r.ctypes.data % 64)
+
+
 @pytest.mark.parametrize("entry, c, dtype", cases_of("empty"))
 def test_zero_size(entry, c, dtype, rng):
     call = c.build(rng, dtype)

@@ -108,3 +108,26 @@ def test_cross_entropy_lane_gives_the_general_result(reduction, dtype):
     target[3] = 53                                       # out of range: the general path's error
     with pytest.raises(IndexError, match="out of range"):
         cb.cross_entropy(logits, target, reduction=reduction)
+
+
+@pytest.mark.parametrize("shape, dtype", [((12288, 1024), np.float32), ((1000, 7), np.float64),
+                                          ((3, 5, 700), np.float32), ((1024,), np.float32)])
+def test_outputs_of_a_page_or_more_start_on_a_cache_line(shape, dtype):
+    """kernels.empty (and the lane's new outputs): data on a 64-byte boundary, C-contiguous,
+    writeable, owning their memory through their base; NumPy's own start 16 bytes past one."""
+    a = kernels.empty(shape, dtype)
+    assert a.shape == shape and a.dtype == dtype and a.flags.c_contiguous and a.flags.writeable
+    assert a.ctypes.data % 64 == 0
+    a[...] = 1                                      # every byte is the array's to write
+    x = np.ones(shape, dtype)
+    y = cb.softmax(x, axis=-1)
+    assert y.ctypes.data % 64 == 0 and y.flags.c_contiguous
+    assert kernels.ready_call(x, None, None, -1, True)[0].ctypes.data % 64 == 0
+
+
+def test_empty_takes_what_np_empty_takes():
+    assert kernels.empty(5, np.float32).shape == (5,)
+    assert kernels.empty((), np.float64).shape == ()
+    assert kernels.empty((0, 3), np.float32).shape == (0, 3)
+    with pytest.raises(ValueError):
+        kernels.empty((-1, 3), np.float32)

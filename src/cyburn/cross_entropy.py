@@ -136,7 +136,7 @@ class _Problem:
     def reduce(self, losses: NDArray[np.float64]) -> NDArray[Any]:
         """The loss to return, from the per-row losses."""
         if self.reduction == "none":
-            return losses.reshape(self.shape[:-1]).astype(self.dtype)
+            return _arrays.as_dtype(losses.reshape(self.shape[:-1]), self.dtype)
         total = float(np.add.reduce(losses))     # losses.sum(), without its wrapper
         if self.reduction == "mean":
             total = _divide(total, self.denominator)
@@ -189,7 +189,7 @@ def _usual_loss(logits: ArrayLike, target: ArrayLike, reduction: str) -> FloatAr
     bad, count = kernels.check_targets(target, None, -100, C)
     if bad >= 0:
         return None
-    losses = np.zeros(N, np.float64)
+    losses = _arrays.zeros(N, np.float64)
     kernels.cross_entropy_loss_and_grad(logits, target, None, _arrays.constant(1, C, dtype), -100,
                                         0.0, 0.0, 0.0, 1.0, None, losses, None,
                                         _threads.current())
@@ -233,7 +233,7 @@ def cross_entropy(logits: ArrayLike, target: ArrayLike, *, weight: ArrayLike | N
         raise ValueError("grad_out is only written with return_grad=True")
     p, logits = _prepare(logits, target, weight, ignore_index, reduction, label_smoothing,
                          z_loss, softcap)
-    losses = np.zeros(p.N, np.float64)
+    losses = _arrays.zeros(p.N, np.float64)
     if not return_grad:
         if p.N:
             p.run(logits.reshape(p.N, p.C), None, losses)
@@ -327,14 +327,14 @@ def linear_cross_entropy(hidden: ArrayLike, weight: ArrayLike, target: ArrayLike
         if chunk_size < 1:
             raise ValueError(f"chunk_size must be a positive number of rows, got {chunk_size}")
     chunk_size = max(1, min(chunk_size, N))
-    losses = np.zeros(N, np.float64)
+    losses = _arrays.zeros(N, np.float64)
     scale = p.grad_scale(1.0)[0] if return_grad else 1.0
     if return_grad:
-        dhidden = np.empty((N, D), p.work)
-        dweight = np.zeros((C, D), p.work) if N == 0 else np.empty((C, D), p.work)
+        dhidden = kernels.empty((N, D), p.work)
+        dweight = _arrays.zeros((C, D), p.work) if N == 0 else kernels.empty((C, D), p.work)
         block = np.empty((min(C, CLASS_BLOCK), D), p.work)
         if bias is not None:
-            dbias = np.zeros(C, p.work) if N == 0 else np.empty(C, p.work)
+            dbias = _arrays.zeros(C, p.work) if N == 0 else kernels.empty(C, p.work)
             ones, bias_part = np.ones(chunk_size, p.work), np.empty(C, p.work)
     buffer = np.empty((chunk_size, C), p.work)
     for start in range(0, N, chunk_size):
@@ -362,5 +362,5 @@ def linear_cross_entropy(hidden: ArrayLike, weight: ArrayLike, target: ArrayLike
     loss = p.reduce(losses)
     if not return_grad:
         return loss
-    return loss, dhidden.astype(dtype, copy=False), dweight.astype(dtype, copy=False), (
-        None if bias is None else dbias.astype(dtype, copy=False))
+    return loss, _arrays.as_dtype(dhidden, dtype), _arrays.as_dtype(dweight, dtype), (
+        None if bias is None else _arrays.as_dtype(dbias, dtype))

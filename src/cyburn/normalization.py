@@ -23,7 +23,7 @@ def _results(*values: FloatArray) -> FloatArray | tuple[FloatArray, ...]:
 
 
 def _as(a: NDArray[Any], dtype: np.dtype[Any]) -> NDArray[Any]:
-    return a if a.dtype == dtype else a.astype(dtype)
+    return _arrays.as_dtype(a, dtype)
 
 
 def _optional(a: NDArray[Any] | None, work: np.dtype[Any], default: float, n: int
@@ -61,7 +61,7 @@ def _row_norm(x: ArrayLike, weight: ArrayLike | None, bias: ArrayLike | None, ep
         # out may be x or residual (in place); weight and bias are read for every row
         y, y_is_out = _arrays.output_for((x,) if residual is None else (x, residual), out,
                                          work, False, read_later=(weight, bias))
-        h = None if residual is None else np.empty(x.shape, work)
+        h = None if residual is None else kernels.empty(x.shape, work)
         mean = np.empty(x.shape[:-1], work) if centered and return_stats else None
         rstd = np.empty(x.shape[:-1], work) if return_stats else None
         kernels.row_norm_forward(x, residual, _optional(weight, work, 1, n),
@@ -91,13 +91,13 @@ def _row_norm_backward(dy: ArrayLike, x: ArrayLike, weight: ArrayLike | None,
     work = _arrays.compute_dtype(dtype)
     n = x.shape[-1]
     gradients = weight is not None
-    dweight = np.zeros(n, work) if gradients else None
-    dbias = np.zeros(n, work) if gradients and centered else None
+    dweight = _arrays.zeros(n, work) if gradients else None
+    dbias = _arrays.zeros(n, work) if gradients and centered else None
     if x.size == 0:
-        dx = np.empty(x.shape, work)
+        dx = kernels.empty(x.shape, work)
     else:
         dy = _arrays.contiguous(dy, work)
-        dx = np.empty(x.shape, work)
+        dx = kernels.empty(x.shape, work)
         kernels.row_norm_backward(
             dy, _arrays.contiguous(x, work), _optional(weight, work, 1, n),
             _arrays.contiguous(mean, work) if centered else None,
@@ -251,7 +251,7 @@ def _channel_norm(x: NDArray[Any], weight: NDArray[Any] | None, bias: NDArray[An
                     a.fill(np.nan)
         return np.empty(x.shape, dtype), mean, rstd, var
     x = _arrays.contiguous(x, work)
-    y = np.empty(x.shape, work)
+    y = kernels.empty(x.shape, work)
     affine = _optional(weight, work, 1, C), _optional(bias, work, 0, C)
     if _by_columns(x, N, C, groups):
         kernels.batch_norm_columns_forward(x, N, C, *affine, y, mean, rstd, var,
@@ -281,13 +281,13 @@ def _channel_norm_backward(dy: ArrayLike, x: ArrayLike, weight: ArrayLike | None
     _arrays.check_shape(mean, "mean", shape, "the statistics' shape")
     _arrays.check_shape(rstd, "rstd", shape, "the statistics' shape")
     work = _arrays.compute_dtype(dtype)
-    dweight = np.zeros(C, work) if weight is not None else None
-    dbias = np.zeros(C, work) if weight is not None else None
+    dweight = _arrays.zeros(C, work) if weight is not None else None
+    dbias = _arrays.zeros(C, work) if weight is not None else None
     if x.size == 0:
-        dx = np.empty(x.shape, work)
+        dx = kernels.empty(x.shape, work)
     else:
         dy, x = _arrays.contiguous(dy, work), _arrays.contiguous(x, work)
-        dx = np.empty(x.shape, work)
+        dx = kernels.empty(x.shape, work)
         stats = _arrays.contiguous(mean, work), _arrays.contiguous(rstd, work)
         if _by_columns(x, N, C, groups):
             kernels.batch_norm_columns_backward(dy, x, N, C, _optional(weight, work, 1, C),
