@@ -131,3 +131,45 @@ def test_empty_takes_what_np_empty_takes():
     assert kernels.empty((0, 3), np.float32).shape == (0, 3)
     with pytest.raises(ValueError):
         kernels.empty((-1, 3), np.float32)
+
+
+@pytest.mark.parametrize("centered", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("residual", [True, False])
+@pytest.mark.parametrize("return_stats", [True, False])
+def test_row_norm_lanes_give_the_general_results(centered, dtype, affine, residual, return_stats):
+    """layer_norm / rms_norm and their backward: ndarrays the kernels take as they are go the
+    fast lane, the same values in strided views go the general path: the same bits."""
+    def strided(a):
+        wide = np.zeros(a.shape[:-1] + (2 * a.shape[-1],), a.dtype)
+        wide[..., ::2] = a
+        return wide[..., ::2]
+    rng = np.random.default_rng(1)
+    x, r, dy = (rng.standard_normal((5, 3, 40)).astype(dtype) for _ in range(3))
+    w, b = (rng.standard_normal(40).astype(dtype) for _ in range(2))
+    forward, backward = ((cb.layer_norm, cb.layer_norm_backward) if centered
+                         else (cb.rms_norm, cb.rms_norm_backward))
+    args = (x, w, b) if centered else (x, w)
+    if not affine:
+        args = (x,)
+    kw = {"residual": r} if residual else {}
+    lane = forward(*args, return_stats=return_stats, **kw)
+    general = forward(*(strided(a) for a in args), return_stats=return_stats,
+                      **{k: strided(v) for k, v in kw.items()})
+    for got, want in zip(lane if isinstance(lane, tuple) else (lane,),
+                         general if isinstance(general, tuple) else (general,)):
+        np.testing.assert_array_equal(got, want)
+        assert got.dtype == want.dtype == dtype
+    _, *stats = forward(*args, return_stats=True)
+    weight = w if affine else None
+    lane = backward(dy, x, weight, *stats)
+    general = backward(strided(dy), strided(x), None if weight is None else strided(weight),
+                       *(strided(s[..., None])[..., 0] for s in stats))
+    assert len(lane) == len(general)
+    for got, want in zip(lane, general):
+        if want is None:
+            assert got is None
+        else:
+            np.testing.assert_array_equal(got, want)
+            assert got.dtype == want.dtype

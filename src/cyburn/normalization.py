@@ -33,10 +33,27 @@ def _optional(a: NDArray[Any] | None, work: np.dtype[Any], default: float, n: in
 
 
 # ---- layer norm and RMSNorm --------------------------------------------------------------------
+# The usual call -- float32 or float64 arrays the kernels take as they are, a new result -- goes
+# straight to the kernel (the fast lane, as kernels.ready_call's); every other call takes the
+# general path, with the same results.
+
+def _ready_vector(a: object, like: Any, shape: tuple[int, ...]) -> bool:
+    """`a` is None, or an ndarray the kernels take as it is: `like`'s dtype, `shape`, aligned
+    and C-contiguous."""
+    return a is None or (type(a) is np.ndarray and a.dtype == like.dtype and a.shape == shape
+                         and a.flags.c_contiguous and a.flags.aligned)
+
 
 def _row_norm(x: ArrayLike, weight: ArrayLike | None, bias: ArrayLike | None, eps: float,
               residual: ArrayLike | None, return_stats: bool, out: FloatArray | None,
               centered: bool) -> FloatArray | tuple[FloatArray, ...]:
+    ready = None if out is not None else kernels.ready_call(x, residual, None, -1, True)
+    if ready is not None:               # x (and residual) are ndarrays the kernel takes
+        lane: Any = x
+        if (type(eps) is float and _ready_vector(weight, lane, lane.shape[-1:])
+                and _ready_vector(bias, lane, lane.shape[-1:])):
+            return _row_norm_lane(lane, weight, bias, eps, residual, return_stats,
+                                  centered, ready[0])
     (x, weight, bias, residual), dtype = _arrays.as_inputs(
         x=x, weight=weight, bias=bias, residual=residual)
     if x.ndim == 0:
@@ -76,9 +93,43 @@ def _row_norm(x: ArrayLike, weight: ArrayLike | None, bias: ArrayLike | None, ep
     return _results(*results)
 
 
+def _row_norm_lane(x: NDArray[Any], weight: Any, bias: Any, eps: float, residual: Any,
+                   return_stats: bool, centered: bool, y: NDArray[Any]
+                   ) -> FloatArray | tuple[FloatArray, ...]:
+    """_row_norm's fast lane: x, weight, bias (None or arrays) and residual (None or an
+    array) the kernel takes as they are, y a new result."""
+    work, n, rows = x.dtype, x.shape[-1], x.shape[:-1]
+    h = None if residual is None else kernels.empty(x.shape, work)
+    mean = np.empty(rows, work) if centered and return_stats else None
+    rstd = np.empty(rows, work) if return_stats else None
+    kernels.row_norm_forward(x, residual, _optional(weight, work, 1, n),
+                             _optional(bias, work, 0, n), y, h, mean, rstd, centered, eps,
+                             _threads.current())
+    if residual is None and not return_stats:
+        return y
+    results: list[Any] = [y] if h is None else [y, h]
+    if return_stats:
+        results += [mean, rstd] if centered else [rstd]
+    return tuple(results)
+
+
 def _row_norm_backward(dy: ArrayLike, x: ArrayLike, weight: ArrayLike | None,
                        mean: ArrayLike | None, rstd: ArrayLike, centered: bool
                        ) -> tuple[Any, ...]:
+    ready = kernels.ready_call(dy, x, None, -1, False)
+    if ready is not None:               # dy and x are ndarrays the kernel takes
+        lane: Any = x
+        if (_ready_vector(weight, lane, lane.shape[-1:]) and rstd is not None
+                and _ready_vector(rstd, lane, lane.shape[:-1])
+                and (not centered or mean is not None
+                     and _ready_vector(mean, lane, lane.shape[:-1]))):
+            n, work, dx = lane.shape[-1], lane.dtype, ready[0]
+            dweight = _arrays.zeros(n, work) if weight is not None else None
+            dbias = _arrays.zeros(n, work) if weight is not None and centered else None
+            kernels.row_norm_backward(dy, x, _optional(weight, work, 1, n),  # type: ignore
+                                      mean if centered else None, rstd, dx, dweight, dbias,
+                                      centered, _threads.current())
+            return (dx, dweight, dbias) if centered else (dx, dweight)
     _arrays.check_given(rstd=rstd, **({"mean": mean} if centered else {}))
     (dy, x, weight), dtype = _arrays.as_inputs(dy=dy, x=x, weight=weight)
     (mean, rstd), _ = _arrays.as_inputs(mean=mean, rstd=rstd)
