@@ -189,7 +189,7 @@ def _usual_loss(logits: ArrayLike, target: ArrayLike, reduction: str) -> FloatAr
     bad, count = kernels.check_targets(target, None, -100, C)
     if bad >= 0:
         return None
-    losses = _arrays.zeros(N, np.float64)
+    losses = np.zeros(N, np.float64)
     kernels.cross_entropy_loss_and_grad(logits, target, None, _arrays.constant(1, C, dtype), -100,
                                         0.0, 0.0, 0.0, 1.0, None, losses, None,
                                         _threads.current())
