@@ -322,7 +322,7 @@ CYB_INLINE int cyb_any_f32(cyb_vi32 m)
 #if CYB_WIDTH_F32 == 16
     return _mm512_test_epi32_mask((__m512i)m, (__m512i)m) != 0;
 #elif CYB_WIDTH_F32 == 8
-    return !_mm256_testz_si256((__m256i)m, (__m256i)m);
+    return _mm256_movemask_ps((__m256)m) != 0;     /* (one instruction where vptest is two) */
 #elif defined(__SSE2__)
     return _mm_movemask_ps((__m128)m) != 0;
 #else
@@ -391,10 +391,10 @@ CYB_INLINE void cyb_store_f32(float *p, cyb_vf32 v, int stream)
    cost the tanh GELU 12 % of its time on Zen 3). */
 CYB_INLINE void cyb_nans_pass_f32(const cyb_vf32 *x, cyb_vf32 *y)
 {
-    cyb_vi32 nan = {0};
-    for (int h = 0; h < CYB_VECTORS; h++)
-        nan |= x[h] != x[h];
-    if (cyb_any_f32(nan))
+    cyb_vf32 sum = x[0];                        /* NaN if an x is (or for inf - inf) */
+    for (int h = 1; h < CYB_VECTORS; h++)
+        sum += x[h];
+    if (cyb_any_f32(sum != sum))
         for (int h = 0; h < CYB_VECTORS; h++)
             y[h] = cyb_select_f32(x[h] != x[h], x[h], y[h]);
 }
@@ -602,73 +602,87 @@ CYB_DEFINE_SPAN_F32(cyb_gelu_backward_f32, cyb_gelu_backward_block_f32, 1)
    and c = e / (1 + e) for v >= 0, the other way round for v < 0. Neither cancels nor overflows,
    and the left tail keeps its digits where 1 + tanh(u) is 0 (gelu_tanh(-10) = -1.6e-37, not -0).
    The forward divides once, sigmoid(v) = (e or 1) / (1 + e); the derivatives take r = 1 / (1 + e)
-   and e r. At x = -inf, f = 0 and f' = 0 (the limits: x stands at -FLT_MAX in the product, so
-   -inf * 0 is not NaN), at +inf f = inf and f' = 1; NaN stays NaN. The derivatives take x
+   and e r (both scaled by 2^64: see cyb_exp64_nonpositive_f32). At x = -inf, f = 0 and f' = 0
+   (the limits: x stands at -FLT_MAX in the product, so -inf * 0 is not NaN), at +inf f = inf
+   and f' = 1; NaN stays NaN. The derivatives take x
    within [-CYB_SATURATED, CYB_SATURATED], where s and c are exactly 0 or 1 already (x s c is
    then not inf * 0), and multiply dy through cyb_times_slope_f32.
-   On Zen 3 with AVX2 the two FMA pipes bound these loops more than memory does (8 lanes of silu
-   cost about 12 cycles on one core, in cache), so every multiply counts: this exp (below), one
-   division and one select, where the scalar loop compiled to two divisions' worth of selects
-   and clamps around the general exp, took silu of (8192, 3072) on 2 threads from 13.7 to
-   6.5 ms (with the non-temporal stores). */
+   On Zen 3 with AVX2 arithmetic bounds these loops more than memory: 8 lanes of silu take
+   about 11 cycles of one core in cache, mostly the exp's chain of dependent FMAs, so every
+   step counts. This exp (below), one division and one select, where the scalar loop compiled
+   to about 50 instructions per 8 lanes (selects and clamps for both branches around the
+   general exp), took silu of (8192, 3072) on 2 threads from 13.7 to 6.2 ms (with the
+   non-temporal stores). */
 
 #define CYB_SATURATED 10000     /* |x| beyond which every sigmoid and Phi is exactly 0 or 1 */
 #define CYB_GELU_TANH_V1 1.5957691216057308f            /* 2 sqrt(2 / pi) */
 #define CYB_GELU_TANH_V3 0.07135481627260025f           /* 0.044715 V1 */
 
-/* exp(n) for n <= 0 (NaN stays NaN), as cyb_exp_f32 but with fewer steps: n clamped from below
-   only (at -104, where exp(n) rounds to 0); exp(r) = 1 + r + r^2 P(r), P of degree 4 fitted by
-   tools/fit_exp.py (relative error 0.05 ulp; the Taylor polynomial needs degree 7 for 0.5), and
-   2^k, k in [-150, 0], as 2^(k + 64) 2^-64: one exponent field, the last product rounding once
-   into the subnormals. */
-CYB_INLINE cyb_vf32 cyb_exp_nonpositive_f32(cyb_vf32 n)
+/* e[h] = 2^64 exp(n[h]) for n <= 0 (NaN stays NaN), as cyb_exp_f32 but with fewer steps: n
+   clamped from below only (at -104, beyond which exp(n) is 0 in float32); exp(r) =
+   1 + r + r^2 P(r), P of degree 4 fitted by tools/fit_exp.py (relative error 0.05 ulp; the
+   Taylor polynomial needs degree 7 for 0.5); and 2^(k + 64), k in [-150, 0], added to the
+   exponent field of exp(r) as an integer. The factor 2^64 keeps every result normal (>= 2^-86:
+   nothing rounds into the subnormals), and the sigmoid's quotients below take it in numerator
+   and denominator alike. Each step runs on every vector in turn, so that their chains of
+   dependent FMAs overlap. */
+CYB_INLINE void cyb_exp64_nonpositive_f32(const cyb_vf32 *n, cyb_vf32 *e)
 {
     const float log2e = 1.44269504088896341f;
     const float ln2_hi = 0.693359375f;          /* 9 significant bits: k * ln2_hi is exact */
     const float ln2_lo = -2.12194440e-4f;       /* ln 2 - ln2_hi */
     const float shifter = 12582912.0f;          /* 1.5 * 2^23 */
-    cyb_vf32 t, k, r, p, scale;
-    n = cyb_at_least_f32(n, -104.0f);
-    t = n * log2e + shifter;                    /* k lands in the low mantissa bits */
-    k = t - shifter;
-    r = (n - k * ln2_hi) - k * ln2_lo;
-    p = 1.381829614e-03f * r + 8.368532173e-03f;
-    p = p * r + 4.166829214e-02f;
-    p = p * r + 1.666652262e-01f;
-    p = p * r + 4.999999404e-01f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    scale = (cyb_vf32)(((cyb_vi32)t + (191 - 0x4B400000)) << 23);     /* 2^(k + 64) */
-    return p * scale * 0x1p-64f;
-}
-
-/* e[h] = exp(-|v[h]|) */
-CYB_INLINE void cyb_exp_neg_abs_f32(const cyb_vf32 *v, cyb_vf32 *e)
-{
+    const float c[5] = {4.999999404e-01f, 1.666652262e-01f, 4.166829214e-02f, 8.368532173e-03f,
+                        1.381829614e-03f};      /* c2 .. c6 */
+    cyb_vf32 t[CYB_VECTORS], r[CYB_VECTORS], k;
+    for (int h = 0; h < CYB_VECTORS; h++) {
+        t[h] = cyb_at_least_f32(n[h], -104.0f) * log2e + shifter;
+        k = t[h] - shifter;                     /* k lands in t's low mantissa bits */
+        r[h] = (cyb_at_least_f32(n[h], -104.0f) - k * ln2_hi) - k * ln2_lo;
+        e[h] = c[4] * r[h] + c[3];
+    }
+    for (int j = 2; j >= 0; j--)
+        for (int h = 0; h < CYB_VECTORS; h++)
+            e[h] = e[h] * r[h] + c[j];
+    for (int j = 0; j < 2; j++)
+        for (int h = 0; h < CYB_VECTORS; h++)
+            e[h] = e[h] * r[h] + 1.0f;
     for (int h = 0; h < CYB_VECTORS; h++)
-        e[h] = cyb_exp_nonpositive_f32((cyb_vf32)((cyb_vi32)v[h] | (int32_t)0x80000000));
+        e[h] = (cyb_vf32)((cyb_vi32)e[h] + (((cyb_vi32)t[h] + (64 - 0x4B400000)) << 23));
 }
 
-/* y[h] = x[h] sigmoid(v[h]), x = -inf taken as -FLT_MAX */
+/* e[h] = 2^64 exp(-|v[h]|) */
+CYB_INLINE void cyb_exp64_neg_abs_f32(const cyb_vf32 *v, cyb_vf32 *e)
+{
+    cyb_vf32 n[CYB_VECTORS];
+    for (int h = 0; h < CYB_VECTORS; h++)
+        n[h] = (cyb_vf32)((cyb_vi32)v[h] | (int32_t)0x80000000);
+    cyb_exp64_nonpositive_f32(n, e);
+}
+
+/* y[h] = x[h] sigmoid(v[h]), x = -inf taken as -FLT_MAX: with E = 2^64 exp(-|v|), sigmoid(v) =
+   2^64 / (2^64 + E) for v >= 0, E / (2^64 + E) for v < 0 */
 CYB_INLINE void cyb_times_sigmoid_f32(const cyb_vf32 *x, const cyb_vf32 *v, cyb_vf32 *y)
 {
-    cyb_vf32 e[CYB_VECTORS], one = {0};
-    one += 1.0f;
-    cyb_exp_neg_abs_f32(v, e);
+    cyb_vf32 e[CYB_VECTORS], two64 = {0};
+    two64 += 0x1p64f;
+    cyb_exp64_neg_abs_f32(v, e);
     for (int h = 0; h < CYB_VECTORS; h++)
         y[h] = cyb_at_least_f32(x[h], -FLT_MAX)
-               * (cyb_select_sign_f32(v[h], e[h], one) / (1.0f + e[h]));
+               * (cyb_select_sign_f32(v[h], e[h], two64) / (0x1p64f + e[h]));
     cyb_nans_pass_f32(x, y);
 }
 
-/* s[h] = sigmoid(v[h]) and c[h] = 1 - s[h] */
+/* s[h] = sigmoid(v[h]) and c[h] = 1 - s[h]: with E as above and q = 1 / (2^64 + E), 2^64 q
+   and E q */
 CYB_INLINE void cyb_sigmoid_pairs_f32(const cyb_vf32 *v, cyb_vf32 *s, cyb_vf32 *c)
 {
-    cyb_vf32 e[CYB_VECTORS], r, er;
-    cyb_exp_neg_abs_f32(v, e);
+    cyb_vf32 e[CYB_VECTORS], q, r, er;
+    cyb_exp64_neg_abs_f32(v, e);
     for (int h = 0; h < CYB_VECTORS; h++) {
-        r = 1.0f / (1.0f + e[h]);
-        er = e[h] * r;
+        q = 1.0f / (0x1p64f + e[h]);
+        r = 0x1p64f * q;
+        er = e[h] * q;
         s[h] = cyb_select_sign_f32(v[h], er, r);
         c[h] = cyb_select_sign_f32(v[h], r, er);
     }
@@ -681,23 +695,30 @@ CYB_INLINE void cyb_saturate_f32(const cyb_vf32 *x, cyb_vf32 *v)
         v[h] = cyb_at_most_f32(cyb_at_least_f32(x[h], -CYB_SATURATED), CYB_SATURATED);
 }
 
-/* slope[h] becomes dy[h] slope[h] as cyb_times_slope_f32 gives it (NaN x passing): one product,
-   and lane by lane the lanes whose slope is 0 (x below about -100, or -inf) */
+/* slope[h] becomes dy[h] slope[h] as cyb_times_slope_f32 gives it, NaN x passing as in
+   cyb_nans_pass_f32: the products, and only in a block with a slope of 0 (x below about -100,
+   or -inf) or a NaN x, the selects of the lanes those take */
 CYB_INLINE void cyb_times_slopes_f32(const cyb_vf32 *dy, const cyb_vf32 *x, cyb_vf32 *slope)
 {
-    cyb_vf32 fixed;
-    cyb_vi32 zero;
+    cyb_vf32 sum = x[0], fixed, one = {0};
+    cyb_vi32 zero[CYB_VECTORS], rare;
+    for (int h = 1; h < CYB_VECTORS; h++)
+        sum += x[h];
+    rare = sum != sum;
     for (int h = 0; h < CYB_VECTORS; h++) {
-        zero = slope[h] == 0.0f;
-        if (cyb_any_f32(zero)) {
-            for (int j = 0; j < CYB_WIDTH_F32; j++)
-                fixed[j] = cyb_times_slope_f32(dy[h][j], slope[h][j], x[h][j]);
-            slope[h] = cyb_select_f32(zero, fixed, dy[h] * slope[h]);
-        } else {
-            slope[h] = dy[h] * slope[h];
+        zero[h] = slope[h] == 0.0f;
+        rare |= zero[h];
+        slope[h] = dy[h] * slope[h];
+    }
+    if (cyb_any_f32(rare)) {
+        one += 1.0f;
+        for (int h = 0; h < CYB_VECTORS; h++) {
+            fixed = -dy[h] * cyb_select_f32(dy[h] - dy[h] != 0.0f, one, one - one);
+            slope[h] = cyb_select_f32(zero[h] & (x[h] < -8.0f) & (x[h] - x[h] == 0.0f),
+                                      fixed, slope[h]);
+            slope[h] = cyb_select_f32(x[h] != x[h], x[h], slope[h]);
         }
     }
-    cyb_nans_pass_f32(x, slope);
 }
 
 CYB_INLINE void cyb_silu_block_f32(const cyb_vf32 *dy, const cyb_vf32 *x, cyb_vf32 *y)
