@@ -10,8 +10,9 @@
 # gelu_tanh is computed as x sigmoid(2u), the same function: 1 + tanh(u) cancels to 0 for
 # u < -9 in float32 while sigmoid keeps its digits (gelu_tanh(-10) = -1.6e-37, not -0). The
 # sigmoid and 1 - sigmoid come from one exp(-|v|) without cancellation either.
-# The float32 erf GELU and its derivative are cyb_gelu_f32 / cyb_gelu_backward_f32 of
-# cyburn_vmath.h (one polynomial per lane, the tails in double); float64 uses libm's erfc.
+# In float32 every function and derivative is a vector kernel of cyburn_vmath.h (silu and the
+# tanh GELU from one exp and one division, the erf GELU one polynomial per lane), the loops below
+# are float64's (the erf GELU's from libm's erfc).
 # At x = -inf every f is 0 and every f' is 0 (the limits), at +inf f = inf and f' = 1; NaN
 # stays NaN. Every loop below is one vectorized pass over memory.
 
@@ -27,8 +28,6 @@ cpdef enum Activation:
 
 cdef enum:
     ELEMENT_BLOCK = 64      # threads split arrays at multiples of this: whole vectors at any level
-    SPAN = 4096             # elements computed while the next span is prefetched
-    SATURATED = 10000       # |x| beyond which every sigmoid and Phi is exactly 0 or 1
 
 
 cdef inline real sigmoid_pair(real v, real *complement) noexcept nogil:
@@ -52,9 +51,9 @@ cdef inline real at_least_lowest(real x) noexcept nogil:
 
 
 cdef inline real saturate(real x) noexcept nogil:
-    """x within [-SATURATED, SATURATED] (NaN stays NaN): where the derivatives' factors of x
-    would meet a sigmoid or density of exactly 0 as inf * 0."""
-    return -SATURATED if x < -SATURATED else (SATURATED if x > SATURATED else x)
+    """x within [-CYB_SATURATED, CYB_SATURATED] (NaN stays NaN): where the derivatives'
+    factors of x would meet a sigmoid or density of exactly 0 as inf * 0."""
+    return -CYB_SATURATED if x < -CYB_SATURATED else (CYB_SATURATED if x > CYB_SATURATED else x)
 
 
 cdef inline real gelu_tanh_v(real x) noexcept nogil:
@@ -68,31 +67,51 @@ cdef inline real gelu_tanh_dv(real x) noexcept nogil:
     return <real>1.5957691216057308 + <real>0.21406444881780076 * x * x
 
 
+cdef void float32_span(Activation f, const float *dy, const float *x, float *out, Py_ssize_t n,
+                       bint stream) noexcept nogil:
+    """out = f(x) (dy NULL) or dy * f'(x) for n float32 elements, f up to SILU: the vector
+    kernels of cyburn_vmath.h, their whole vectors stored non-temporally with `stream`."""
+    if dy == NULL:
+        if f == RELU:
+            cyb_relu_f32(dy, x, out, n, stream)
+        elif f == GELU:
+            cyb_gelu_f32(dy, x, out, n, stream)
+        elif f == GELU_TANH:
+            cyb_gelu_tanh_f32(dy, x, out, n, stream)
+        else:
+            cyb_silu_f32(dy, x, out, n, stream)
+    elif f == RELU:
+        cyb_relu_backward_f32(dy, x, out, n, stream)
+    elif f == GELU:
+        cyb_gelu_backward_f32(dy, x, out, n, stream)
+    elif f == GELU_TANH:
+        cyb_gelu_tanh_backward_f32(dy, x, out, n, stream)
+    else:
+        cyb_silu_backward_f32(dy, x, out, n, stream)
+
+
 cdef void activation_span(Activation f, const real *x, real *y, Py_ssize_t n) noexcept nogil:
-    """y = f(x) for n elements (y may be x)."""
+    """y = f(x) for n float64 elements, or float32 ones of TANH and ERF (y may be x)."""
     cdef Py_ssize_t i
     cdef real unused
-    if f == RELU:
+    if f == TANH:
+        for i in range(n):
+            y[i] = vtanh(x[i])
+    elif f == ERF:
+        for i in range(n):
+            y[i] = verf(x[i])
+    elif f == RELU:
         for i in range(n):
             y[i] = 0 if x[i] < 0 else x[i]
     elif f == GELU:
-        if real is float:
-            cyb_gelu_f32(x, y, n)           # one polynomial per lane (cyburn_vmath.h)
-        else:
-            for i in range(n):
-                y[i] = at_least_lowest(x[i]) * normal_cdf(x[i])
+        for i in range(n):
+            y[i] = at_least_lowest(x[i]) * normal_cdf(x[i])
     elif f == GELU_TANH:
         for i in range(n):
             y[i] = at_least_lowest(x[i]) * sigmoid_pair(gelu_tanh_v(x[i]), &unused)
-    elif f == SILU:
-        for i in range(n):
-            y[i] = at_least_lowest(x[i]) * sigmoid_pair(x[i], &unused)
-    elif f == TANH:
-        for i in range(n):
-            y[i] = vtanh(x[i])
     else:
         for i in range(n):
-            y[i] = verf(x[i])
+            y[i] = at_least_lowest(x[i]) * sigmoid_pair(x[i], &unused)
 
 
 cdef inline real times_slope(real dy, real slope, real x) noexcept nogil:
@@ -106,19 +125,16 @@ cdef inline real times_slope(real dy, real slope, real x) noexcept nogil:
 
 cdef void gradient_span(Activation f, const real *dy, const real *x, real *dx,
                         Py_ssize_t n) noexcept nogil:
-    """dx = dy * f'(x) for n elements (dx may be dy or x)."""
+    """dx = dy * f'(x) for n float64 elements (dx may be dy or x)."""
     cdef Py_ssize_t i
     cdef real s, complement, v
     if f == RELU:
         for i in range(n):
             dx[i] = 0 if x[i] <= 0 else dy[i]            # PyTorch's threshold_backward
     elif f == GELU:
-        if real is float:
-            cyb_gelu_backward_f32(dy, x, dx, n)
-        else:
-            for i in range(n):
-                v = saturate(x[i])
-                dx[i] = times_slope(dy[i], normal_cdf(v) + v * normal_pdf(v), x[i])
+        for i in range(n):
+            v = saturate(x[i])
+            dx[i] = times_slope(dy[i], normal_cdf(v) + v * normal_pdf(v), x[i])
     elif f == GELU_TANH:
         for i in range(n):
             v = saturate(x[i])
@@ -132,44 +148,48 @@ cdef void gradient_span(Activation f, const real *dy, const real *x, real *dx,
 
 
 cdef void elementwise(Activation f, const real *dy, const real *x, real *out, Py_ssize_t n,
-                      int threads) noexcept nogil:
+                      bint stream, int threads) noexcept nogil:
     """out = f(x) (dy NULL) or dy * f'(x), threads taking contiguous runs of whole blocks."""
     cdef Py_ssize_t blocks = (n + ELEMENT_BLOCK - 1) // ELEMENT_BLOCK, first, last
     cdef int c
     if threads == 1:
-        elementwise_chunk(f, dy, x, out, 0, n)
+        elementwise_chunk(f, dy, x, out, 0, n, stream)
         return
     for c in prange(threads, num_threads=threads, schedule='static'):
         first = min(n, chunk_start(blocks, c, threads) * ELEMENT_BLOCK)
         last = min(n, chunk_start(blocks, c + 1, threads) * ELEMENT_BLOCK)
-        elementwise_chunk(f, dy, x, out, first, last)
+        elementwise_chunk(f, dy, x, out, first, last, stream)
     team_finished()
 
 
 cdef void elementwise_chunk(Activation f, const real *dy, const real *x, real *out,
-                            Py_ssize_t first, Py_ssize_t last) noexcept nogil:
-    """Elements first..last-1: up to the first 64-byte boundary of out, then spans of SPAN,
-    each computed while the next one is prefetched (not for the erf GELU, whose kernel
-    computes long enough per cache line for the hardware prefetchers: the software prefetch
-    cost it 8.9 -> 10.8 ms on (8192, 3072) float32, 2 threads of a Zen 3). NumPy aligns data
-    to 16 bytes only, and full-width stores that straddle cache lines cost (relu of 25M
-    float32 on 1 thread: 12.0 ms unaligned, against NumPy's 10.6). Where spans start depends
-    on the thread count, so an element may meet the vector loop or its scalar remainder: both
-    compute the same operations (tests check the results are bitwise identical for any
-    thread count)."""
+                            Py_ssize_t first, Py_ssize_t last, bint stream) noexcept nogil:
+    """Elements first..last-1: up to the first 64-byte boundary of out, then the rest, whose
+    stores are then aligned (NumPy aligns data to 16 bytes only, and full-width stores that
+    straddle cache lines cost: relu of 25M float32 on 1 thread: 12.0 ms unaligned, against
+    NumPy's 10.6) and may stream (float32's; a streaming thread fences before it returns). Where
+    the rest starts depends on the thread count: the float32 kernels give an element the same
+    lanes wherever it falls, and the float64 loops compute the same operations in their vector
+    loop and scalar remainder (tests check the results are bitwise identical for any thread
+    count). No software prefetch: the hardware prefetchers keep up with one pass over memory."""
     cdef Py_ssize_t head = min(last - first, (-(<Py_ssize_t>(out + first)) & 63) // sizeof(real))
-    cdef Py_ssize_t span
-    while first < last:
-        if first + head < last and f != GELU:
-            prefetch_span(x + first + head, SPAN)
-            if dy != NULL:
-                prefetch_span(dy + first + head, SPAN)
-        if dy == NULL:
-            activation_span(f, x + first, out + first, head)
-        else:
-            gradient_span(f, dy + first, x + first, out + first, head)
-        first = first + head
-        head = min(last - first, <Py_ssize_t>SPAN)
+    elementwise_span(f, dy, x, out, first, head, stream)
+    elementwise_span(f, dy, x, out, first + head, last - first - head, stream)
+    if stream:
+        cyb_stream_fence()
+
+
+cdef inline void elementwise_span(Activation f, const real *dy, const real *x, real *out,
+                                  Py_ssize_t first, Py_ssize_t n, bint stream) noexcept nogil:
+    """Elements first..first+n-1 through their kernel (`stream`: float32's only)."""
+    if real is float:
+        if f <= SILU:
+            float32_span(f, NULL if dy == NULL else dy + first, x + first, out + first, n, stream)
+            return
+    if dy == NULL:
+        activation_span(f, x + first, out + first, n)
+    else:
+        gradient_span(f, dy + first, x + first, out + first, n)
 
 
 # ---- Python entry points ----------------------------------------------------------------------
@@ -193,12 +213,14 @@ cdef object activation_run(int f, object dy, cnp.ndarray x, cnp.ndarray out, int
     cdef int typenum = float_data(x, dy, out, &x_data, &dy_data, &out_data)
     cdef Py_ssize_t n = cnp.PyArray_SIZE(x)
     cdef int threads = team_size(n, (n + ELEMENT_BLOCK - 1) // ELEMENT_BLOCK, num_threads)
+    cdef bint stream = stream_min_bytes > 0 and touched_bytes(
+        x, x if dy is None else <cnp.ndarray>dy, out) > stream_min_bytes
     if not RELU <= f <= (SILU if dy is not None else ERF):
         raise ValueError(f"cyburn kernel: no activation {f}")
     with nogil:
         if typenum == cnp.NPY_FLOAT:
             elementwise(<Activation>f, <const float *>dy_data, <const float *>x_data,
-                        <float *>out_data, n, threads)
+                        <float *>out_data, n, stream, threads)
         else:
             elementwise(<Activation>f, <const double *>dy_data, <const double *>x_data,
-                        <double *>out_data, n, threads)
+                        <double *>out_data, n, stream, threads)

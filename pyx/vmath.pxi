@@ -13,8 +13,21 @@ cdef extern from "cyburn_vmath.h" nogil:
     double cyb_normal_pdf_f64(double x)
     float cyb_times_slope_f32(float dy, float slope, float x)
     double cyb_times_slope_f64(double dy, double slope, double x)
-    void cyb_gelu_f32(const float *x, float *y, Py_ssize_t n)
-    void cyb_gelu_backward_f32(const float *dy, const float *x, float *dx, Py_ssize_t n)
+    enum: CYB_SATURATED
+    # the float32 activation kernels: out = f(x) (dy NULL) or dy * f'(x)
+    void cyb_relu_f32(const float *dy, const float *x, float *out, Py_ssize_t n, bint stream)
+    void cyb_relu_backward_f32(const float *dy, const float *x, float *out, Py_ssize_t n,
+                               bint stream)
+    void cyb_gelu_f32(const float *dy, const float *x, float *out, Py_ssize_t n, bint stream)
+    void cyb_gelu_backward_f32(const float *dy, const float *x, float *out, Py_ssize_t n,
+                               bint stream)
+    void cyb_gelu_tanh_f32(const float *dy, const float *x, float *out, Py_ssize_t n,
+                           bint stream)
+    void cyb_gelu_tanh_backward_f32(const float *dy, const float *x, float *out, Py_ssize_t n,
+                                    bint stream)
+    void cyb_silu_f32(const float *dy, const float *x, float *out, Py_ssize_t n, bint stream)
+    void cyb_silu_backward_f32(const float *dy, const float *x, float *out, Py_ssize_t n,
+                               bint stream)
     float cyb_max_f32(const float *x, Py_ssize_t n)
     double cyb_max_f64(const double *x, Py_ssize_t n)
     double cyb_sum_exp_f32(const float *x, float shift, float *y, bint shifted, Py_ssize_t n)
