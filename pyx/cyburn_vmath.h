@@ -596,13 +596,14 @@ CYB_DEFINE_SPAN_F32(cyb_gelu_backward_f32, cyb_gelu_backward_block_f32, 1)
 /* silu(x) = x sigmoid(x) and gelu_tanh(x) = x (1 + tanh(u)) / 2 = x sigmoid(v), v = 2u =
    x (V1 + V3 x^2), V1 = 2 sqrt(2 / pi), V3 = 0.044715 V1; their derivatives
 
-       silu'(x) = s + x s c,    gelu_tanh'(x) = s + x s c v',  v' = V1 + 3 V3 x^2,
+       silu'(x) = s + x s c,    gelu_tanh'(x) = s + x v' s c,  v' = V1 + 3 V3 x^2,
 
-   with s = sigmoid(v) and c = 1 - s = sigmoid(-v). From e = exp(-|v|) in [0, 1]: s = 1 / (1 + e)
-   and c = e / (1 + e) for v >= 0, the other way round for v < 0. Neither cancels nor overflows,
-   and the left tail keeps its digits where 1 + tanh(u) is 0 (gelu_tanh(-10) = -1.6e-37, not -0).
-   The forward divides once, sigmoid(v) = (e or 1) / (1 + e); the derivatives take r = 1 / (1 + e)
-   and e r (both scaled by 2^64: see cyb_exp64_nonpositive_f32). At x = -inf, f = 0 and f' = 0
+   with s = sigmoid(v) and c = 1 - s = sigmoid(-v) (s c = sigmoid'(v)). From e = exp(-|v|) in
+   [0, 1]: s = 1 / (1 + e) and c = e / (1 + e) for v >= 0, the other way round for v < 0.
+   Neither cancels nor overflows, and the left tail keeps its digits where 1 + tanh(u) is 0
+   (gelu_tanh(-10) = -1.6e-37, not -0). The forward divides once, sigmoid(v) =
+   (e or 1) / (1 + e); the derivatives take r = 1 / (1 + e) and e r (both scaled by 2^64: see
+   cyb_exp64_nonpositive_f32), whose product s c needs no select. At x = -inf, f = 0 and f' = 0
    (the limits: x stands at -FLT_MAX in the product, so -inf * 0 is not NaN), at +inf f = inf
    and f' = 1; NaN stays NaN. The derivatives take x
    within [-CYB_SATURATED, CYB_SATURATED], where s and c are exactly 0 or 1 already (x s c is
@@ -673,18 +674,18 @@ CYB_INLINE void cyb_times_sigmoid_f32(const cyb_vf32 *x, const cyb_vf32 *v, cyb_
     cyb_nans_pass_f32(x, y);
 }
 
-/* s[h] = sigmoid(v[h]) and c[h] = 1 - s[h]: with E as above and q = 1 / (2^64 + E), 2^64 q
-   and E q */
-CYB_INLINE void cyb_sigmoid_pairs_f32(const cyb_vf32 *v, cyb_vf32 *s, cyb_vf32 *c)
+/* s[h] = sigmoid(v[h]), and r[h], er[h] with r er = sigmoid'(v) = s (1 - s): with E as above
+   and q = 1 / (2^64 + E), s and 1 - s are r = 2^64 q and er = E q, in the order of v's sign
+   (their product needs no select) */
+CYB_INLINE void cyb_sigmoid_parts_f32(const cyb_vf32 *v, cyb_vf32 *s, cyb_vf32 *r, cyb_vf32 *er)
 {
-    cyb_vf32 e[CYB_VECTORS], q, r, er;
+    cyb_vf32 e[CYB_VECTORS], q;
     cyb_exp64_neg_abs_f32(v, e);
     for (int h = 0; h < CYB_VECTORS; h++) {
         q = 1.0f / (0x1p64f + e[h]);
-        r = 0x1p64f * q;
-        er = e[h] * q;
-        s[h] = cyb_select_sign_f32(v[h], er, r);
-        c[h] = cyb_select_sign_f32(v[h], r, er);
+        r[h] = 0x1p64f * q;
+        er[h] = e[h] * q;
+        s[h] = cyb_select_sign_f32(v[h], er[h], r[h]);
     }
 }
 
@@ -729,11 +730,11 @@ CYB_INLINE void cyb_silu_block_f32(const cyb_vf32 *dy, const cyb_vf32 *x, cyb_vf
 
 CYB_INLINE void cyb_silu_backward_block_f32(const cyb_vf32 *dy, const cyb_vf32 *x, cyb_vf32 *dx)
 {
-    cyb_vf32 v[CYB_VECTORS], s[CYB_VECTORS], c[CYB_VECTORS];
+    cyb_vf32 v[CYB_VECTORS], s[CYB_VECTORS], r[CYB_VECTORS], er[CYB_VECTORS];
     cyb_saturate_f32(x, v);
-    cyb_sigmoid_pairs_f32(v, s, c);
+    cyb_sigmoid_parts_f32(v, s, r, er);
     for (int h = 0; h < CYB_VECTORS; h++)
-        dx[h] = s[h] + v[h] * s[h] * c[h];
+        dx[h] = s[h] + v[h] * er[h] * r[h];
     cyb_times_slopes_f32(dy, x, dx);
 }
 
@@ -749,13 +750,14 @@ CYB_INLINE void cyb_gelu_tanh_block_f32(const cyb_vf32 *dy, const cyb_vf32 *x, c
 CYB_INLINE void cyb_gelu_tanh_backward_block_f32(const cyb_vf32 *dy, const cyb_vf32 *x,
                                                  cyb_vf32 *dx)
 {
-    cyb_vf32 a[CYB_VECTORS], v[CYB_VECTORS], s[CYB_VECTORS], c[CYB_VECTORS];
+    cyb_vf32 a[CYB_VECTORS], v[CYB_VECTORS], s[CYB_VECTORS], r[CYB_VECTORS], er[CYB_VECTORS];
     cyb_saturate_f32(x, a);
     for (int h = 0; h < CYB_VECTORS; h++)
         v[h] = a[h] * (CYB_GELU_TANH_V1 + CYB_GELU_TANH_V3 * a[h] * a[h]);
-    cyb_sigmoid_pairs_f32(v, s, c);
+    cyb_sigmoid_parts_f32(v, s, r, er);
     for (int h = 0; h < CYB_VECTORS; h++)
-        dx[h] = s[h] + a[h] * s[h] * c[h] * (CYB_GELU_TANH_V1 + 3 * CYB_GELU_TANH_V3 * a[h] * a[h]);
+        dx[h] = s[h] + a[h] * er[h] * r[h]
+                       * (CYB_GELU_TANH_V1 + 3 * CYB_GELU_TANH_V3 * a[h] * a[h]);
     cyb_times_slopes_f32(dy, x, dx);
 }
 
