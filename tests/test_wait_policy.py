@@ -66,11 +66,14 @@ def test_no_core_kept_busy_after_a_kernel(tmp_path):
                                              ("GOMP_SPINCOUNT", "100000000")])
 def test_the_users_wait_policy_wins(tmp_path, variable, value):
     """An active policy or a long spin count keeps the waiting thread spinning through the
-    whole 0.1 s sleep (libgomp caps an infinite count at its own limit)."""
+    whole 0.1 s sleep (libgomp caps an infinite count at its own limit). The median round is
+    asserted: a first round whose other CPU is busy with another process gets a team of one
+    or a spinner that shares its core (CI saw 8.7 ms, then 97-100 ms), while cyburn's own
+    policy winning would leave every round under 3 ms."""
     report = busy_after_kernel(tmp_path, {variable: value})
     assert report["policy"].startswith(f"{variable}={value}"), report
     assert report["policy"].endswith("(the user's)"), report
-    assert min(report["burnt_ms"]) > 50.0, report
+    assert sorted(report["burnt_ms"])[2] > 50.0, report
     assert report["environ_unchanged"], report
 
 
