@@ -1,6 +1,6 @@
 /*
- * cyburn_norm.h -- the sums and loops of the normalization kernels (pyx/normalization.pxi)
- * beyond the general ones of cyburn_vmath.h.
+ * cyburn_norm.h -- the sums and loops of the normalization kernels (pyx/row_norm.pxi,
+ * pyx/channel_norm.pxi) beyond the general ones of cyburn_vmath.h.
  *
  * 1. Shifted sums. A set's mean is taken as c + mean(x - c), c its first element, and the
  *    backward's mean(g) as g_0 + mean(g - g_0): the deviations of a constant set are then
@@ -24,6 +24,16 @@
  *    vector of V totals out, a few shuffles per segment. The loops over a segment (the
  *    normalization and the backward's dx) take the same vectors, with no alias checks and no
  *    remainder, which the compiler would otherwise set up for every short segment.
+ *
+ * 3. Segment statistics. cyb_norm_segments_forward and _backward take a row's segments step
+ *    by step -- every sum, then every mean, every sum of squared deviations, every rstd, then
+ *    the normalization -- so that the work of different segments overlaps, and compute the
+ *    statistics in T, as vectors (a row's single statistic is computed in double; 32 of them
+ *    in double would cost a tenth of a row of 1024 floats in divisions and square roots).
+ *    Measured on (4096, 4 L) float32 against float64: rstd within 2.6 ulp for N(0, 1) data
+ *    and 4.7 for 1e4 + N(0, 1), as layer norm's rows of the same data (2.3 and 4.2). The
+ *    variance stays two-pass: a one-pass sum of squares of x - x_0 ran 20 % faster but lost
+ *    up to log2(L) bits (80 ulp of rstd for L = 32 when x_0 is an outlier, 419 for 256).
  *
  * Every function exists for float (_f32) and double (_f64). The segment functions use GCC's
  * or clang's vector extensions, as setup.py's compilers (GCC's flags) all have.
@@ -122,6 +132,9 @@ CYB_INLINE cyb_f64x4 cyb_norm_segment_totals_f64(const cyb_f64x4 *a)
    SUMS_CENTERED sum(g - g[0]) and sum(g * (x - m)) with g = dy * w (g[0] rounded to T). */
 enum { CYB_SUM_DEV, CYB_SUM_SQ_DEV, CYB_SUMS_CENTERED };
 
+/* Segments whose statistics are taken together, step by step (a row's, up to this many). */
+#define CYB_NORM_SEGMENT_BATCH 64
+
 /* A segment is lane-wise when L is a multiple of 8 and at most CYB_BLOCK: 16 lanes when L is
    a multiple of 16, otherwise 8. */
 CYB_INLINE int cyb_norm_lane_wise(ptrdiff_t L)
@@ -129,7 +142,7 @@ CYB_INLINE int cyb_norm_lane_wise(ptrdiff_t L)
     return L % 8 == 0 && L <= CYB_BLOCK;
 }
 
-#define CYB_DEFINE_NORM_SEGMENTS(T, SUFFIX, VT)                                              \
+#define CYB_DEFINE_NORM_SEGMENTS(T, SUFFIX, VT, SQRT)                                              \
 enum { CYB_V_##SUFFIX = sizeof(VT) / sizeof(T) };                                            \
 CYB_INLINE VT cyb_norm_load_##SUFFIX(const T *p)                                             \
 {                                                                                            \
@@ -167,11 +180,22 @@ CYB_INLINE VT cyb_norm_segment_lanes_##SUFFIX(int kind, int lanes, const T *dy, 
     *ax = sx[0];                                                                             \
     return s[0];                                                                             \
 }                                                                                            \
+/* Whether a[0:n] are all finite, in one vector pass (a * 0 is NaN for an infinite or NaN a) \
+   rather than a branch per element. */                                                      \
+CYB_INLINE int cyb_norm_all_finite_##SUFFIX(const T *a, ptrdiff_t n)                          \
+{                                                                                            \
+    T zero_or_nan = 0;                                                                       \
+    CYB_PRAGMA(omp simd reduction(+ : zero_or_nan))                                          \
+    for (ptrdiff_t k = 0; k < n; k++)                                                        \
+        zero_or_nan += a[k] * 0;                                                             \
+    return zero_or_nan == 0;                                                                 \
+}                                                                                            \
 /* The `kind` sums of `count` segments of L elements (cyb_norm_lane_wise(L)), segment k at   \
-   offset k L of dy, w and x, with m[k] (SUM_SQ_DEV, SUMS_CENTERED): out[k], out_x[k] */     \
+   offset k L of dy, w and x, with m[k] (SUM_SQ_DEV, SUMS_CENTERED), in T: out[k] and         \
+   (SUMS_CENTERED) out_x[k], stored V at a time (the arrays hold count rounded up to V) */    \
 CYB_INLINE void cyb_norm_segment_sums_##SUFFIX(int kind, const T *dy, const T *w,            \
                                               const T *x, const T *m, ptrdiff_t L,           \
-                                              ptrdiff_t count, double *out, double *out_x)   \
+                                              ptrdiff_t count, T *out, T *out_x)             \
 {                                                                                            \
     for (ptrdiff_t first = 0; first < count; first += CYB_V_##SUFFIX) {                      \
         VT a[CYB_V_##SUFFIX], ax[CYB_V_##SUFFIX], t;                                         \
@@ -188,63 +212,95 @@ CYB_INLINE void cyb_norm_segment_sums_##SUFFIX(int kind, const T *dy, const T *w
                                                       mk, L, &ax[k]);                        \
         }                                                                                    \
         t = cyb_norm_segment_totals_##SUFFIX(a);                                             \
-        for (ptrdiff_t k = 0; k < CYB_V_##SUFFIX && first + k < count; k++)                  \
-            out[first + k] = t[k];                                                           \
-        if (kind != CYB_SUMS_CENTERED)                                                       \
-            continue;                                                                        \
-        t = cyb_norm_segment_totals_##SUFFIX(ax);                                            \
-        for (ptrdiff_t k = 0; k < CYB_V_##SUFFIX && first + k < count; k++)                  \
-            out_x[first + k] = t[k];                                                         \
+        memcpy(out + first, &t, sizeof t);                                                   \
+        if (kind == CYB_SUMS_CENTERED) {                                                     \
+            t = cyb_norm_segment_totals_##SUFFIX(ax);                                        \
+            memcpy(out_x + first, &t, sizeof t);                                             \
+        }                                                                                    \
     }                                                                                        \
 }                                                                                            \
-/* out[k] = sum(x_k - x_k[0]) */                                                             \
-CYB_INLINE void cyb_norm_segments_sum_dev_##SUFFIX(const T *x, ptrdiff_t L, ptrdiff_t count, \
-                                                  double *out)                               \
+/* Layer norm of each of `count` segments x_k = x[k L : (k + 1) L] (cyb_norm_lane_wise(L)): \
+       y_k = (x_k - m_k) * r_k * w_k + b_k,  m_k = x_k[0] + sum(x_k - x_k[0]) / L            \
+       (sum(x_k) / L when that sum is not finite),  r_k = 1 / sqrt(sum((x_k - m_k)^2) / L + eps) \
+   with w_k, b_k and y_k at the same offsets, the statistics in T (see 3. above); m_k and     \
+   r_k stored into mean[k] and rstd[k] when those are not NULL. */                           \
+CYB_INLINE void cyb_norm_segments_forward_##SUFFIX(const T *x, const T *w, const T *b, T *y, \
+                                                  ptrdiff_t L, ptrdiff_t count, double eps,  \
+                                                  T *mean, T *rstd)                          \
 {                                                                                            \
-    cyb_norm_segment_sums_##SUFFIX(CYB_SUM_DEV, NULL, NULL, x, NULL, L, count, out, NULL);   \
-}                                                                                            \
-/* out[k] = sum((x_k - m[k])^2) */                                                           \
-CYB_INLINE void cyb_norm_segments_sum_sq_dev_##SUFFIX(const T *x, const T *m, ptrdiff_t L,   \
-                                                     ptrdiff_t count, double *out)           \
-{                                                                                            \
-    cyb_norm_segment_sums_##SUFFIX(CYB_SUM_SQ_DEV, NULL, NULL, x, m, L, count, out, NULL);   \
-}                                                                                            \
-/* sum_g[k] = sum(g_k - g_k[0]) and sum_gx[k] = sum(g_k * (x_k - m[k])), g = dy * w */       \
-CYB_INLINE void cyb_norm_segments_sums_centered_##SUFFIX(const T *dy, const T *w,            \
-                                                        const T *x, const T *m, ptrdiff_t L, \
-                                                        ptrdiff_t count, double *sum_g,      \
-                                                        double *sum_gx)                      \
-{                                                                                            \
-    cyb_norm_segment_sums_##SUFFIX(CYB_SUMS_CENTERED, dy, w, x, m, L, count, sum_g, sum_gx); \
-}                                                                                            \
-/* y = (x - m) * r * w + b over [0:n], n a multiple of V */                                  \
-CYB_INLINE void cyb_norm_segment_affine_##SUFFIX(const T *x, T m, T r, const T *w,           \
-                                                const T *b, T *y, ptrdiff_t n)               \
-{                                                                                            \
-    for (ptrdiff_t i = 0; i < n; i += CYB_V_##SUFFIX) {                                      \
-        VT v = (cyb_norm_load_##SUFFIX(x + i) - m) * r * cyb_norm_load_##SUFFIX(w + i)       \
-               + cyb_norm_load_##SUFFIX(b + i);                                              \
-        memcpy(y + i, &v, sizeof v);                                                         \
+    T sums[CYB_NORM_SEGMENT_BATCH], m[CYB_NORM_SEGMENT_BATCH], r[CYB_NORM_SEGMENT_BATCH];    \
+    for (ptrdiff_t first = 0; first < count; first += CYB_NORM_SEGMENT_BATCH) {              \
+        ptrdiff_t n = count - first < CYB_NORM_SEGMENT_BATCH ? count - first                 \
+                                                             : CYB_NORM_SEGMENT_BATCH;       \
+        const T *xs = x + first * L;                                                         \
+        cyb_norm_segment_sums_##SUFFIX(CYB_SUM_DEV, NULL, NULL, xs, NULL, L, n, sums, NULL); \
+        for (ptrdiff_t k = 0; k < n; k++)                                                    \
+            m[k] = xs[k * L] + sums[k] / (T)L;                                               \
+        if (!cyb_norm_all_finite_##SUFFIX(sums, n))                                          \
+            for (ptrdiff_t k = 0; k < n; k++)                                                \
+                if (!isfinite(sums[k]))                                                      \
+                    m[k] = (T)(cyb_sum_##SUFFIX(xs + k * L, L) / (double)L);                 \
+        cyb_norm_segment_sums_##SUFFIX(CYB_SUM_SQ_DEV, NULL, NULL, xs, m, L, n, sums, NULL);  \
+        for (ptrdiff_t k = 0; k < n; k++)                                                    \
+            r[k] = 1 / SQRT(sums[k] / (T)L + (T)eps);                                        \
+        for (ptrdiff_t k = 0; k < n; k++)                                                    \
+            for (ptrdiff_t i = k * L; i < (k + 1) * L; i += CYB_V_##SUFFIX) {                \
+                VT v = (cyb_norm_load_##SUFFIX(xs + i) - m[k]) * r[k]                        \
+                       * cyb_norm_load_##SUFFIX(w + first * L + i)                           \
+                       + cyb_norm_load_##SUFFIX(b + first * L + i);                          \
+                memcpy(y + first * L + i, &v, sizeof v);                                     \
+            }                                                                                \
+        if (mean != NULL)                                                                    \
+            for (ptrdiff_t k = 0; k < n; k++) {                                              \
+                mean[first + k] = m[k];                                                      \
+                rstd[first + k] = r[k];                                                      \
+            }                                                                                \
     }                                                                                        \
 }                                                                                            \
-/* A normalization's backward over [0:n], n a multiple of V, in one loop:                    \
-   dweight += dy * ((x - m) * r), dbias += dy, dx = r * (dy * w - g_mean - (x - m) * q) */   \
-CYB_INLINE void cyb_norm_segment_backward_##SUFFIX(const T *dy, const T *x, const T *w, T m, \
-                                                  T r, T g_mean, T q, T *dx, T *dweight,     \
-                                                  T *dbias, ptrdiff_t n)                     \
+/* The backward of cyb_norm_segments_forward, with xhat = (x_k - mean[k]) * rstd[k] and      \
+   g = dy * w:  dx = rstd * (g - mean(g) - xhat * mean(g * xhat)),  dweight += dy * xhat,     \
+   dbias += dy, where mean(g) = g_0 + mean(g - g_0) (the mean of products, dot(dy, w) / L,    \
+   when that sum is not finite) and xhat * mean(g * xhat) = (x - m) * q; the means in T, in   \
+   batches, as in the forward. */                                                            \
+CYB_INLINE void cyb_norm_segments_backward_##SUFFIX(const T *dy, const T *x, const T *w,     \
+                                                   const T *mean, const T *rstd, T *dx,      \
+                                                   T *dweight, T *dbias, ptrdiff_t L,        \
+                                                   ptrdiff_t count)                          \
 {                                                                                            \
-    for (ptrdiff_t i = 0; i < n; i += CYB_V_##SUFFIX) {                                      \
-        VT d = cyb_norm_load_##SUFFIX(dy + i), c = cyb_norm_load_##SUFFIX(x + i) - m;        \
-        VT v = cyb_norm_load_##SUFFIX(dweight + i) + d * (c * r);                            \
-        memcpy(dweight + i, &v, sizeof v);                                                   \
-        v = cyb_norm_load_##SUFFIX(dbias + i) + d;                                           \
-        memcpy(dbias + i, &v, sizeof v);                                                     \
-        v = r * (d * cyb_norm_load_##SUFFIX(w + i) - g_mean - c * q);                        \
-        memcpy(dx + i, &v, sizeof v);                                                        \
+    T sum_g[CYB_NORM_SEGMENT_BATCH], sum_gx[CYB_NORM_SEGMENT_BATCH];                         \
+    T g_mean[CYB_NORM_SEGMENT_BATCH], q[CYB_NORM_SEGMENT_BATCH];                             \
+    for (ptrdiff_t first = 0; first < count; first += CYB_NORM_SEGMENT_BATCH) {              \
+        ptrdiff_t n = count - first < CYB_NORM_SEGMENT_BATCH ? count - first                 \
+                                                             : CYB_NORM_SEGMENT_BATCH;       \
+        ptrdiff_t at = first * L;                                                            \
+        cyb_norm_segment_sums_##SUFFIX(CYB_SUMS_CENTERED, dy + at, w + at, x + at,           \
+                                      mean + first, L, n, sum_g, sum_gx);                    \
+        for (ptrdiff_t k = 0; k < n; k++) {                                                  \
+            T r = rstd[first + k];                                                           \
+            g_mean[k] = dy[at + k * L] * w[at + k * L] + sum_g[k] / (T)L;                    \
+            q[k] = sum_gx[k] / (T)L * r * r;                                                 \
+        }                                                                                    \
+        if (!cyb_norm_all_finite_##SUFFIX(sum_g, n))                                         \
+            for (ptrdiff_t k = 0; k < n; k++)                                                \
+                if (!isfinite(sum_g[k]))                                                     \
+                    g_mean[k] = (T)(cyb_dot_##SUFFIX(dy + at + k * L, w + at + k * L, L)     \
+                                    / (double)L);                                            \
+        for (ptrdiff_t k = 0; k < n; k++) {                                                  \
+            T m = mean[first + k], r = rstd[first + k];                                      \
+            for (ptrdiff_t i = at + k * L; i < at + (k + 1) * L; i += CYB_V_##SUFFIX) {      \
+                VT d = cyb_norm_load_##SUFFIX(dy + i), c = cyb_norm_load_##SUFFIX(x + i) - m; \
+                VT v = cyb_norm_load_##SUFFIX(dweight + i) + d * (c * r);                    \
+                memcpy(dweight + i, &v, sizeof v);                                           \
+                v = cyb_norm_load_##SUFFIX(dbias + i) + d;                                   \
+                memcpy(dbias + i, &v, sizeof v);                                             \
+                v = r * (d * cyb_norm_load_##SUFFIX(w + i) - g_mean[k] - c * q[k]);          \
+                memcpy(dx + i, &v, sizeof v);                                                \
+            }                                                                                \
+        }                                                                                    \
     }                                                                                        \
 }
 
-CYB_DEFINE_NORM_SEGMENTS(float, f32, cyb_f32x8)
-CYB_DEFINE_NORM_SEGMENTS(double, f64, cyb_f64x4)
+CYB_DEFINE_NORM_SEGMENTS(float, f32, cyb_f32x8, sqrtf)
+CYB_DEFINE_NORM_SEGMENTS(double, f64, cyb_f64x4, sqrt)
 
 #endif /* CYBURN_NORM_H */

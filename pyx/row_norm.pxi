@@ -14,7 +14,6 @@ from libc.math cimport isfinite, sqrt as c_sqrt
 
 cdef enum:
     ROW_NORM_BLOCK_ROWS = 64        # backward: dweight and dbias are summed in blocks of rows
-    ROW_NORM_SEGMENT_BATCH = 64     # rows cut into segments: statistics of this many at once
 
 
 # ---- sums: shifted (exact on constant sets) and over the segments of a row ------------------
@@ -22,6 +21,7 @@ cdef enum:
 # the segments of a row (group norm of an (N, C) input) are summed several at a time.
 
 cdef extern from "cyburn_norm.h" nogil:
+    enum: CYB_NORM_SEGMENT_BATCH    # rows cut into segments: statistics of this many at once
     bint cyb_norm_lane_wise(Py_ssize_t L)
     double cyb_norm_sum_dev_f32(const float *x, float c, Py_ssize_t n)
     double cyb_norm_sum_dev_f64(const double *x, double c, Py_ssize_t n)
@@ -31,30 +31,20 @@ cdef extern from "cyburn_norm.h" nogil:
     void cyb_norm_sums_shifted_centered_f64(const double *dy, const double *w, double c,
                                             const double *x, double m, Py_ssize_t n,
                                             double *sum_g, double *sum_gx)
-    void cyb_norm_segments_sum_dev_f32(const float *x, Py_ssize_t L, Py_ssize_t count,
-                                       double *out)
-    void cyb_norm_segments_sum_dev_f64(const double *x, Py_ssize_t L, Py_ssize_t count,
-                                       double *out)
-    void cyb_norm_segments_sum_sq_dev_f32(const float *x, const float *m, Py_ssize_t L,
-                                          Py_ssize_t count, double *out)
-    void cyb_norm_segments_sum_sq_dev_f64(const double *x, const double *m, Py_ssize_t L,
-                                          Py_ssize_t count, double *out)
-    void cyb_norm_segments_sums_centered_f32(const float *dy, const float *w, const float *x,
-                                             const float *m, Py_ssize_t L, Py_ssize_t count,
-                                             double *sum_g, double *sum_gx)
-    void cyb_norm_segments_sums_centered_f64(const double *dy, const double *w,
-                                             const double *x, const double *m, Py_ssize_t L,
-                                             Py_ssize_t count, double *sum_g, double *sum_gx)
-    void cyb_norm_segment_affine_f32(const float *x, float m, float r, const float *w,
-                                     const float *b, float *y, Py_ssize_t n)
-    void cyb_norm_segment_affine_f64(const double *x, double m, double r, const double *w,
-                                     const double *b, double *y, Py_ssize_t n)
-    void cyb_norm_segment_backward_f32(const float *dy, const float *x, const float *w, float m,
-                                       float r, float g_mean, float q, float *dx,
-                                       float *dweight, float *dbias, Py_ssize_t n)
-    void cyb_norm_segment_backward_f64(const double *dy, const double *x, const double *w,
-                                       double m, double r, double g_mean, double q, double *dx,
-                                       double *dweight, double *dbias, Py_ssize_t n)
+    void cyb_norm_segments_forward_f32(const float *x, const float *w, const float *b, float *y,
+                                       Py_ssize_t L, Py_ssize_t count, double eps, float *mean,
+                                       float *rstd)
+    void cyb_norm_segments_forward_f64(const double *x, const double *w, const double *b,
+                                       double *y, Py_ssize_t L, Py_ssize_t count, double eps,
+                                       double *mean, double *rstd)
+    void cyb_norm_segments_backward_f32(const float *dy, const float *x, const float *w,
+                                        const float *mean, const float *rstd, float *dx,
+                                        float *dweight, float *dbias, Py_ssize_t L,
+                                        Py_ssize_t count)
+    void cyb_norm_segments_backward_f64(const double *dy, const double *x, const double *w,
+                                        const double *mean, const double *rstd, double *dx,
+                                        double *dweight, double *dbias, Py_ssize_t L,
+                                        Py_ssize_t count)
 
 
 cdef inline real row_norm_shifted_mean(const real *x, double deviations, Py_ssize_t length,
@@ -100,55 +90,26 @@ cdef inline void row_norm_sums_shifted_centered(const real *dy, const real *w, r
         cyb_norm_sums_shifted_centered_f64(dy, w, c, x, m, n, sum_g, sum_gx)
 
 
-cdef inline void row_norm_segments_sum_dev(const real *x, Py_ssize_t L, Py_ssize_t count,
-                                           double *out) noexcept nogil:
-    """out[k] = sum(x_k - x_k[0]) for the segments x_k = x[k L : (k + 1) L], k < count, lane-wise
-    (cyb_norm_lane_wise(L) must hold)."""
+cdef inline void row_norm_segments_forward(const real *x, const real *w, const real *b, real *y,
+                                           Py_ssize_t L, Py_ssize_t count, double eps, real *mean,
+                                           real *rstd) noexcept nogil:
+    """Layer norm of each segment x_k = x[k L : (k + 1) L], k < count, lane-wise
+    (cyb_norm_lane_wise(L) must hold): row_norm_segments, statistics V segments at a time."""
     if real is float:
-        cyb_norm_segments_sum_dev_f32(x, L, count, out)
+        cyb_norm_segments_forward_f32(x, w, b, y, L, count, eps, mean, rstd)
     else:
-        cyb_norm_segments_sum_dev_f64(x, L, count, out)
+        cyb_norm_segments_forward_f64(x, w, b, y, L, count, eps, mean, rstd)
 
 
-cdef inline void row_norm_segments_sum_sq_dev(const real *x, const real *m, Py_ssize_t L,
-                                              Py_ssize_t count, double *out) noexcept nogil:
-    """out[k] = sum((x_k - m[k])^2) over the segments, lane-wise."""
+cdef inline void row_norm_segments_backward(const real *dy, const real *x, const real *w,
+                                            const real *mean, const real *rstd, real *dx,
+                                            real *dweight, real *dbias, Py_ssize_t L,
+                                            Py_ssize_t count) noexcept nogil:
+    """The backward of row_norm_segments_forward over `count` lane-wise segments of L."""
     if real is float:
-        cyb_norm_segments_sum_sq_dev_f32(x, m, L, count, out)
+        cyb_norm_segments_backward_f32(dy, x, w, mean, rstd, dx, dweight, dbias, L, count)
     else:
-        cyb_norm_segments_sum_sq_dev_f64(x, m, L, count, out)
-
-
-cdef inline void row_norm_segments_sums_centered(const real *dy, const real *w, const real *x,
-                                                 const real *m, Py_ssize_t L, Py_ssize_t count,
-                                                 double *sum_g, double *sum_gx) noexcept nogil:
-    """sum_g[k] = sum(g_k - g_k[0]) and sum_gx[k] = sum(g_k * (x_k - m[k])) over the segments,
-    g = dy * w, lane-wise."""
-    if real is float:
-        cyb_norm_segments_sums_centered_f32(dy, w, x, m, L, count, sum_g, sum_gx)
-    else:
-        cyb_norm_segments_sums_centered_f64(dy, w, x, m, L, count, sum_g, sum_gx)
-
-
-cdef inline void row_norm_segment_affine(const real *x, real m, real r, const real *w,
-                                         const real *b, real *y, Py_ssize_t n) noexcept nogil:
-    """y = (x - m) * r * w + b over [0:n], n lane-wise."""
-    if real is float:
-        cyb_norm_segment_affine_f32(x, m, r, w, b, y, n)
-    else:
-        cyb_norm_segment_affine_f64(x, m, r, w, b, y, n)
-
-
-cdef inline void row_norm_segment_backward(const real *dy, const real *x, const real *w,
-                                           real m, real r, real g_mean, real q, real *dx,
-                                           real *dweight, real *dbias,
-                                           Py_ssize_t n) noexcept nogil:
-    """dweight += dy * ((x - m) * r), dbias += dy, dx = r * (dy * w - g_mean - (x - m) * q)
-    over [0:n], n lane-wise."""
-    if real is float:
-        cyb_norm_segment_backward_f32(dy, x, w, m, r, g_mean, q, dx, dweight, dbias, n)
-    else:
-        cyb_norm_segment_backward_f64(dy, x, w, m, r, g_mean, q, dx, dweight, dbias, n)
+        cyb_norm_segments_backward_f64(dy, x, w, mean, rstd, dx, dweight, dbias, L, count)
 
 
 # ---- rows: layer norm and RMSNorm ---------------------------------------------------------
@@ -157,13 +118,13 @@ cdef inline void row_norm_segment_backward(const real *dy, const real *x, const 
 # A row of n features may be cut into `groups` segments of L = n / groups, each with its own
 # statistics (stat r * groups + g): group norm of an (N, C) input, whose groups of one-element
 # runs are such segments, takes this path (groups = 1 for layer norm and RMSNorm).
-# row_norm_segments takes a row's segments in batches of up to ROW_NORM_SEGMENT_BATCH, statistic by
-# statistic (layer norm's single segment keeps row_norm_row): every
-# segment's sum, then every mean, every sum of squared deviations, every rstd, and then the
-# normalization. The sums of different segments do not depend on each other, so the CPU
-# overlaps them (segments of 8 k <= 256 elements: several at once, see cyburn_norm.h), and the
+# row_norm_segments takes a row's segments in batches of up to CYB_NORM_SEGMENT_BATCH,
+# statistic by statistic (layer norm's single segment keeps row_norm_row): every segment's sum,
+# then every mean, every sum of squared deviations, every rstd, and then the normalization. The
+# sums of different segments do not depend on each other, so the CPU overlaps them, and the
 # divisions and square roots of a batch run as vector instructions (segment after segment, each
-# short segment would wait on its own scalar divide and sqrt).
+# short segment would wait on its own scalar divide and sqrt). Segments of 8 k <= 256 elements
+# go to cyburn_norm.h, which sums several at once and takes their statistics in T.
 # Means are shifted, x_0 + mean(x - x_0) with x_0 the first element (row_norm_shifted_mean),
 # and so is the backward's mean(g): a constant row or segment has deviations of exactly 0,
 # hence mean = its value, y = bias, and dx = 0 for a constant g (see cyburn_norm.h).
@@ -198,38 +159,36 @@ cdef void row_norm_segments(const real *x, const real *weight, const real *bias,
     """row_norm_row (layer norm, no residual) of each of the `groups` segments
     x_g = x[g L : (g + 1) L] of L = n / groups elements (group norm of an (N, C) input):
         y = (x_g - mean(x_g)) * rstd * weight + bias,  rstd = 1 / sqrt(var(x_g) + eps),
-    var(x_g) = mean((x_g - mean(x_g))^2) (two passes), storing mean[g] and rstd[g]."""
-    cdef Py_ssize_t i, g, batch, first, last, length = n // groups
-    cdef double sums[ROW_NORM_SEGMENT_BATCH]
-    cdef real m, r
-    cdef bint lanes = cyb_norm_lane_wise(length)
-    for batch in range((groups + ROW_NORM_SEGMENT_BATCH - 1) // ROW_NORM_SEGMENT_BATCH):
-        first = batch * ROW_NORM_SEGMENT_BATCH
-        last = min(groups, first + ROW_NORM_SEGMENT_BATCH)
-        if lanes:
-            row_norm_segments_sum_dev(x + first * length, length, last - first, sums)
-        else:
-            for g in range(first, last):
-                sums[g - first] = row_norm_sum_dev(x + g * length, x[g * length], length)
-        for g in range(first, last):
-            mean[g] = row_norm_shifted_mean(x + g * length, sums[g - first], length, 1, 0)
-        if lanes:
-            row_norm_segments_sum_sq_dev(x + first * length, mean + first, length, last - first,
-                                         sums)
-        else:
-            for g in range(first, last):
-                sums[g - first] = span_sum_sq_dev(x + g * length, mean[g], length)
-        for g in range(first, last):
-            rstd[g] = <real>(1.0 / c_sqrt(sums[g - first] / length + eps))
-    for g in range(groups):
-        m = mean[g]
-        r = rstd[g]
-        if lanes:
-            row_norm_segment_affine(x + g * length, m, r, weight + g * length, bias + g * length,
-                                    y + g * length, length)
-            continue
-        for i in range(g * length, (g + 1) * length):
-            y[i] = (x[i] - m) * r * weight[i] + bias[i]
+    var(x_g) = mean((x_g - mean(x_g))^2) (two passes), storing mean[g] and rstd[g] when they
+    are not NULL. Lane-wise segments go to row_norm_segments_forward; others in batches, each
+    normalized right after its statistics."""
+    cdef Py_ssize_t i, k, batch, first, count, at, length = n // groups
+    cdef double sums[CYB_NORM_SEGMENT_BATCH]
+    cdef real m[CYB_NORM_SEGMENT_BATCH]
+    cdef real r[CYB_NORM_SEGMENT_BATCH]
+    if cyb_norm_lane_wise(length):
+        row_norm_segments_forward(x, weight, bias, y, length, groups, eps, mean, rstd)
+        return
+    for batch in range((groups + CYB_NORM_SEGMENT_BATCH - 1) // CYB_NORM_SEGMENT_BATCH):
+        first = batch * CYB_NORM_SEGMENT_BATCH
+        count = min(groups - first, CYB_NORM_SEGMENT_BATCH)
+        for k in range(count):
+            at = (first + k) * length
+            sums[k] = row_norm_sum_dev(x + at, x[at], length)
+        for k in range(count):
+            m[k] = row_norm_shifted_mean(x + (first + k) * length, sums[k], length, 1, 0)
+        for k in range(count):
+            sums[k] = span_sum_sq_dev(x + (first + k) * length, m[k], length)
+        for k in range(count):
+            r[k] = <real>(1.0 / c_sqrt(sums[k] / length + eps))
+        for k in range(count):
+            at = (first + k) * length
+            for i in range(at, at + length):
+                y[i] = (x[i] - m[k]) * r[k] * weight[i] + bias[i]
+        if mean != NULL:
+            for k in range(count):
+                mean[first + k] = m[k]
+                rstd[first + k] = r[k]
 
 
 cdef void row_norm_chunk(const real *x, const real *residual, const real *weight,
@@ -244,8 +203,9 @@ cdef void row_norm_chunk(const real *x, const real *residual, const real *weight
                 prefetch_span(residual + (r + 1) * n, n)
         at = r * n
         if groups > 1:
-            row_norm_segments(x + at, weight, bias, y + at, mean + r * groups,
-                              rstd + r * groups, n, groups, eps)
+            row_norm_segments(x + at, weight, bias, y + at,
+                              mean + r * groups if mean != NULL else NULL,
+                              rstd + r * groups if rstd != NULL else NULL, n, groups, eps)
         else:
             row_norm_row(x + at, residual + at if residual != NULL else NULL, weight, bias,
                          h + at if h != NULL else NULL, y + at, mean + r if mean != NULL else NULL,
@@ -275,41 +235,31 @@ cdef void row_norm_backward_row(const real *dy, const real *x, const real *weigh
         layer norm:  dx = rstd * (g - mean(g) - xhat * mean(g * xhat))
         RMSNorm:     dx = rstd * (g - xhat * mean(g * xhat))
     and dweight += dy * xhat, dbias += dy, mean(g) = g_0 + mean(g - g_0) (row_norm_shifted_mean).
-    Segments go in batches, sums first (see row_norm_row); groups > 1 only for layer norm."""
+    Segments go in batches, sums first (see row_norm_segments); groups > 1 only for layer
+    norm, lane-wise segments to row_norm_segments_backward."""
     cdef Py_ssize_t i, g, k, at, batch, first, last, length = n // groups
-    cdef double sum_g[ROW_NORM_SEGMENT_BATCH]
-    cdef double sum_gx[ROW_NORM_SEGMENT_BATCH]
-    cdef real g_mean[ROW_NORM_SEGMENT_BATCH]
-    cdef real q[ROW_NORM_SEGMENT_BATCH]          # xhat * mean(g * xhat) = (x - mean) * q
+    cdef double sum_g[CYB_NORM_SEGMENT_BATCH]
+    cdef double sum_gx[CYB_NORM_SEGMENT_BATCH]
+    cdef real g_mean[CYB_NORM_SEGMENT_BATCH]
+    cdef real q[CYB_NORM_SEGMENT_BATCH]          # xhat * mean(g * xhat) = (x - mean) * q
     cdef real m, r
-    cdef bint lanes = groups > 1 and cyb_norm_lane_wise(length)  # (layer norm: blocked sums)
-    for batch in range((groups + ROW_NORM_SEGMENT_BATCH - 1) // ROW_NORM_SEGMENT_BATCH):
-        first = batch * ROW_NORM_SEGMENT_BATCH
-        last = min(groups, first + ROW_NORM_SEGMENT_BATCH)
-        if lanes:
-            at = first * length
-            row_norm_segments_sums_centered(dy + at, weight + at, x + at, mean + first, length,
-                                            last - first, sum_g, sum_gx)
-        else:
-            for g in range(first, last):
-                at = g * length
-                row_norm_sums_shifted_centered(dy + at, weight + at,
-                                               dy[at] * weight[at] if centered else 0, x + at,
-                                               mean[g] if centered else 0, length,
-                                               &sum_g[g - first], &sum_gx[g - first])
+    if groups > 1 and cyb_norm_lane_wise(length):
+        row_norm_segments_backward(dy, x, weight, mean, rstd, dx, dweight, dbias, length, groups)
+        return
+    for batch in range((groups + CYB_NORM_SEGMENT_BATCH - 1) // CYB_NORM_SEGMENT_BATCH):
+        first = batch * CYB_NORM_SEGMENT_BATCH
+        last = min(groups, first + CYB_NORM_SEGMENT_BATCH)
+        for g in range(first, last):
+            at = g * length
+            row_norm_sums_shifted_centered(dy + at, weight + at,
+                                           dy[at] * weight[at] if centered else 0, x + at,
+                                           mean[g] if centered else 0, length,
+                                           &sum_g[g - first], &sum_gx[g - first])
         for k in range(last - first):
             at = (first + k) * length
             g_mean[k] = (row_norm_shifted_mean_of_products(dy + at, weight + at, sum_g[k], length)
                          if centered else 0)
             q[k] = <real>(sum_gx[k] / length * rstd[first + k] * rstd[first + k])
-        if lanes:
-            for g in range(first, last):
-                k = g - first
-                row_norm_segment_backward(dy + g * length, x + g * length, weight + g * length,
-                                          mean[g] if centered else 0, rstd[g], g_mean[k], q[k],
-                                          dx + g * length, dweight + g * length,
-                                          dbias + g * length, length)
-            continue
         for g in range(first, last):
             m = mean[g] if centered else 0
             r = rstd[g]
@@ -426,9 +376,10 @@ def row_norm_forward(cnp.ndarray x not None, residual, cnp.ndarray weight not No
     cdef void *pb = data_of(bias, t, n, False)
     cdef void *py = data_of(y, t, size, True)
     cdef void *ph = NULL if residual is None else data_of(h, t, size, True)
-    if groups > 1 and (mean is None or rstd is None or residual is not None or not centered):
+    if groups > 1 and ((mean is None) != (rstd is None) or residual is not None
+                       or not centered):
         raise ValueError("cyburn kernel: segments are layer-normed without residual, into "
-                         "mean and rstd arrays")
+                         "both mean and rstd or neither")
     cdef void *pm = NULL if mean is None else data_of(mean, t, rows * groups, True)
     cdef void *ps = NULL if rstd is None else data_of(rstd, t, rows * groups, True)
     cdef int threads = team_size(size, rows, num_threads)

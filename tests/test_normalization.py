@@ -957,9 +957,12 @@ def constant_rows(rng, shape, dtype):
     return x, dy
 
 
-def check_constant_set(y, mean, rstd, x, bias, eps, what):
-    """A constant set's statistics and y, exactly: mean = the value, var = 0, y = bias."""
-    want_rstd = x.dtype.type(1 / math.sqrt(eps))
+def check_constant_set(y, mean, rstd, x, bias, eps, what, rstd_in_dtype=False):
+    """A constant set's statistics and y, exactly: mean = the value, var = 0, y = bias. rstd is
+    1 / sqrt(eps) rounded once, or with `rstd_in_dtype` computed in x's precision (sqrt, then
+    the division, each rounded to it: within an ulp of the other)."""
+    T = x.dtype.type
+    want_rstd = T(1) / np.sqrt(T(eps)) if rstd_in_dtype else T(1 / math.sqrt(eps))
     assert mean == x.flat[0], f"{what}: mean - value = {mean - x.flat[0]}"
     assert rstd == want_rstd, f"{what}: rstd = {rstd}, not 1 / sqrt(eps) = {want_rstd}"
     assert_bitwise_equal(y, bias, f"{what}: y, not the bias")
@@ -1028,7 +1031,8 @@ def test_a_set_starting_with_an_infinity_has_the_plain_mean(n, groups, dtype, rn
 def test_group_norm_of_a_constant_segment_is_exact(shape, groups, dtype, rng):
     """group_norm of an (N, C) input (rows cut into segments, lane-wise and blocked sums) keeps
     layer norm's property: a constant group has mean = the value, y = bias, and with a
-    constant g its dx is exactly 0."""
+    constant g its dx is exactly 0. Lane-wise segments (a multiple of 8 elements, at most 256)
+    take their statistics in the input's precision, as PyTorch does."""
     x, dy = constant_rows(rng, shape, dtype)
     x[0, :shape[1] // groups] = 0.3                    # one constant group in a random row
     dy[0, :shape[1] // groups] = 0.7
@@ -1039,7 +1043,8 @@ def test_group_norm_of_a_constant_segment_is_exact(shape, groups, dtype, rng):
     for row, g in constant:
         part = slice(g * length, (g + 1) * length)
         check_constant_set(y[row, part], mean[row, g], rstd[row, g], x[row, part], b[part],
-                           1e-5, f"row {row} group {g}")
+                           1e-5, f"row {row} group {g}",
+                           rstd_in_dtype=length % 8 == 0 and length <= 256)
     dx = cb.group_norm_backward(dy, x, groups, None, mean, rstd)[0]
     for row, g in constant:
         assert np.all(dx[row, g * length:(g + 1) * length] == 0), (row, g)

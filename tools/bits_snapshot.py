@@ -155,7 +155,9 @@ def norm_cases(rng: np.random.Generator) -> Iterator[Case]:
         const = np.full((4, 32), 2.5, dtype)
         yield f"layer_norm/constant/{tag}", lambda c=const: cb.layer_norm(c, return_stats=True)
         for shape, groups in (((4, 6, 5, 3), 3), ((300, 15), 5), ((2, 8, 1000), 4),
-                              ((3, 8320), 130), ((9, 14), 7), ((2, 4, 9), 1), ((64, 32, 64), 8)):
+                              ((3, 8320), 130), ((9, 14), 7), ((2, 4, 9), 1), ((64, 32, 64), 8),
+                              ((5, 256), 32), ((7, 1024), 32), ((3, 96), 2), ((2, 4096), 16),
+                              ((5, 200), 25)):
             key = f"{tag}{shape}g{groups}"
             C = shape[1]
             x = (_normal(rng, shape, dtype) + 1).astype(dtype)
@@ -171,6 +173,9 @@ def norm_cases(rng: np.random.Generator) -> Iterator[Case]:
             yield (f"group_norm_backward/noweight/{key}",
                    lambda dy=dy, x=x, g=groups, m=mean, s=rstd: cb.group_norm_backward(
                        dy, x, g, None, m, s))
+        special = _normal(rng, (6, 1024), dtype, special=True)
+        yield (f"group_norm/special/{tag}",
+               lambda x=special: cb.group_norm(x, 32, return_stats=True))
         for shape in ((2, 3, 17), (4, 5, 6, 7), (2, 64, 1024)):
             key = f"{tag}{shape}"
             C = shape[1]

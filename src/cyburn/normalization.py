@@ -279,18 +279,22 @@ def _by_rows(x: NDArray[Any], N: int, C: int, groups: int | None) -> bool:
 def _channel_norm(x: NDArray[Any], weight: NDArray[Any] | None, bias: NDArray[Any] | None,
                   dtype: np.dtype[Any], groups: int | None, eps: float,
                   given_stats: tuple[NDArray[Any], NDArray[Any]] | None = None,
-                  want_var: bool = False) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any],
-                                                   NDArray[Any] | None]:
+                  want_var: bool = False, want_stats: bool = True
+                  ) -> tuple[NDArray[Any], Any, Any, NDArray[Any] | None]:
     """y, mean, rstd, var (var only with want_var) of group norm (`groups` groups) or batch norm
-    (BATCH); with given_stats = (mean, rstd) those are used instead of computed."""
+    (BATCH); with given_stats = (mean, rstd) those are used instead of computed. Without
+    want_stats, mean and rstd may come back as None (the row kernels need none)."""
     N, C = _channels(x)
     _arrays.check_shape(weight, "weight", (C,), "(C,)")
     _arrays.check_shape(bias, "bias", (C,), "(C,)")
     eps = _arrays.real_number(eps, "eps")
     work = _arrays.compute_dtype(dtype)
     shape = _stats_shape(N, C, groups)
+    by_rows = _by_rows(x, N, C, groups) and given_stats is None and not want_var
     if given_stats is not None:
         mean, rstd = given_stats
+    elif by_rows and not want_stats and x.size:
+        mean = rstd = None
     else:
         mean = np.empty(shape, work)
         rstd = np.empty(shape, work)
@@ -307,7 +311,7 @@ def _channel_norm(x: NDArray[Any], weight: NDArray[Any] | None, bias: NDArray[An
     if _by_columns(x, N, C, groups):
         kernels.batch_norm_columns_forward(x, N, C, *affine, y, mean, rstd, var,
                                            given_stats is None, eps, _threads.current())
-    elif _by_rows(x, N, C, groups) and given_stats is None and var is None:
+    elif by_rows:
         kernels.row_norm_forward(x, None, *affine, y, None, mean, rstd, True, eps,
                                  _threads.current(), groups)
     else:
@@ -374,7 +378,8 @@ def group_norm(x: ArrayLike, num_groups: int, weight: ArrayLike | None = None,
     Returns y, or (y, mean, rstd) with statistics of shape (N, num_groups)."""
     (x, weight, bias), dtype = _arrays.as_inputs(x=x, weight=weight, bias=bias)
     groups = _arrays.check_num_groups(num_groups, _channels(x)[1])
-    y, mean, rstd, _ = _channel_norm(x, weight, bias, dtype, groups, eps)
+    y, mean, rstd, _ = _channel_norm(x, weight, bias, dtype, groups, eps,
+                                     want_stats=return_stats)
     return (y, mean, rstd) if return_stats else y
 
 
