@@ -92,6 +92,34 @@ def test_lane_and_general_path_agree():
         np.testing.assert_array_equal(fn(*args), fn(*u_args))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("causal", [False, True])
+@pytest.mark.parametrize("target", ["new", "out", "in place"])
+def test_masked_softmax_lane_gives_the_general_result(dtype, causal, target):
+    """masked_softmax and its backward without a mask, scale a float: the lane; the same values
+    unaligned (or scale an int) take the general path: the same bits, into out= and in place
+    (the forward's out may be x; the backward's may be dy or y)."""
+    rng = np.random.default_rng(3)
+    x, dy = (rng.standard_normal((2, 3, 5, 9)).astype(dtype) for _ in range(2))
+    y = cb.masked_softmax(x, causal=causal)
+    for fn, args, kw in [(cb.masked_softmax, (x,), {"causal": causal, "scale": 0.25}),
+                         (cb.masked_softmax_backward, (dy, y), {"scale": 0.25})]:
+        general = fn(*(_unaligned(a) for a in args), **kw)
+        lane_args = [a.copy() for a in args]
+        if target == "new":
+            lane = fn(*lane_args, **kw)
+        elif target == "out":
+            out = np.empty_like(x)
+            lane = fn(*lane_args, **kw, out=out)
+            assert lane is out
+        else:
+            lane = fn(*lane_args, **kw, out=lane_args[0])
+            assert lane is lane_args[0]
+        assert kernels.ready_call(lane_args[-1], None, None, -1, True) is not None
+        assert lane.dtype == general.dtype == dtype
+        np.testing.assert_array_equal(lane, general)
+
+
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_cross_entropy_lane_gives_the_general_result(reduction, dtype):

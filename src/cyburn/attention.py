@@ -48,6 +48,12 @@ def masked_softmax(x: ArrayLike, *, scale: float = 1.0, causal: bool = False,
     y = exp(s - max s) / sum(exp(s - max s)) over the visible keys, 0 on hidden ones; a row
     whose every key is hidden is all zeros (not NaN). `out` may be `x` (in-place).
     """
+    if mask is None and type(scale) is float:
+        ready: tuple[FloatArray, int] | None = kernels.ready_call(x, None, out, -1, True)
+        if ready is not None and (not causal or ready[0].ndim >= 2):    # the usual call
+            kernels.masked_softmax_forward(x, ready[0], scale, bool(causal), None, None,
+                                           _threads.current())
+            return ready[0]
     x, dtype = _arrays.as_input(x, "x")
     _arrays.check_scores(x, causal)
     scale = _arrays.real_number(scale, "scale")
@@ -70,6 +76,11 @@ def masked_softmax_backward(dy: ArrayLike, y: ArrayLike, *, scale: float = 1.0,
                             out: FloatArray | None = None) -> FloatArray:
     """Gradient of masked_softmax given its output y: dx = scale * y * (dy - sum(dy * y)) over
     the last axis (hidden keys have y = 0, hence dx = 0). `out` may be `dy` (in-place)."""
+    if type(scale) is float:
+        ready: tuple[FloatArray, int] | None = kernels.ready_call(dy, y, out, -1, True)
+        if ready is not None:       # the usual call, arrays the kernel takes as they are
+            kernels.masked_softmax_backward(dy, y, ready[0], scale, _threads.current())
+            return ready[0]
     (dy, y), dtype = _arrays.as_inputs(dy=dy, y=y)
     _arrays.check_same_shape(dy, y, "dy", "y")
     _arrays.check_scores(y, False, "y")
