@@ -757,6 +757,21 @@ def test_bad_num_groups_type(groups):
         cb.group_norm_backward(x, x, groups, None, mean, rstd)
 
 
+def test_num_groups_of_zero_channels():
+    """Every count divides 0 channels: statistics (N, num_groups) of NaN, as PyTorch's shapes;
+    a count beyond any array size is a ValueError naming num_groups (PyTorch: an overflow),
+    not the statistics' shape or NumPy's dimension limit."""
+    x = np.ones((2, 0))
+    for groups in (1, 3):
+        y, mean, rstd = cb.group_norm(x, groups, return_stats=True)
+        assert y.shape == (2, 0) and mean.shape == rstd.shape == (2, groups)
+        assert cb.group_norm_backward(x, x, groups, None, mean, rstd)[0].shape == (2, 0)
+    with pytest.raises(ValueError, match="num_groups"):
+        cb.group_norm(x, 10**20)
+    with pytest.raises(ValueError, match="num_groups"):
+        cb.group_norm_backward(x, x, 10**20, None, np.ones((2, 1)), np.ones((2, 1)))
+
+
 def test_num_groups_accepts_numpy_integers(rng):
     x = rng.standard_normal((2, 6, 3))
     assert_bitwise_equal(cb.group_norm(x, np.int64(3)), cb.group_norm(x, 3), "np.int64 groups")
