@@ -6,7 +6,6 @@ passed transposed, without a copy; any other strides, and misaligned data, are c
 """
 import functools
 import operator
-import sys
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -95,9 +94,6 @@ def check_num_groups(num_groups: Any, channels: int) -> int:
     if groups < 1 or channels % groups:
         raise ValueError(f"num_groups={groups} must be at least 1 and divide the {channels} "
                          f"channels")
-    if groups > sys.maxsize:            # (only with no channels, where every count divides)
-        raise ValueError(f"num_groups={groups} is beyond any array size (the statistics have "
-                         f"shape (N, num_groups))")
     return groups
 
 

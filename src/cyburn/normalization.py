@@ -6,6 +6,7 @@ backward function takes them back. Statistics are returned in the dtype the kern
 """
 
 import math
+import sys
 from collections.abc import Callable
 from typing import Any, Literal, overload
 
@@ -262,7 +263,14 @@ def _channels(x: NDArray[Any]) -> tuple[int, int]:
 
 
 def _stats_shape(N: int, C: int, groups: int | None) -> tuple[int, ...]:
-    return (C,) if groups is BATCH else (N, groups)
+    """(C,) for batch norm, (N, groups) for group norm; groups beyond any array size (possible
+    only with 0 channels, which every count divides) are a ValueError naming num_groups."""
+    if groups is BATCH:
+        return (C,)
+    if groups > sys.maxsize:
+        raise ValueError(f"num_groups={groups} is beyond any array size (the statistics have "
+                         f"shape (N, num_groups))")
+    return (N, groups)
 
 
 def _by_columns(x: NDArray[Any], N: int, C: int, groups: int | None) -> bool:
@@ -330,9 +338,9 @@ def _channel_norm_backward(dy: ArrayLike, x: ArrayLike, weight: ArrayLike | None
     (mean, rstd), _ = _arrays.as_inputs(mean=mean, rstd=rstd)
     N, C = _channels(x)
     groups = groups_of_C(C)
-    shape = _stats_shape(N, C, groups)
     _arrays.check_shape(dy, "dy", x.shape, "x.shape")
     _arrays.check_shape(weight, "weight", (C,), "(C,)")
+    shape = _stats_shape(N, C, groups)
     _arrays.check_shape(mean, "mean", shape, "the statistics' shape")
     _arrays.check_shape(rstd, "rstd", shape, "the statistics' shape")
     work = _arrays.compute_dtype(dtype)
