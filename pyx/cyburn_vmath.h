@@ -852,19 +852,35 @@ CYB_INLINE void cyb_stream_fence(void)
 #define CYB_BLOCK 256
 
 /* s = the sum of TERM over i = 0 .. n-1, accumulated in T within blocks of CYB_BLOCK
-   elements and in double across blocks; TERM may also store (y[i] = ..., as an expression). */
-#define CYB_BLOCKED_SUM(T, s, n, TERM)                                                         \
+   elements and in double across blocks; TERM may also store (y[i] = ..., as an expression).
+   With CHAINS = 4, a block's four quarters are summed side by side, each into its own vector
+   (the remainder after the quarters into the first): four independent chains of additions
+   instead of one, whose latency bounds a cheap TERM over data in cache (layer norm of
+   (8192, 768) float32 on 2 threads: 2.14 -> 1.66-1.72 ms, RMSNorm 1.61 -> 1.19 ms). An
+   exp-bound TERM keeps CHAINS = 1: its arithmetic hides the chain, and four streams of it
+   only add register pressure. */
+#define CYB_BLOCKED_SUM_CHAINS(T, s, n, CHAINS, TERM)                                          \
     do {                                                                                     \
         s = 0.0;                                                                             \
         for (ptrdiff_t start_ = 0; start_ < (n); start_ += CYB_BLOCK) {                      \
             ptrdiff_t end_ = (n) - start_ < CYB_BLOCK ? (n) : start_ + CYB_BLOCK;            \
-            T block_ = 0;                                                                    \
-            CYB_PRAGMA(omp simd reduction(+ : block_))                                       \
-            for (ptrdiff_t i = start_; i < end_; i++)                                        \
-                block_ += (TERM);                                                            \
-            s += block_;                                                                     \
+            ptrdiff_t q_ = (end_ - start_) / (CHAINS);                                       \
+            T b0_ = 0, b1_ = 0, b2_ = 0, b3_ = 0;                                            \
+            CYB_PRAGMA(omp simd reduction(+ : b0_, b1_, b2_, b3_))                           \
+            for (ptrdiff_t k_ = 0; k_ < q_; k_++) {                                          \
+                { ptrdiff_t i = start_ + k_; b0_ += (TERM); }                                \
+                if ((CHAINS) == 4) {                                                         \
+                    { ptrdiff_t i = start_ + q_ + k_; b1_ += (TERM); }                       \
+                    { ptrdiff_t i = start_ + 2 * q_ + k_; b2_ += (TERM); }                   \
+                    { ptrdiff_t i = start_ + 3 * q_ + k_; b3_ += (TERM); }                   \
+                }                                                                            \
+            }                                                                                \
+            for (ptrdiff_t i = start_ + (CHAINS) * q_; i < end_; i++)                        \
+                b0_ += (TERM);                                                               \
+            s += (CHAINS) == 1 ? b0_ : (b0_ + b1_) + (b2_ + b3_);                            \
         }                                                                                    \
     } while (0)
+#define CYB_BLOCKED_SUM(T, s, n, TERM) CYB_BLOCKED_SUM_CHAINS(T, s, n, 4, TERM)
 
 #define CYB_DEFINE_REDUCTIONS(T, SUFFIX)                                                       \
 /* max(x[0:n]) (n >= 1). A NaN may or may not win here; callers let it through exp. */      \
@@ -882,9 +898,9 @@ CYB_INLINE double cyb_sum_exp_##SUFFIX(const T *x, T shift, T *y, int shifted, p
 {                                                                                            \
     double s;                                                                                \
     if (shifted)                                                                             \
-        CYB_BLOCKED_SUM(T, s, n, (y[i] = x[i] - shift, cyb_exp_##SUFFIX(y[i])));             \
+        CYB_BLOCKED_SUM_CHAINS(T, s, n, 1, (y[i] = x[i] - shift, cyb_exp_##SUFFIX(y[i])));   \
     else                                                                                     \
-        CYB_BLOCKED_SUM(T, s, n, y[i] = cyb_exp_##SUFFIX(x[i] - shift));                     \
+        CYB_BLOCKED_SUM_CHAINS(T, s, n, 1, y[i] = cyb_exp_##SUFFIX(x[i] - shift));           \
     return s;                                                                                \
 }                                                                                            \
 /* sum(exp(x - m)) with m = max(x) (stored in *max), in one read of x: each block of         \
@@ -923,7 +939,7 @@ CYB_INLINE double cyb_dot_##SUFFIX(const T *a, const T *b, ptrdiff_t n)         
 CYB_INLINE double cyb_sum_store_exp_##SUFFIX(const T *a, const T *b, T *e, ptrdiff_t n)      \
 {                                                                                            \
     double s;                                                                                \
-    CYB_BLOCKED_SUM(T, s, n, (e[i] = cyb_exp_##SUFFIX(b[i]), a[i]));                         \
+    CYB_BLOCKED_SUM_CHAINS(T, s, n, 1, (e[i] = cyb_exp_##SUFFIX(b[i]), a[i]));               \
     return s;                                                                                \
 }                                                                                            \
 /* sum(a), blocked like cyb_sum_exp */                                                      \
