@@ -257,6 +257,29 @@ CYB_INLINE void cyb_norm_segments_forward_##SUFFIX(const T *x, const T *w, const
             }                                                                                \
     }                                                                                        \
 }                                                                                            \
+/* A normalization's backward over [0:n] in one pass, V elements at a time, then one by one: \
+   dweight += dy * ((x - m) * r), dbias += dy, dx = r * (dy * w - g_mean - (x - m) * q). */  \
+CYB_INLINE void cyb_norm_backward_span_##SUFFIX(const T *dy, const T *x, const T *w, T m,   \
+                                               T r, T g_mean, T q, T *dx, T *dweight,        \
+                                               T *dbias, ptrdiff_t n)                        \
+{                                                                                            \
+    ptrdiff_t i = 0;                                                                         \
+    for (; i + CYB_V_##SUFFIX <= n; i += CYB_V_##SUFFIX) {                                   \
+        VT d = cyb_norm_load_##SUFFIX(dy + i), c = cyb_norm_load_##SUFFIX(x + i) - m;        \
+        VT v = cyb_norm_load_##SUFFIX(dweight + i) + d * (c * r);                            \
+        memcpy(dweight + i, &v, sizeof v);                                                   \
+        v = cyb_norm_load_##SUFFIX(dbias + i) + d;                                           \
+        memcpy(dbias + i, &v, sizeof v);                                                     \
+        v = r * (d * cyb_norm_load_##SUFFIX(w + i) - g_mean - c * q);                        \
+        memcpy(dx + i, &v, sizeof v);                                                        \
+    }                                                                                        \
+    for (; i < n; i++) {                                                                     \
+        T c = x[i] - m;                                                                      \
+        dweight[i] += dy[i] * (c * r);                                                       \
+        dbias[i] += dy[i];                                                                   \
+        dx[i] = r * (dy[i] * w[i] - g_mean - c * q);                                         \
+    }                                                                                        \
+}                                                                                            \
 /* The backward of cyb_norm_segments_forward, with xhat = (x_k - mean[k]) * rstd[k] and      \
    g = dy * w:  dx = rstd * (g - mean(g) - xhat * mean(g * xhat)),  dweight += dy * xhat,     \
    dbias += dy, where mean(g) = g_0 + mean(g - g_0) (the mean of products, dot(dy, w) / L,    \
@@ -286,16 +309,10 @@ CYB_INLINE void cyb_norm_segments_backward_##SUFFIX(const T *dy, const T *x, con
                     g_mean[k] = (T)(cyb_dot_##SUFFIX(dy + at + k * L, w + at + k * L, L)     \
                                     / (double)L);                                            \
         for (ptrdiff_t k = 0; k < n; k++) {                                                  \
-            T m = mean[first + k], r = rstd[first + k];                                      \
-            for (ptrdiff_t i = at + k * L; i < at + (k + 1) * L; i += CYB_V_##SUFFIX) {      \
-                VT d = cyb_norm_load_##SUFFIX(dy + i), c = cyb_norm_load_##SUFFIX(x + i) - m; \
-                VT v = cyb_norm_load_##SUFFIX(dweight + i) + d * (c * r);                    \
-                memcpy(dweight + i, &v, sizeof v);                                           \
-                v = cyb_norm_load_##SUFFIX(dbias + i) + d;                                   \
-                memcpy(dbias + i, &v, sizeof v);                                             \
-                v = r * (d * cyb_norm_load_##SUFFIX(w + i) - g_mean[k] - c * q[k]);          \
-                memcpy(dx + i, &v, sizeof v);                                                \
-            }                                                                                \
+            ptrdiff_t i = at + k * L;                                                        \
+            cyb_norm_backward_span_##SUFFIX(dy + i, x + i, w + i, mean[first + k],           \
+                                           rstd[first + k], g_mean[k], q[k], dx + i,         \
+                                           dweight + i, dbias + i, L);                       \
         }                                                                                    \
     }                                                                                        \
 }

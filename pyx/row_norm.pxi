@@ -37,6 +37,12 @@ cdef extern from "cyburn_norm.h" nogil:
     void cyb_norm_segments_forward_f64(const double *x, const double *w, const double *b,
                                        double *y, Py_ssize_t L, Py_ssize_t count, double eps,
                                        double *mean, double *rstd)
+    void cyb_norm_backward_span_f32(const float *dy, const float *x, const float *w, float m,
+                                    float r, float g_mean, float q, float *dx, float *dweight,
+                                    float *dbias, Py_ssize_t n)
+    void cyb_norm_backward_span_f64(const double *dy, const double *x, const double *w,
+                                    double m, double r, double g_mean, double q, double *dx,
+                                    double *dweight, double *dbias, Py_ssize_t n)
     void cyb_norm_segments_backward_f32(const float *dy, const float *x, const float *w,
                                         const float *mean, const float *rstd, float *dx,
                                         float *dweight, float *dbias, Py_ssize_t L,
@@ -99,6 +105,17 @@ cdef inline void row_norm_segments_forward(const real *x, const real *w, const r
         cyb_norm_segments_forward_f32(x, w, b, y, L, count, eps, mean, rstd)
     else:
         cyb_norm_segments_forward_f64(x, w, b, y, L, count, eps, mean, rstd)
+
+
+cdef inline void row_norm_backward_span(const real *dy, const real *x, const real *w, real m,
+                                        real r, real g_mean, real q, real *dx, real *dweight,
+                                        real *dbias, Py_ssize_t n) noexcept nogil:
+    """dweight += dy * ((x - m) * r), dbias += dy, dx = r * (dy * w - g_mean - (x - m) * q) over
+    [0:n], in one pass."""
+    if real is float:
+        cyb_norm_backward_span_f32(dy, x, w, m, r, g_mean, q, dx, dweight, dbias, n)
+    else:
+        cyb_norm_backward_span_f64(dy, x, w, m, r, g_mean, q, dx, dweight, dbias, n)
 
 
 cdef inline void row_norm_segments_backward(const real *dy, const real *x, const real *w,
@@ -237,7 +254,7 @@ cdef void row_norm_backward_row(const real *dy, const real *x, const real *weigh
     and dweight += dy * xhat, dbias += dy, mean(g) = g_0 + mean(g - g_0) (row_norm_shifted_mean).
     Segments go in batches, sums first (see row_norm_segments); groups > 1 only for layer
     norm, lane-wise segments to row_norm_segments_backward."""
-    cdef Py_ssize_t i, g, k, at, batch, first, last, length = n // groups
+    cdef Py_ssize_t g, k, at, batch, first, last, length = n // groups
     cdef double sum_g[CYB_NORM_SEGMENT_BATCH]
     cdef double sum_gx[CYB_NORM_SEGMENT_BATCH]
     cdef real g_mean[CYB_NORM_SEGMENT_BATCH]
@@ -263,21 +280,18 @@ cdef void row_norm_backward_row(const real *dy, const real *x, const real *weigh
         for g in range(first, last):
             m = mean[g] if centered else 0
             r = rstd[g]
-            for i in range(g * length, (g + 1) * length):  # apart from dx: GCC would not vectorize
-                dweight[i] += dy[i] * ((x[i] - m) * r)
-                dbias[i] += dy[i]
-        for g in range(first, last):
-            m = mean[g] if centered else 0
-            r = rstd[g]
             k = g - first
+            at = g * length
             if centered and length == 1:
                 # g - mean(g) is exactly 0 (NaN for an infinite g); computed, it would be the
                 # rounding error of g, as the compiler fuses g - mean(g) into one multiply-add of
                 # dy * weight
+                dweight[g] += dy[g] * ((x[g] - m) * r)
+                dbias[g] += dy[g]
                 dx[g] = r * (0 * (dy[g] * weight[g]) - (x[g] - m) * q[k])
                 continue
-            for i in range(g * length, (g + 1) * length):
-                dx[i] = r * (dy[i] * weight[i] - g_mean[k] - (x[i] - m) * q[k])
+            row_norm_backward_span(dy + at, x + at, weight + at, m, r, g_mean[k], q[k], dx + at,
+                                   dweight + at, dbias + at, length)
 
 
 cdef void row_norm_backward_block(const real *dy, const real *x, const real *weight,
