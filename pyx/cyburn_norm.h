@@ -142,7 +142,7 @@ CYB_INLINE int cyb_norm_lane_wise(ptrdiff_t L)
     return L % 8 == 0 && L <= CYB_BLOCK;
 }
 
-#define CYB_DEFINE_NORM_SEGMENTS(T, SUFFIX, VT, SQRT)                                              \
+#define CYB_DEFINE_NORM_SEGMENTS(T, SUFFIX, VT, SQRT)                                        \
 enum { CYB_V_##SUFFIX = sizeof(VT) / sizeof(T) };                                            \
 CYB_INLINE VT cyb_norm_load_##SUFFIX(const T *p)                                             \
 {                                                                                            \

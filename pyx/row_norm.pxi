@@ -100,7 +100,7 @@ cdef inline void row_norm_segments_forward(const real *x, const real *w, const r
                                            Py_ssize_t L, Py_ssize_t count, double eps, real *mean,
                                            real *rstd) noexcept nogil:
     """Layer norm of each segment x_k = x[k L : (k + 1) L], k < count, lane-wise
-    (cyb_norm_lane_wise(L) must hold): row_norm_segments, statistics V segments at a time."""
+    (cyb_norm_lane_wise(L) must hold): row_norm_segments, statistics a batch at a time."""
     if real is float:
         cyb_norm_segments_forward_f32(x, w, b, y, L, count, eps, mean, rstd)
     else:
