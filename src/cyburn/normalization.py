@@ -301,7 +301,7 @@ def _channel_norm(x: NDArray[Any], weight: NDArray[Any] | None, bias: NDArray[An
     by_rows = _by_rows(x, N, C, groups) and given_stats is None and not want_var
     if given_stats is not None:
         mean, rstd = given_stats
-    elif by_rows and not want_stats and x.size:
+    elif by_rows and not want_stats:
         mean = rstd = None
     else:
         mean = np.empty(shape, work)
