@@ -9,7 +9,8 @@
 2. `python -m build --wheel` there: one wheel with cyburn._kernels_baseline, _avx2 and
    _avx512 (x86-64; _kernels_default elsewhere), linked against cyburn's private copy of
    the compiler's OpenMP runtime (cyburn/libgomp-cyburn.so.1, made by setup.py).
-   With --sdist, `python -m build --sdist` of the same copy too (written to --outdir).
+   With --sdist, `python -m build` there instead: the sdist first (written to --outdir),
+   then the wheel built from the unpacked sdist, which proves that the sdist builds.
 3. `auditwheel repair`: checks that the wheel needs nothing outside the manylinux policy
    but what it carries (it would copy any such library into cyburn.libs/) and tags it
    manylinux_2_X for the oldest glibc it runs on.
@@ -112,7 +113,7 @@ def main(argv=None):
                         help="where the repaired wheel (and sdist) go (default: dist/)")
     parser.add_argument("--source", type=Path, default=ROOT,
                         help="the source tree (default: this checkout)")
-    parser.add_argument("--sdist", action="store_true", help="also build the sdist")
+    parser.add_argument("--sdist", action="store_true", help="also build the sdist, and the wheel from it")
     parser.add_argument("--plat", help="auditwheel's platform tag (default: the oldest the "
                                        "wheel qualifies for, e.g. manylinux_2_28_x86_64)")
     parser.add_argument("--no-isolation", action="store_true",
@@ -134,12 +135,13 @@ def main(argv=None):
         build = [sys.executable, "-m", "build", "--outdir", tmp / "dist"]
         if args.no_isolation:
             build.append("--no-isolation")
-        if args.sdist:
-            run(build + ["--sdist", tmp / "src"], env=env)
+        if args.sdist:          # python -m build: the sdist, then the wheel from the sdist
+            run(build + [tmp / "src"], env=env)
             (sdist,) = (tmp / "dist").glob("cyburn-*.tar.gz")
             shutil.copy2(sdist, outdir / sdist.name)
             artifacts.append(outdir / sdist.name)
-        run(build + ["--wheel", tmp / "src"], env=env)
+        else:
+            run(build + ["--wheel", tmp / "src"], env=env)
         wheels = list((tmp / "dist").glob("cyburn-*.whl"))
         if len(wheels) != 1:
             fail(f"expected one wheel, found {[w.name for w in wheels]}")
