@@ -14,26 +14,40 @@
  *    beyond the range of T) is taken again without the shift by the caller.
  *
  * 2. Segment sums. Group norm of an (N, C) input cuts each row into segments of L = C / G
- *    elements, often 16 to 64. When L is a multiple of 8 and at most CYB_BLOCK
- *    (cyb_norm_lane_wise), a segment's sum is taken in 16 lanes (8 when L is not a multiple
- *    of 16) -- lane j adds elements j, j + 16, j + 32, ... in T -- and the lanes are added as
- *    a tree: lanes j and j + 8, then j + 4, j + 2, j + 1. Adding one segment's lanes alone
- *    is a chain of shuffles, each waiting for the last: on a segment of 32, more than the
- *    rest of its work. Here the vectors are 32 bytes (V = 8 floats, 4 doubles), and the
- *    tree's last steps take V segments at once, as a transpose: V vectors of lanes in, one
- *    vector of V totals out, a few shuffles per segment. The loops over a segment (the
- *    normalization and the backward's dx) take the same vectors, with no alias checks and no
- *    remainder, which the compiler would otherwise set up for every short segment.
+ *    elements, often 12 to 64. When 8 <= L <= CYB_BLOCK (cyb_norm_lane_wise), a segment's
+ *    sum is taken in 16 lanes (8 when L < 16) -- lane j adds elements j, j + 16, j + 32, ...
+ *    in T -- and the lanes are added as a tree: lanes j and j + 8, then j + 4, j + 2, j + 1.
+ *    Adding one segment's lanes alone is a chain of shuffles, each waiting for the last: on
+ *    a segment of 32, more than the rest of its work. Here the vectors are 32 bytes (V = 8
+ *    floats, 4 doubles), and the tree's last steps take V segments at once, as a transpose:
+ *    V vectors of lanes in, one vector of V totals out, a few shuffles per segment. The
+ *    loops over a segment (the sums, the normalization, the backward's dx) take the same
+ *    vectors; the last L % V elements are the segment's last V, read again, with the lanes
+ *    already counted masked off (L >= V, so no vector leaves its segment).
  *
- * 3. Segment statistics. cyb_norm_segments_forward and _backward take a row's segments step
- *    by step -- every sum, then every mean, every sum of squared deviations, every rstd, then
- *    the normalization -- so that the work of different segments overlaps, and compute the
- *    statistics in T, as vectors (a row's single statistic is computed in double; 32 of them
- *    in double would cost a tenth of a row of 1024 floats in divisions and square roots).
- *    Measured on (4096, 4 L) float32 against float64: rstd within 2.6 ulp for N(0, 1) data
- *    and 4.7 for 1e4 + N(0, 1), as layer norm's rows of the same data (2.3 and 4.2). The
- *    variance stays two-pass: a one-pass sum of squares of x - x_0 ran 20 % faster but lost
- *    up to log2(L) bits (80 ulp of rstd for L = 32 when x_0 is an outlier, 419 for 256).
+ * 3. Segment statistics. cyb_norm_segments_forward and _backward take a batch of a row's
+ *    segments step by step -- every sum, then every mean, every sum of squared deviations,
+ *    every rstd, then the normalization -- so that the work of different segments overlaps,
+ *    and compute the statistics in T, as vectors (a row's single statistic is computed in
+ *    double; 32 of them in double would cost a tenth of a row of 1024 floats in divisions
+ *    and square roots). Measured on (4096, 4 L) float32 against float64: rstd within 2.6 ulp
+ *    for N(0, 1) data and 4.7 for 1e4 + N(0, 1), as layer norm's rows of the same data (2.3
+ *    and 4.2). The variance stays two-pass: a one-pass sum of squares of x - x_0 ran 20 %
+ *    faster but lost up to log2(L) bits (80 ulp of rstd for L = 32 when x_0 is an outlier,
+ *    419 for 256). A batch is 2 V segments forward and V backward: short batches read the
+ *    next segments while the last ones' results are being written, which a row's statistics
+ *    cannot. On the EPYC (Zen 3) of the README, a C program timing these functions against
+ *    layer norm's on the same rows, (16384, 1024) float32 in 32 groups, one thread: forward
+ *    with batches of 64, 16 and 8 segments 1.02x, 0.75x and 0.69x from memory, 0.89x, 0.98x
+ *    and 1.12x in L1 (where the latency of a batch's statistics shows once per batch);
+ *    backward about 1.13x, 1.12x and 0.94x from memory, 1.08x, 1.06x and 1.11x in L1. The
+ *    rows of segments are not prefetched (see row_norm.pxi).
+ *
+ * 4. Constant lengths. L = 8, 12, 16, 24, 32, 48 and 64 (C / 32 for C of 256 to 2048, and C
+ *    / G of GPT-2's 768 channels) are compiled as constants (CYB_NORM_WITH_CONSTANT_L): a
+ *    segment's loops then unroll completely, with no counters or branches, which otherwise
+ *    cost as much as the arithmetic on segments of a few vectors (in L1, L = 32 forward: 290
+ *    ns per row of 1024 floats as a variable, 226 as a constant).
  *
  * Every function exists for float (_f32) and double (_f64). The segment functions use GCC's
  * or clang's vector extensions, as setup.py's compilers (GCC's flags) all have.
@@ -132,17 +146,31 @@ CYB_INLINE cyb_f64x4 cyb_norm_segment_totals_f64(const cyb_f64x4 *a)
    SUMS_CENTERED sum(g - g[0]) and sum(g * (x - m)) with g = dy * w (g[0] rounded to T). */
 enum { CYB_SUM_DEV, CYB_SUM_SQ_DEV, CYB_SUMS_CENTERED };
 
-/* Segments whose statistics are taken together, step by step (a row's, up to this many). */
-#define CYB_NORM_SEGMENT_BATCH 64
-
-/* A segment is lane-wise when L is a multiple of 8 and at most CYB_BLOCK: 16 lanes when L is
-   a multiple of 16, otherwise 8. */
+/* A segment is lane-wise when 8 <= L <= CYB_BLOCK: summed in 16 lanes when L >= 16,
+   otherwise 8 (see 2.). */
 CYB_INLINE int cyb_norm_lane_wise(ptrdiff_t L)
 {
-    return L % 8 == 0 && L <= CYB_BLOCK;
+    return L >= 8 && L <= CYB_BLOCK;
 }
 
-#define CYB_DEFINE_NORM_SEGMENTS(T, SUFFIX, VT, SQRT)                                        \
+/* the integers of a float's size */
+#define CYB_INT_OF_f32 int32_t
+#define CYB_INT_OF_f64 int64_t
+
+/* f(L, ...), with L a compile-time constant when it is one of the common lengths (see 4.) */
+#define CYB_NORM_WITH_CONSTANT_L(f, L, ...)                                                  \
+    switch (L) {                                                                             \
+    case 8: f(8, __VA_ARGS__); break;                                                        \
+    case 12: f(12, __VA_ARGS__); break;                                                      \
+    case 16: f(16, __VA_ARGS__); break;                                                      \
+    case 24: f(24, __VA_ARGS__); break;                                                      \
+    case 32: f(32, __VA_ARGS__); break;                                                      \
+    case 48: f(48, __VA_ARGS__); break;                                                      \
+    case 64: f(64, __VA_ARGS__); break;                                                      \
+    default: f(L, __VA_ARGS__);                                                              \
+    }
+
+#define CYB_DEFINE_NORM_SEGMENTS(T, SUFFIX, VT, IT, IOTA, SQRT)                              \
 enum { CYB_V_##SUFFIX = sizeof(VT) / sizeof(T) };                                            \
 CYB_INLINE VT cyb_norm_load_##SUFFIX(const T *p)                                             \
 {                                                                                            \
@@ -150,28 +178,58 @@ CYB_INLINE VT cyb_norm_load_##SUFFIX(const T *p)                                
     memcpy(&v, p, sizeof v);                                                                 \
     return v;                                                                                \
 }                                                                                            \
-/* The `kind` sums of one segment of L elements in `lanes` lanes (lanes / V vectors), added  \
-   down to V lanes (vectors j and j + h, h = lanes / 2V, ..., 1): the first sum's returned,  \
-   the second's (SUMS_CENTERED) stored in *ax */                                             \
+/* The lanes of a span's last vector that the vectors before it have not covered, when the   \
+   span's last `rest` (0 < rest < V) elements are taken as the vector of its last V: all     \
+   lanes (-1) when rest = V */                                                               \
+CYB_INLINE IT cyb_norm_new_lanes_##SUFFIX(ptrdiff_t rest)                                    \
+{                                                                                            \
+    return (IT)(IOTA >= (int)(CYB_V_##SUFFIX - rest));                                       \
+}                                                                                            \
+/* v where keep is all ones (-1), 0 where it is 0 */                                         \
+CYB_INLINE VT cyb_norm_keep_##SUFFIX(VT v, IT keep)                                          \
+{                                                                                            \
+    return (VT)((IT)v & keep);                                                               \
+}                                                                                            \
+/* Adds the `kind` terms of the V elements at e (those of the `keep` lanes) to *s and *sx, c \
+   being x[0] (SUM_DEV), m (SUM_SQ_DEV) or g[0] (SUMS_CENTERED) */                           \
+CYB_INLINE void cyb_norm_add_terms_##SUFFIX(int kind, const T *dy, const T *w, const T *x,   \
+                                           T c, T m, ptrdiff_t e, IT keep, VT *s, VT *sx)    \
+{                                                                                            \
+    if (kind == CYB_SUMS_CENTERED) {                                                         \
+        VT g = cyb_norm_load_##SUFFIX(dy + e) * cyb_norm_load_##SUFFIX(w + e);               \
+        *s += cyb_norm_keep_##SUFFIX(g - c, keep);                                           \
+        *sx += cyb_norm_keep_##SUFFIX(g * (cyb_norm_load_##SUFFIX(x + e) - m), keep);        \
+    } else {                                                                                 \
+        VT d = cyb_norm_load_##SUFFIX(x + e) - c;                                            \
+        *s += cyb_norm_keep_##SUFFIX(kind == CYB_SUM_DEV ? d : d * d, keep);                 \
+    }                                                                                        \
+}                                                                                            \
+/* The `kind` sums of one segment of L >= V elements in `lanes` lanes (lanes / V vectors):   \
+   the elements past the last whole step of `lanes` a vector at a time, and the last L % V   \
+   as the segment's last vector with its new lanes kept; added down to V lanes (vectors j    \
+   and j + h, h = lanes / 2V, ..., 1): the first sum's returned, the second's                \
+   (SUMS_CENTERED) stored in *ax */                                                          \
 CYB_INLINE VT cyb_norm_segment_lanes_##SUFFIX(int kind, int lanes, const T *dy, const T *w,  \
                                              const T *x, T m, ptrdiff_t L, VT *ax)           \
 {                                                                                            \
+    const IT all = cyb_norm_new_lanes_##SUFFIX(CYB_V_##SUFFIX);                              \
     VT s[16 / CYB_V_##SUFFIX], sx[16 / CYB_V_##SUFFIX];                                      \
     T c = kind == CYB_SUMS_CENTERED ? dy[0] * w[0] : kind == CYB_SUM_DEV ? x[0] : m;         \
+    ptrdiff_t i = 0;                                                                         \
     for (int j = 0; j < lanes / CYB_V_##SUFFIX; j++)                                         \
         s[j] = sx[j] = (VT){0};                                                              \
-    for (ptrdiff_t i = 0; i < L; i += lanes)                                                 \
-        for (int j = 0; j < lanes / CYB_V_##SUFFIX; j++) {                                   \
-            ptrdiff_t e = i + j * CYB_V_##SUFFIX;                                            \
-            if (kind == CYB_SUMS_CENTERED) {                                                 \
-                VT g = cyb_norm_load_##SUFFIX(dy + e) * cyb_norm_load_##SUFFIX(w + e);       \
-                s[j] += g - c;                                                               \
-                sx[j] += g * (cyb_norm_load_##SUFFIX(x + e) - m);                            \
-            } else {                                                                         \
-                VT d = cyb_norm_load_##SUFFIX(x + e) - c;                                    \
-                s[j] += kind == CYB_SUM_DEV ? d : d * d;                                     \
-            }                                                                                \
+    for (; i + lanes <= L; i += lanes)                                                       \
+        for (int j = 0; j < lanes / CYB_V_##SUFFIX; j++)                                     \
+            cyb_norm_add_terms_##SUFFIX(kind, dy, w, x, c, m, i + j * CYB_V_##SUFFIX, all,   \
+                                        &s[j], &sx[j]);                                      \
+    for (int j = 0; j < lanes / CYB_V_##SUFFIX - 1; j++)  /* fewer than `lanes` remain */    \
+        if (i + CYB_V_##SUFFIX <= L) {                                                       \
+            cyb_norm_add_terms_##SUFFIX(kind, dy, w, x, c, m, i, all, &s[j], &sx[j]);        \
+            i += CYB_V_##SUFFIX;                                                             \
         }                                                                                    \
+    if (i < L)                                                                               \
+        cyb_norm_add_terms_##SUFFIX(kind, dy, w, x, c, m, L - CYB_V_##SUFFIX,                \
+                                    cyb_norm_new_lanes_##SUFFIX(L - i), &s[0], &sx[0]);      \
     for (int h = lanes / CYB_V_##SUFFIX / 2; h >= 1; h /= 2)                                 \
         for (int j = 0; j < h; j++) {                                                        \
             s[j] += s[j + h];                                                                \
@@ -180,76 +238,94 @@ CYB_INLINE VT cyb_norm_segment_lanes_##SUFFIX(int kind, int lanes, const T *dy, 
     *ax = sx[0];                                                                             \
     return s[0];                                                                             \
 }                                                                                            \
-/* Whether a[0:n] are all finite, in one vector pass (a * 0 is NaN for an infinite or NaN a) \
-   rather than a branch per element. */                                                      \
-CYB_INLINE int cyb_norm_all_finite_##SUFFIX(const T *a, ptrdiff_t n)                          \
+/* The `kind` sums of n <= V segments of L elements (cyb_norm_lane_wise(L)), segment k at    \
+   offset k L of dy, w and x, with m[k] (SUM_SQ_DEV, SUMS_CENTERED), in T: segment k's in    \
+   lane k of the vector returned (0 in lanes n to V - 1), the second sum (SUMS_CENTERED)     \
+   in *total_x */                                                                            \
+CYB_INLINE VT cyb_norm_segment_sums_##SUFFIX(int kind, const T *dy, const T *w, const T *x,  \
+                                            const T *m, ptrdiff_t L, ptrdiff_t n,            \
+                                            VT *total_x)                                     \
 {                                                                                            \
-    T zero_or_nan = 0;                                                                       \
-    CYB_PRAGMA(omp simd reduction(+ : zero_or_nan))                                          \
-    for (ptrdiff_t k = 0; k < n; k++)                                                        \
-        zero_or_nan += a[k] * 0;                                                             \
-    return zero_or_nan == 0;                                                                 \
-}                                                                                            \
-/* The `kind` sums of `count` segments of L elements (cyb_norm_lane_wise(L)), segment k at   \
-   offset k L of dy, w and x, with m[k] (SUM_SQ_DEV, SUMS_CENTERED), in T: out[k] and         \
-   (SUMS_CENTERED) out_x[k], stored V at a time (the arrays hold count rounded up to V) */    \
-CYB_INLINE void cyb_norm_segment_sums_##SUFFIX(int kind, const T *dy, const T *w,            \
-                                              const T *x, const T *m, ptrdiff_t L,           \
-                                              ptrdiff_t count, T *out, T *out_x)             \
-{                                                                                            \
-    for (ptrdiff_t first = 0; first < count; first += CYB_V_##SUFFIX) {                      \
-        VT a[CYB_V_##SUFFIX], ax[CYB_V_##SUFFIX], t;                                         \
-        for (ptrdiff_t k = 0; k < CYB_V_##SUFFIX; k++) {                                     \
-            ptrdiff_t at = (first + k) * L;                                                  \
-            T mk = kind == CYB_SUM_DEV || first + k >= count ? 0 : m[first + k];             \
-            if (first + k >= count)                                                          \
-                a[k] = ax[k] = (VT){0};                                                      \
-            else if (L % 16 == 0)                                                            \
-                a[k] = cyb_norm_segment_lanes_##SUFFIX(kind, 16, dy + at, w + at, x + at,    \
-                                                      mk, L, &ax[k]);                        \
-            else                                                                             \
-                a[k] = cyb_norm_segment_lanes_##SUFFIX(kind, 8, dy + at, w + at, x + at,     \
-                                                      mk, L, &ax[k]);                        \
-        }                                                                                    \
-        t = cyb_norm_segment_totals_##SUFFIX(a);                                             \
-        memcpy(out + first, &t, sizeof t);                                                   \
-        if (kind == CYB_SUMS_CENTERED) {                                                     \
-            t = cyb_norm_segment_totals_##SUFFIX(ax);                                        \
-            memcpy(out_x + first, &t, sizeof t);                                             \
-        }                                                                                    \
+    VT a[CYB_V_##SUFFIX], ax[CYB_V_##SUFFIX];                                                \
+    for (ptrdiff_t k = 0; k < CYB_V_##SUFFIX; k++) {                                         \
+        ptrdiff_t at = k * L;                                                                \
+        T mk = kind == CYB_SUM_DEV || k >= n ? 0 : m[k];                                     \
+        if (k < n && L >= 16)           /* (a constant `lanes`: the loops unroll) */         \
+            a[k] = cyb_norm_segment_lanes_##SUFFIX(kind, 16, dy + at, w + at, x + at, mk, L, \
+                                                  &ax[k]);                                   \
+        else if (k < n)                                                                      \
+            a[k] = cyb_norm_segment_lanes_##SUFFIX(kind, 8, dy + at, w + at, x + at, mk, L,  \
+                                                  &ax[k]);                                   \
+        else                                                                                 \
+            a[k] = ax[k] = (VT){0};                                                          \
     }                                                                                        \
+    if (kind == CYB_SUMS_CENTERED)                                                           \
+        *total_x = cyb_norm_segment_totals_##SUFFIX(ax);                                     \
+    return cyb_norm_segment_totals_##SUFFIX(a);                                              \
 }                                                                                            \
-/* Layer norm of each of `count` segments x_k = x[k L : (k + 1) L] (cyb_norm_lane_wise(L)): \
-       y_k = (x_k - m_k) * r_k * w_k + b_k,  m_k = x_k[0] + sum(x_k - x_k[0]) / L            \
-       (sum(x_k) / L when that sum is not finite),  r_k = 1 / sqrt(sum((x_k - m_k)^2) / L + eps) \
-   with w_k, b_k and y_k at the same offsets, the statistics in T (see 3. above); m_k and     \
-   r_k stored into mean[k] and rstd[k] when those are not NULL. */                           \
-CYB_INLINE void cyb_norm_segments_forward_##SUFFIX(const T *x, const T *w, const T *b, T *y, \
-                                                  ptrdiff_t L, ptrdiff_t count, double eps,  \
-                                                  T *mean, T *rstd)                          \
+/* Whether every lane of t is finite: t * 0 is +-0 in those lanes, NaN in the others, and    \
+   the bits of +-0 but the sign are 0 */                                                     \
+CYB_INLINE int cyb_norm_all_finite_##SUFFIX(VT t)                                            \
 {                                                                                            \
-    T sums[CYB_NORM_SEGMENT_BATCH], m[CYB_NORM_SEGMENT_BATCH], r[CYB_NORM_SEGMENT_BATCH];    \
-    for (ptrdiff_t first = 0; first < count; first += CYB_NORM_SEGMENT_BATCH) {              \
-        ptrdiff_t n = count - first < CYB_NORM_SEGMENT_BATCH ? count - first                 \
-                                                             : CYB_NORM_SEGMENT_BATCH;       \
+    IT bits = (IT)(t * 0) << 1;                                                              \
+    CYB_INT_OF_##SUFFIX lanes[CYB_V_##SUFFIX], found = 0;                                    \
+    memcpy(lanes, &bits, sizeof lanes);                                                      \
+    for (int k = 0; k < CYB_V_##SUFFIX; k++)                                                 \
+        found |= lanes[k];                                                                   \
+    return found == 0;                                                                       \
+}                                                                                            \
+/* Layer norm of each of `count` segments x_k = x[k L : (k + 1) L] (cyb_norm_lane_wise(L)):  \
+       y_k = (x_k - m_k) * r_k * w_k + b_k,  m_k = x_k[0] + sum(x_k - x_k[0]) / L            \
+       (sum(x_k) / L when that sum is not finite),                                           \
+       r_k = 1 / sqrt(sum((x_k - m_k)^2) / L + eps)                                          \
+   with w_k, b_k and y_k at the same offsets, the statistics in T, for a batch of B = 2 V    \
+   segments, then the batch normalized (see 3. above); m_k and r_k stored into mean[k] and   \
+   rstd[k] when those are not NULL. A segment's last L % V elements are normalized as its    \
+   last vector (its other lanes again, the same values), whose x is read before any of the   \
+   segment is stored. */                                                                     \
+CYB_INLINE void cyb_norm_segments_forward_L_##SUFFIX(ptrdiff_t L, const T *x, const T *w,    \
+                                                    const T *b, T *y, ptrdiff_t count,       \
+                                                    double eps, T *mean, T *rstd)            \
+{                                                                                            \
+    enum { V = CYB_V_##SUFFIX, B = 2 * V };                                                  \
+    for (ptrdiff_t first = 0; first < count; first += B) {                                   \
+        ptrdiff_t n = count - first < B ? count - first : B;                                 \
         const T *xs = x + first * L;                                                         \
-        cyb_norm_segment_sums_##SUFFIX(CYB_SUM_DEV, NULL, NULL, xs, NULL, L, n, sums, NULL); \
-        for (ptrdiff_t k = 0; k < n; k++)                                                    \
-            m[k] = xs[k * L] + sums[k] / (T)L;                                               \
-        if (!cyb_norm_all_finite_##SUFFIX(sums, n))                                          \
+        T sums[B], m[B], r[B];                                                               \
+        int finite = 1;                                                                      \
+        for (ptrdiff_t k = 0; k < B; k += V) {          /* n - k <= 0: zeros */              \
+            VT t = cyb_norm_segment_sums_##SUFFIX(CYB_SUM_DEV, NULL, NULL, xs + k * L, NULL, \
+                                                 L, n - k, NULL);                            \
+            finite &= cyb_norm_all_finite_##SUFFIX(t);                                       \
+            memcpy(sums + k, &t, sizeof t);                                                  \
+        }                                                                                    \
+        for (ptrdiff_t k = 0; k < B; k++)               /* lanes n to B - 1: unused */       \
+            m[k] = xs[(k < n ? k : 0) * L] + sums[k] / (T)L;                                 \
+        if (!finite)                                                                         \
             for (ptrdiff_t k = 0; k < n; k++)                                                \
                 if (!isfinite(sums[k]))                                                      \
                     m[k] = (T)(cyb_sum_##SUFFIX(xs + k * L, L) / (double)L);                 \
-        cyb_norm_segment_sums_##SUFFIX(CYB_SUM_SQ_DEV, NULL, NULL, xs, m, L, n, sums, NULL);  \
-        for (ptrdiff_t k = 0; k < n; k++)                                                    \
+        for (ptrdiff_t k = 0; k < B; k += V) {                                               \
+            VT t = cyb_norm_segment_sums_##SUFFIX(CYB_SUM_SQ_DEV, NULL, NULL, xs + k * L,    \
+                                                 m + k, L, n - k, NULL);                     \
+            memcpy(sums + k, &t, sizeof t);                                                  \
+        }                                                                                    \
+        for (ptrdiff_t k = 0; k < B; k++)                                                    \
             r[k] = 1 / SQRT(sums[k] / (T)L + (T)eps);                                        \
-        for (ptrdiff_t k = 0; k < n; k++)                                                    \
-            for (ptrdiff_t i = k * L; i < (k + 1) * L; i += CYB_V_##SUFFIX) {                \
-                VT v = (cyb_norm_load_##SUFFIX(xs + i) - m[k]) * r[k]                        \
-                       * cyb_norm_load_##SUFFIX(w + first * L + i)                           \
-                       + cyb_norm_load_##SUFFIX(b + first * L + i);                          \
-                memcpy(y + first * L + i, &v, sizeof v);                                     \
+        for (ptrdiff_t k = 0; k < n; k++) {                                                  \
+            ptrdiff_t at = (first + k) * L, last = at + L - V, i = at;                       \
+            VT tail = cyb_norm_load_##SUFFIX(x + last), v;                                   \
+            for (; i + V <= at + L; i += V) {                                                \
+                v = (cyb_norm_load_##SUFFIX(x + i) - m[k]) * r[k]                            \
+                    * cyb_norm_load_##SUFFIX(w + i) + cyb_norm_load_##SUFFIX(b + i);         \
+                memcpy(y + i, &v, sizeof v);                                                 \
             }                                                                                \
+            if (i < at + L) {                                                                \
+                v = (tail - m[k]) * r[k] * cyb_norm_load_##SUFFIX(w + last)                  \
+                    + cyb_norm_load_##SUFFIX(b + last);                                      \
+                memcpy(y + last, &v, sizeof v);                                              \
+            }                                                                                \
+        }                                                                                    \
         if (mean != NULL)                                                                    \
             for (ptrdiff_t k = 0; k < n; k++) {                                              \
                 mean[first + k] = m[k];                                                      \
@@ -257,53 +333,72 @@ CYB_INLINE void cyb_norm_segments_forward_##SUFFIX(const T *x, const T *w, const
             }                                                                                \
     }                                                                                        \
 }                                                                                            \
-/* A normalization's backward over [0:n] in one pass, V elements at a time, then one by one: \
-   dweight += dy * ((x - m) * r), dbias += dy, dx = r * (dy * w - g_mean - (x - m) * q). */  \
-CYB_INLINE void cyb_norm_backward_span_##SUFFIX(const T *dy, const T *x, const T *w, T m,   \
+/* The backward of a normalization at the V elements at i, the `keep` lanes' terms added to  \
+   dweight and dbias: dweight += dy * ((x - m) * r), dbias += dy,                            \
+   dx = r * (dy * w - g_mean - (x - m) * q) */                                               \
+CYB_INLINE void cyb_norm_backward_vector_##SUFFIX(const T *dy, const T *x, const T *w, T m,  \
+                                                 T r, T g_mean, T q, T *dx, T *dweight,      \
+                                                 T *dbias, ptrdiff_t i, IT keep)             \
+{                                                                                            \
+    VT d = cyb_norm_load_##SUFFIX(dy + i), c = cyb_norm_load_##SUFFIX(x + i) - m;            \
+    VT v = cyb_norm_load_##SUFFIX(dweight + i) + cyb_norm_keep_##SUFFIX(d * (c * r), keep);  \
+    memcpy(dweight + i, &v, sizeof v);                                                       \
+    v = cyb_norm_load_##SUFFIX(dbias + i) + cyb_norm_keep_##SUFFIX(d, keep);                 \
+    memcpy(dbias + i, &v, sizeof v);                                                         \
+    v = r * (d * cyb_norm_load_##SUFFIX(w + i) - g_mean - c * q);                            \
+    memcpy(dx + i, &v, sizeof v);                                                            \
+}                                                                                            \
+/* A normalization's backward over [0:n] in one pass (cyb_norm_backward_vector), V elements  \
+   at a time, the last n % V as the last vector with its new lanes kept (its other lanes' dx \
+   stored again, the same values); one by one when n < V. dx must not overlap dy or x. */    \
+CYB_INLINE void cyb_norm_backward_span_##SUFFIX(const T *dy, const T *x, const T *w, T m,    \
                                                T r, T g_mean, T q, T *dx, T *dweight,        \
                                                T *dbias, ptrdiff_t n)                        \
 {                                                                                            \
     ptrdiff_t i = 0;                                                                         \
-    for (; i + CYB_V_##SUFFIX <= n; i += CYB_V_##SUFFIX) {                                   \
-        VT d = cyb_norm_load_##SUFFIX(dy + i), c = cyb_norm_load_##SUFFIX(x + i) - m;        \
-        VT v = cyb_norm_load_##SUFFIX(dweight + i) + d * (c * r);                            \
-        memcpy(dweight + i, &v, sizeof v);                                                   \
-        v = cyb_norm_load_##SUFFIX(dbias + i) + d;                                           \
-        memcpy(dbias + i, &v, sizeof v);                                                     \
-        v = r * (d * cyb_norm_load_##SUFFIX(w + i) - g_mean - c * q);                        \
-        memcpy(dx + i, &v, sizeof v);                                                        \
+    if (n < CYB_V_##SUFFIX) {                                                                \
+        for (; i < n; i++) {                                                                 \
+            T c = x[i] - m;                                                                  \
+            dweight[i] += dy[i] * (c * r);                                                   \
+            dbias[i] += dy[i];                                                               \
+            dx[i] = r * (dy[i] * w[i] - g_mean - c * q);                                     \
+        }                                                                                    \
+        return;                                                                              \
     }                                                                                        \
-    for (; i < n; i++) {                                                                     \
-        T c = x[i] - m;                                                                      \
-        dweight[i] += dy[i] * (c * r);                                                       \
-        dbias[i] += dy[i];                                                                   \
-        dx[i] = r * (dy[i] * w[i] - g_mean - c * q);                                         \
-    }                                                                                        \
+    for (; i + CYB_V_##SUFFIX <= n; i += CYB_V_##SUFFIX)                                     \
+        cyb_norm_backward_vector_##SUFFIX(dy, x, w, m, r, g_mean, q, dx, dweight, dbias, i,  \
+                                          cyb_norm_new_lanes_##SUFFIX(CYB_V_##SUFFIX));      \
+    if (i < n)                                                                               \
+        cyb_norm_backward_vector_##SUFFIX(dy, x, w, m, r, g_mean, q, dx, dweight, dbias,     \
+                                          n - CYB_V_##SUFFIX,                                \
+                                          cyb_norm_new_lanes_##SUFFIX(n - i));               \
 }                                                                                            \
 /* The backward of cyb_norm_segments_forward, with xhat = (x_k - mean[k]) * rstd[k] and      \
-   g = dy * w:  dx = rstd * (g - mean(g) - xhat * mean(g * xhat)),  dweight += dy * xhat,     \
-   dbias += dy, where mean(g) = g_0 + mean(g - g_0) (the mean of products, dot(dy, w) / L,    \
-   when that sum is not finite) and xhat * mean(g * xhat) = (x - m) * q; the means in T, in   \
-   batches, as in the forward. */                                                            \
-CYB_INLINE void cyb_norm_segments_backward_##SUFFIX(const T *dy, const T *x, const T *w,     \
-                                                   const T *mean, const T *rstd, T *dx,      \
-                                                   T *dweight, T *dbias, ptrdiff_t L,        \
-                                                   ptrdiff_t count)                          \
+   g = dy * w:  dx = rstd * (g - mean(g) - xhat * mean(g * xhat)),  dweight += dy * xhat,    \
+   dbias += dy, where mean(g) = g_0 + mean(g - g_0) (the mean of products, dot(dy, w) / L,   \
+   when that sum is not finite) and xhat * mean(g * xhat) = (x - m) * q; the means in T, V   \
+   segments at a time, as in the forward. */                                                 \
+CYB_INLINE void cyb_norm_segments_backward_L_##SUFFIX(ptrdiff_t L, const T *dy, const T *x,  \
+                                                     const T *w, const T *mean,              \
+                                                     const T *rstd, T *dx, T *dweight,       \
+                                                     T *dbias, ptrdiff_t count)              \
 {                                                                                            \
-    T sum_g[CYB_NORM_SEGMENT_BATCH], sum_gx[CYB_NORM_SEGMENT_BATCH];                         \
-    T g_mean[CYB_NORM_SEGMENT_BATCH], q[CYB_NORM_SEGMENT_BATCH];                             \
-    for (ptrdiff_t first = 0; first < count; first += CYB_NORM_SEGMENT_BATCH) {              \
-        ptrdiff_t n = count - first < CYB_NORM_SEGMENT_BATCH ? count - first                 \
-                                                             : CYB_NORM_SEGMENT_BATCH;       \
+    for (ptrdiff_t first = 0; first < count; first += CYB_V_##SUFFIX) {                      \
+        ptrdiff_t n = count - first < CYB_V_##SUFFIX ? count - first : CYB_V_##SUFFIX;       \
         ptrdiff_t at = first * L;                                                            \
-        cyb_norm_segment_sums_##SUFFIX(CYB_SUMS_CENTERED, dy + at, w + at, x + at,           \
-                                      mean + first, L, n, sum_g, sum_gx);                    \
-        for (ptrdiff_t k = 0; k < n; k++) {                                                  \
-            T r = rstd[first + k];                                                           \
-            g_mean[k] = dy[at + k * L] * w[at + k * L] + sum_g[k] / (T)L;                    \
+        T sum_g[CYB_V_##SUFFIX], sum_gx[CYB_V_##SUFFIX], g_mean[CYB_V_##SUFFIX],             \
+          q[CYB_V_##SUFFIX];                                                                 \
+        VT t_gx, t_g = cyb_norm_segment_sums_##SUFFIX(CYB_SUMS_CENTERED, dy + at, w + at,    \
+                                                      x + at, mean + first, L, n, &t_gx);    \
+        memcpy(sum_g, &t_g, sizeof t_g);                                                     \
+        memcpy(sum_gx, &t_gx, sizeof t_gx);                                                  \
+        for (ptrdiff_t k = 0; k < CYB_V_##SUFFIX; k++) {    /* lanes n to V - 1: unused */   \
+            ptrdiff_t j = k < n ? k : 0, i = at + j * L;                                     \
+            T r = rstd[first + j];                                                           \
+            g_mean[k] = dy[i] * w[i] + sum_g[k] / (T)L;                                      \
             q[k] = sum_gx[k] / (T)L * r * r;                                                 \
         }                                                                                    \
-        if (!cyb_norm_all_finite_##SUFFIX(sum_g, n))                                         \
+        if (!cyb_norm_all_finite_##SUFFIX(t_g))                                              \
             for (ptrdiff_t k = 0; k < n; k++)                                                \
                 if (!isfinite(sum_g[k]))                                                     \
                     g_mean[k] = (T)(cyb_dot_##SUFFIX(dy + at + k * L, w + at + k * L, L)     \
@@ -315,9 +410,26 @@ CYB_INLINE void cyb_norm_segments_backward_##SUFFIX(const T *dy, const T *x, con
                                            dweight + i, dbias + i, L);                       \
         }                                                                                    \
     }                                                                                        \
+}                                                                                            \
+/* The two above for any lane-wise L, the common lengths compiled as constants (see 4.) */   \
+CYB_INLINE void cyb_norm_segments_forward_##SUFFIX(const T *x, const T *w, const T *b, T *y, \
+                                                  ptrdiff_t L, ptrdiff_t count, double eps,  \
+                                                  T *mean, T *rstd)                          \
+{                                                                                            \
+    CYB_NORM_WITH_CONSTANT_L(cyb_norm_segments_forward_L_##SUFFIX, L,                        \
+                             x, w, b, y, count, eps, mean, rstd);                            \
+}                                                                                            \
+CYB_INLINE void cyb_norm_segments_backward_##SUFFIX(const T *dy, const T *x, const T *w,     \
+                                                   const T *mean, const T *rstd, T *dx,      \
+                                                   T *dweight, T *dbias, ptrdiff_t L,        \
+                                                   ptrdiff_t count)                          \
+{                                                                                            \
+    CYB_NORM_WITH_CONSTANT_L(cyb_norm_segments_backward_L_##SUFFIX, L,                       \
+                             dy, x, w, mean, rstd, dx, dweight, dbias, count);               \
 }
 
-CYB_DEFINE_NORM_SEGMENTS(float, f32, cyb_f32x8, sqrtf)
-CYB_DEFINE_NORM_SEGMENTS(double, f64, cyb_f64x4, sqrt)
+CYB_DEFINE_NORM_SEGMENTS(float, f32, cyb_f32x8, cyb_i32x8, ((cyb_i32x8){0, 1, 2, 3, 4, 5, 6, 7}),
+                         sqrtf)
+CYB_DEFINE_NORM_SEGMENTS(double, f64, cyb_f64x4, cyb_i64x4, ((cyb_i64x4){0, 1, 2, 3}), sqrt)
 
 #endif /* CYBURN_NORM_H */

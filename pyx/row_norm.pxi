@@ -14,6 +14,7 @@ from libc.math cimport isfinite, sqrt as c_sqrt
 
 cdef enum:
     ROW_NORM_BLOCK_ROWS = 64        # backward: dweight and dbias are summed in blocks of rows
+    ROW_NORM_SEGMENT_BATCH = 64     # segments not lane-wise: statistics of this many at once
 
 
 # ---- sums: shifted (exact on constant sets) and over the segments of a row ------------------
@@ -21,7 +22,6 @@ cdef enum:
 # the segments of a row (group norm of an (N, C) input) are summed several at a time.
 
 cdef extern from "cyburn_norm.h" nogil:
-    enum: CYB_NORM_SEGMENT_BATCH    # rows cut into segments: statistics of this many at once
     bint cyb_norm_lane_wise(Py_ssize_t L)
     double cyb_norm_sum_dev_f32(const float *x, float c, Py_ssize_t n)
     double cyb_norm_sum_dev_f64(const double *x, double c, Py_ssize_t n)
@@ -135,13 +135,18 @@ cdef inline void row_norm_segments_backward(const real *dy, const real *x, const
 # A row of n features may be cut into `groups` segments of L = n / groups, each with its own
 # statistics (stat r * groups + g): group norm of an (N, C) input, whose groups of one-element
 # runs are such segments, takes this path (groups = 1 for layer norm and RMSNorm).
-# row_norm_segments takes a row's segments in batches of up to CYB_NORM_SEGMENT_BATCH,
+# row_norm_segments takes a row's segments in batches of up to ROW_NORM_SEGMENT_BATCH,
 # statistic by statistic (layer norm's single segment keeps row_norm_row): every segment's sum,
 # then every mean, every sum of squared deviations, every rstd, and then the normalization. The
 # sums of different segments do not depend on each other, so the CPU overlaps them, and the
 # divisions and square roots of a batch run as vector instructions (segment after segment, each
-# short segment would wait on its own scalar divide and sqrt). Segments of 8 k <= 256 elements
+# short segment would wait on its own scalar divide and sqrt). Segments of 8 to 256 elements
 # go to cyburn_norm.h, which sums several at once and takes their statistics in T.
+# The next row is prefetched while a row is normalized, but not a row of segments: its short
+# batches already keep reads and writes in flight together, and the prefetch slowed them (on
+# the README's EPYC, (16384, 1024) in 32 groups against layer norm of the same rows, one
+# thread: forward 1.07-1.10x with the prefetch, 0.90-0.96x without; backward 1.05x and
+# 0.83-0.86x).
 # Means are shifted, x_0 + mean(x - x_0) with x_0 the first element (row_norm_shifted_mean),
 # and so is the backward's mean(g): a constant row or segment has deviations of exactly 0,
 # hence mean = its value, y = bias, and dx = 0 for a constant g (see cyburn_norm.h).
@@ -180,15 +185,15 @@ cdef void row_norm_segments(const real *x, const real *weight, const real *bias,
     are not NULL. Lane-wise segments go to row_norm_segments_forward; others in batches, each
     normalized right after its statistics."""
     cdef Py_ssize_t i, k, batch, first, count, at, length = n // groups
-    cdef double sums[CYB_NORM_SEGMENT_BATCH]
-    cdef real m[CYB_NORM_SEGMENT_BATCH]
-    cdef real r[CYB_NORM_SEGMENT_BATCH]
+    cdef double sums[ROW_NORM_SEGMENT_BATCH]
+    cdef real m[ROW_NORM_SEGMENT_BATCH]
+    cdef real r[ROW_NORM_SEGMENT_BATCH]
     if cyb_norm_lane_wise(length):
         row_norm_segments_forward(x, weight, bias, y, length, groups, eps, mean, rstd)
         return
-    for batch in range((groups + CYB_NORM_SEGMENT_BATCH - 1) // CYB_NORM_SEGMENT_BATCH):
-        first = batch * CYB_NORM_SEGMENT_BATCH
-        count = min(groups - first, CYB_NORM_SEGMENT_BATCH)
+    for batch in range((groups + ROW_NORM_SEGMENT_BATCH - 1) // ROW_NORM_SEGMENT_BATCH):
+        first = batch * ROW_NORM_SEGMENT_BATCH
+        count = min(groups - first, ROW_NORM_SEGMENT_BATCH)
         for k in range(count):
             at = (first + k) * length
             sums[k] = row_norm_sum_dev(x + at, x[at], length)
@@ -214,7 +219,7 @@ cdef void row_norm_chunk(const real *x, const real *residual, const real *weight
                          Py_ssize_t first, Py_ssize_t last) noexcept nogil:
     cdef Py_ssize_t r, at
     for r in range(first, last):
-        if r + 1 < last:
+        if r + 1 < last and groups == 1:
             prefetch_span(x + (r + 1) * n, n)
             if residual != NULL:
                 prefetch_span(residual + (r + 1) * n, n)
@@ -255,17 +260,17 @@ cdef void row_norm_backward_row(const real *dy, const real *x, const real *weigh
     Segments go in batches, sums first (see row_norm_segments); groups > 1 only for layer
     norm, lane-wise segments to row_norm_segments_backward."""
     cdef Py_ssize_t g, k, at, batch, first, last, length = n // groups
-    cdef double sum_g[CYB_NORM_SEGMENT_BATCH]
-    cdef double sum_gx[CYB_NORM_SEGMENT_BATCH]
-    cdef real g_mean[CYB_NORM_SEGMENT_BATCH]
-    cdef real q[CYB_NORM_SEGMENT_BATCH]          # xhat * mean(g * xhat) = (x - mean) * q
+    cdef double sum_g[ROW_NORM_SEGMENT_BATCH]
+    cdef double sum_gx[ROW_NORM_SEGMENT_BATCH]
+    cdef real g_mean[ROW_NORM_SEGMENT_BATCH]
+    cdef real q[ROW_NORM_SEGMENT_BATCH]          # xhat * mean(g * xhat) = (x - mean) * q
     cdef real m, r
     if groups > 1 and cyb_norm_lane_wise(length):
         row_norm_segments_backward(dy, x, weight, mean, rstd, dx, dweight, dbias, length, groups)
         return
-    for batch in range((groups + CYB_NORM_SEGMENT_BATCH - 1) // CYB_NORM_SEGMENT_BATCH):
-        first = batch * CYB_NORM_SEGMENT_BATCH
-        last = min(groups, first + CYB_NORM_SEGMENT_BATCH)
+    for batch in range((groups + ROW_NORM_SEGMENT_BATCH - 1) // ROW_NORM_SEGMENT_BATCH):
+        first = batch * ROW_NORM_SEGMENT_BATCH
+        last = min(groups, first + ROW_NORM_SEGMENT_BATCH)
         for g in range(first, last):
             at = g * length
             row_norm_sums_shifted_centered(dy + at, weight + at,
@@ -303,7 +308,7 @@ cdef void row_norm_backward_block(const real *dy, const real *x, const real *wei
     for r in range(2 * n):
         partial[r] = 0
     for r in range(first, last):
-        if r + 1 < last:
+        if r + 1 < last and groups == 1:
             prefetch_span(dy + (r + 1) * n, n)
             prefetch_span(x + (r + 1) * n, n)
         at = r * n

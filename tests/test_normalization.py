@@ -1042,12 +1042,13 @@ def test_a_set_starting_with_an_infinity_has_the_plain_mean(n, groups, dtype, rn
 
 
 @pytest.mark.parametrize("dtype", [F32, F64], ids=str)
-@pytest.mark.parametrize("shape, groups", [((5, 96), 3), ((5, 120), 3), ((5, 6), 2)], ids=str)
+@pytest.mark.parametrize("shape, groups", [((5, 96), 3), ((5, 120), 3), ((5, 60), 3),
+                                           ((5, 6), 2)], ids=str)
 def test_group_norm_of_a_constant_segment_is_exact(shape, groups, dtype, rng):
     """group_norm of an (N, C) input (rows cut into segments, lane-wise and blocked sums) keeps
     layer norm's property: a constant group has mean = the value, y = bias, and with a
-    constant g its dx is exactly 0. Lane-wise segments (a multiple of 8 elements, at most 256)
-    take their statistics in the input's precision, as PyTorch does."""
+    constant g its dx is exactly 0. Lane-wise segments (8 to 256 elements, the last L % 8 in
+    a masked vector) take their statistics in the input's precision, as PyTorch does."""
     x, dy = constant_rows(rng, shape, dtype)
     x[0, :shape[1] // groups] = 0.3                    # one constant group in a random row
     dy[0, :shape[1] // groups] = 0.7
@@ -1059,7 +1060,7 @@ def test_group_norm_of_a_constant_segment_is_exact(shape, groups, dtype, rng):
         part = slice(g * length, (g + 1) * length)
         check_constant_set(y[row, part], mean[row, g], rstd[row, g], x[row, part], b[part],
                            1e-5, f"row {row} group {g}",
-                           rstd_in_dtype=length % 8 == 0 and length <= 256)
+                           rstd_in_dtype=8 <= length <= 256)
     dx = cb.group_norm_backward(dy, x, groups, None, mean, rstd)[0]
     for row, g in constant:
         assert np.all(dx[row, g * length:(g + 1) * length] == 0), (row, g)
@@ -1265,23 +1266,30 @@ class _Without:
     ((300, 5), 5),          # groups of 1 element, odd C
     ((9, 14), 7),           # 2
     ((300, 15), 5),         # 3, odd C
+    ((6, 35), 7),           # 5, odd C: blocked sums (shorter than a vector)
     ((50, 112), 7),         # 16: the lane-wise sums, 7 segments (not a multiple of 8 or 4)
-    ((6, 35), 7),           # 5, odd C
     ((300, 96), 3),         # 32: the lane-wise sums
+    ((20, 144), 3),         # 48: 16 lanes, a constant length
     ((5, 192), 3),          # 64
     ((4, 4096), 16),        # 256: the longest lane-wise segment
     ((3, 1056), 2),         # 528: blocked sums, a multiple of 16
-    ((70, 120), 3),         # 40: 8 lanes (a multiple of 8, not of 16)
-    ((70, 72), 3),          # 24: 8 lanes
-    ((70, 60), 3),          # 20: blocked sums, not a multiple of 8
-    ((3, 8320), 130),       # 64 elements in more than one batch of 64 segments
+    ((70, 120), 3),         # 40: 16 lanes and 8
+    ((70, 72), 3),          # 24: 16 lanes and 8, a constant length
+    ((70, 60), 3),          # 20: 16 lanes and a masked vector of 4
+    ((40, 768), 64),        # 12: 8 lanes and a masked vector of 4, a constant length
+    ((40, 90), 10),         # 9: the shortest odd lane-wise segment, a masked vector of 1
+    ((30, 85), 5),          # 17: 16 lanes and a masked vector of 1, odd C
+    ((4, 765), 3),          # 255: 16 lanes, 8 and a masked vector of 7
+    ((4, 771), 3),          # 257: blocked sums, just past the lane-wise lengths
+    ((3, 8320), 130),       # 64 elements in many batches, the last one short
 ], ids=str)
 def test_group_norm_of_an_n_by_c_input_against_the_truth(shape, groups, dtype, rng,
                                                            restore_threads):
     """group_norm and group_norm_backward of (N, C) data, each group a segment of C / G
-    elements of its row, for segments summed lane-wise (8 k <= 256 elements, in 16 lanes or 8)
-    and by the blocked sums (other lengths): the truth in float64 within the tolerances, and
-    the same bits for 1 and 2 threads. x = 300 + N(0, 1) checks the two-pass variance."""
+    elements of its row, for segments summed lane-wise (8 to 256 elements, in 16 lanes or 8 and
+    a masked last vector) and by the blocked sums (other lengths): the truth in float64 within
+    the tolerances, and the same bits for 1 and 2 threads. x = 300 + N(0, 1) checks the
+    two-pass variance."""
     x = (rng.standard_normal(shape) + 300).astype(dtype)
     dy = rng.standard_normal(shape).astype(dtype)
     check_group_norm_of_rows(x, dy, groups, dtype, rng)
