@@ -142,8 +142,9 @@ cdef inline void row_norm_segments_backward(const real *dy, const real *x, const
 # divisions and square roots of a batch run as vector instructions (segment after segment, each
 # short segment would wait on its own scalar divide and sqrt). Segments of 8 to 256 elements
 # go to cyburn_norm.h, which sums several at once and takes their statistics in T.
-# The next row is prefetched while a row is normalized, but not a row of segments: its short
-# batches already keep reads and writes in flight together, and the prefetch slowed them (on
+# The next row is prefetched while a row is normalized, but not a row of lane-wise segments:
+# their short batches already keep reads and writes in flight together, and the prefetch
+# slowed them (on
 # the README's EPYC, (16384, 1024) in 32 groups against layer norm of the same rows, one
 # thread: forward 1.07-1.10x with the prefetch, 0.90-0.96x without; backward 1.05x and
 # 0.83-0.86x).
@@ -213,13 +214,19 @@ cdef void row_norm_segments(const real *x, const real *weight, const real *bias,
                 rstd[first + k] = r[k]
 
 
+cdef inline bint row_norm_prefetches(Py_ssize_t n, Py_ssize_t groups) noexcept nogil:
+    """Whether the next row is prefetched: not for rows cut into lane-wise segments."""
+    return groups == 1 or not cyb_norm_lane_wise(n // groups)
+
+
 cdef void row_norm_chunk(const real *x, const real *residual, const real *weight,
                          const real *bias, real *h, real *y, real *mean, real *rstd,
                          Py_ssize_t n, Py_ssize_t groups, double eps, bint centered,
                          Py_ssize_t first, Py_ssize_t last) noexcept nogil:
     cdef Py_ssize_t r, at
+    cdef bint prefetch = row_norm_prefetches(n, groups)
     for r in range(first, last):
-        if r + 1 < last and groups == 1:
+        if r + 1 < last and prefetch:
             prefetch_span(x + (r + 1) * n, n)
             if residual != NULL:
                 prefetch_span(residual + (r + 1) * n, n)
@@ -305,10 +312,11 @@ cdef void row_norm_backward_block(const real *dy, const real *x, const real *wei
                                   Py_ssize_t last) noexcept nogil:
     """Rows first..last-1, their dweight and dbias sums in partial[0:n] and partial[n:2n]."""
     cdef Py_ssize_t r, at
+    cdef bint prefetch = row_norm_prefetches(n, groups)
     for r in range(2 * n):
         partial[r] = 0
     for r in range(first, last):
-        if r + 1 < last and groups == 1:
+        if r + 1 < last and prefetch:
             prefetch_span(dy + (r + 1) * n, n)
             prefetch_span(x + (r + 1) * n, n)
         at = r * n
