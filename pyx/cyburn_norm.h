@@ -274,6 +274,11 @@ CYB_INLINE int cyb_norm_all_finite_##SUFFIX(VT t)                               
         found |= lanes[k];                                                                   \
     return found == 0;                                                                       \
 }                                                                                            \
+/* (x - m) * r * w + b for the V elements of x and those at w and b */                       \
+CYB_INLINE VT cyb_norm_affine_##SUFFIX(VT x, T m, T r, const T *w, const T *b)               \
+{                                                                                            \
+    return (x - m) * r * cyb_norm_load_##SUFFIX(w) + cyb_norm_load_##SUFFIX(b);              \
+}                                                                                            \
 /* Layer norm of each of `count` segments x_k = x[k L : (k + 1) L] (cyb_norm_lane_wise(L)):  \
        y_k = (x_k - m_k) * r_k * w_k + b_k,  m_k = x_k[0] + sum(x_k - x_k[0]) / L            \
        (sum(x_k) / L when that sum is not finite),                                           \
@@ -316,13 +321,12 @@ CYB_INLINE void cyb_norm_segments_forward_L_##SUFFIX(ptrdiff_t L, const T *x, co
             ptrdiff_t at = (first + k) * L, last = at + L - V, i = at;                       \
             VT tail = cyb_norm_load_##SUFFIX(x + last), v;                                   \
             for (; i + V <= at + L; i += V) {                                                \
-                v = (cyb_norm_load_##SUFFIX(x + i) - m[k]) * r[k]                            \
-                    * cyb_norm_load_##SUFFIX(w + i) + cyb_norm_load_##SUFFIX(b + i);         \
+                VT xi = cyb_norm_load_##SUFFIX(x + i);                                       \
+                v = cyb_norm_affine_##SUFFIX(xi, m[k], r[k], w + i, b + i);                  \
                 memcpy(y + i, &v, sizeof v);                                                 \
             }                                                                                \
             if (i < at + L) {                                                                \
-                v = (tail - m[k]) * r[k] * cyb_norm_load_##SUFFIX(w + last)                  \
-                    + cyb_norm_load_##SUFFIX(b + last);                                      \
+                v = cyb_norm_affine_##SUFFIX(tail, m[k], r[k], w + last, b + last);          \
                 memcpy(y + last, &v, sizeof v);                                              \
             }                                                                                \
         }                                                                                    \
