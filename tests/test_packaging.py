@@ -137,15 +137,13 @@ def site_packages(python, cwd):
     return Path(result.stdout.strip())
 
 
-def pip_install(python, cwd, *requirements, compile_ok=False):
-    """pip install into the venv of `python`; unless compile_ok, from binary wheels only and
-    with no usable C compiler."""
-    cmd = [python, "-m", "pip", "install", "--disable-pip-version-check", "-q"]
-    env = {}
-    if not compile_ok:
-        cmd.append("--only-binary=:all:")
-        env = {"CC": "/bin/false", "CXX": "/bin/false", "LDSHARED": "/bin/false"}
-    result = run(cmd + list(requirements), cwd=cwd, **env)
+def pip_install(python, cwd, *requirements):
+    """pip install into the venv of `python`, from binary wheels only and with no usable C
+    compiler."""
+    cmd = [python, "-m", "pip", "install", "--disable-pip-version-check", "-q",
+           "--only-binary=:all:"]
+    result = run(cmd + list(requirements), cwd=cwd, CC="/bin/false", CXX="/bin/false",
+                 LDSHARED="/bin/false")
     if result.returncode != 0:
         needs_network_or_fail(result, "pip install " + " ".join(map(str, requirements)))
     return result
