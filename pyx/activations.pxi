@@ -30,7 +30,7 @@ cdef enum:
     ELEMENT_BLOCK = 64      # threads split arrays at multiples of this: whole vectors at any level
 
 
-cdef inline real sigmoid_pair(real v, real *complement) noexcept nogil:
+cdef inline real activation_sigmoid_pair(real v, real *complement) noexcept nogil:
     """sigmoid(v) = 1 / (1 + exp(-v)), storing 1 - sigmoid(v) = sigmoid(-v) in complement[0].
     With e = exp(-|v|) <= 1 the two are 1 / (1 + e) and e / (1 + e): neither cancels nor
     overflows, and a NaN v gives NaN for both."""
@@ -41,7 +41,7 @@ cdef inline real sigmoid_pair(real v, real *complement) noexcept nogil:
     return r if v >= 0 else e * r
 
 
-cdef inline real at_least_lowest(real x) noexcept nogil:
+cdef inline real activation_at_least_lowest(real x) noexcept nogil:
     """x, with -inf raised to the lowest finite value: -inf * f(-inf)/x's factor 0 then gives
     0, the limit, instead of NaN (NaN stays NaN)."""
     if real is float:
@@ -50,25 +50,25 @@ cdef inline real at_least_lowest(real x) noexcept nogil:
         return -DBL_MAX if x < -DBL_MAX else x
 
 
-cdef inline real saturate(real x) noexcept nogil:
+cdef inline real activation_saturate(real x) noexcept nogil:
     """x within [-CYB_SATURATED, CYB_SATURATED] (NaN stays NaN): where the derivatives'
     factors of x would meet a sigmoid or density of exactly 0 as inf * 0."""
     return -CYB_SATURATED if x < -CYB_SATURATED else (CYB_SATURATED if x > CYB_SATURATED else x)
 
 
-cdef inline real gelu_tanh_v(real x) noexcept nogil:
+cdef inline real activation_gelu_tanh_v(real x) noexcept nogil:
     """v = 2u = x (V1 + V3 x^2), V1 = 2 sqrt(2 / pi), V3 = 0.044715 V1; +-inf once x^3
     overflows, as the sigmoid wants."""
     return x * (<real>1.5957691216057308 + <real>0.07135481627260025 * x * x)
 
 
-cdef inline real gelu_tanh_dv(real x) noexcept nogil:
+cdef inline real activation_gelu_tanh_dv(real x) noexcept nogil:
     """v' = V1 + 3 V3 x^2."""
     return <real>1.5957691216057308 + <real>0.21406444881780076 * x * x
 
 
-cdef void float32_span(Activation f, const float *dy, const float *x, float *out, Py_ssize_t n,
-                       bint stream) noexcept nogil:
+cdef void activation_float32_span(Activation f, const float *dy, const float *x, float *out,
+                                  Py_ssize_t n, bint stream) noexcept nogil:
     """out = f(x) (dy NULL) or dy * f'(x) for n float32 elements, f up to SILU: the vector
     kernels of cyburn_vmath.h, their whole vectors stored non-temporally with `stream`."""
     if dy == NULL:
@@ -105,16 +105,17 @@ cdef void activation_span(Activation f, const real *x, real *y, Py_ssize_t n) no
             y[i] = 0 if x[i] < 0 else x[i]
     elif f == GELU:
         for i in range(n):
-            y[i] = at_least_lowest(x[i]) * normal_cdf(x[i])
+            y[i] = activation_at_least_lowest(x[i]) * normal_cdf(x[i])
     elif f == GELU_TANH:
         for i in range(n):
-            y[i] = at_least_lowest(x[i]) * sigmoid_pair(gelu_tanh_v(x[i]), &unused)
+            y[i] = (activation_at_least_lowest(x[i])
+                    * activation_sigmoid_pair(activation_gelu_tanh_v(x[i]), &unused))
     else:
         for i in range(n):
-            y[i] = at_least_lowest(x[i]) * sigmoid_pair(x[i], &unused)
+            y[i] = activation_at_least_lowest(x[i]) * activation_sigmoid_pair(x[i], &unused)
 
 
-cdef inline real times_slope(real dy, real slope, real x) noexcept nogil:
+cdef inline real activation_times_slope(real dy, real slope, real x) noexcept nogil:
     """dy * slope, slope = f'(x) for gelu or silu, with -dy's sign where f'(x) < 0 rounds to 0
     far left (cyb_times_slope of cyburn_vmath.h: -dy for an infinite dy, not inf * 0 = NaN)."""
     if real is float:
@@ -123,8 +124,8 @@ cdef inline real times_slope(real dy, real slope, real x) noexcept nogil:
         return cyb_times_slope_f64(dy, slope, x)
 
 
-cdef void gradient_span(Activation f, const real *dy, const real *x, real *dx,
-                        Py_ssize_t n) noexcept nogil:
+cdef void activation_gradient_span(Activation f, const real *dy, const real *x, real *dx,
+                                   Py_ssize_t n) noexcept nogil:
     """dx = dy * f'(x) for n float64 elements (dx may be dy or x)."""
     cdef Py_ssize_t i
     cdef real s, complement, v
@@ -133,37 +134,39 @@ cdef void gradient_span(Activation f, const real *dy, const real *x, real *dx,
             dx[i] = 0 if x[i] <= 0 else dy[i]            # PyTorch's threshold_backward
     elif f == GELU:
         for i in range(n):
-            v = saturate(x[i])
-            dx[i] = times_slope(dy[i], normal_cdf(v) + v * normal_pdf(v), x[i])
+            v = activation_saturate(x[i])
+            dx[i] = activation_times_slope(dy[i], normal_cdf(v) + v * normal_pdf(v), x[i])
     elif f == GELU_TANH:
         for i in range(n):
-            v = saturate(x[i])
-            s = sigmoid_pair(gelu_tanh_v(v), &complement)
-            dx[i] = times_slope(dy[i], s + v * s * complement * gelu_tanh_dv(v), x[i])
+            v = activation_saturate(x[i])
+            s = activation_sigmoid_pair(activation_gelu_tanh_v(v), &complement)
+            dx[i] = activation_times_slope(
+                dy[i], s + v * s * complement * activation_gelu_tanh_dv(v), x[i])
     else:
         for i in range(n):
-            v = saturate(x[i])
-            s = sigmoid_pair(v, &complement)
-            dx[i] = times_slope(dy[i], s + v * s * complement, x[i])
+            v = activation_saturate(x[i])
+            s = activation_sigmoid_pair(v, &complement)
+            dx[i] = activation_times_slope(dy[i], s + v * s * complement, x[i])
 
 
-cdef void elementwise(Activation f, const real *dy, const real *x, real *out, Py_ssize_t n,
-                      bint stream, int threads) noexcept nogil:
+cdef void activation_elementwise(Activation f, const real *dy, const real *x, real *out,
+                                 Py_ssize_t n, bint stream, int threads) noexcept nogil:
     """out = f(x) (dy NULL) or dy * f'(x), threads taking contiguous runs of whole blocks."""
     cdef Py_ssize_t blocks = (n + ELEMENT_BLOCK - 1) // ELEMENT_BLOCK, first, last
     cdef int c
     if threads == 1:
-        elementwise_chunk(f, dy, x, out, 0, n, stream)
+        activation_elementwise_chunk(f, dy, x, out, 0, n, stream)
         return
     for c in prange(threads, num_threads=threads, schedule='static'):
         first = min(n, chunk_start(blocks, c, threads) * ELEMENT_BLOCK)
         last = min(n, chunk_start(blocks, c + 1, threads) * ELEMENT_BLOCK)
-        elementwise_chunk(f, dy, x, out, first, last, stream)
+        activation_elementwise_chunk(f, dy, x, out, first, last, stream)
     team_finished()
 
 
-cdef void elementwise_chunk(Activation f, const real *dy, const real *x, real *out,
-                            Py_ssize_t first, Py_ssize_t last, bint stream) noexcept nogil:
+cdef void activation_elementwise_chunk(Activation f, const real *dy, const real *x, real *out,
+                                       Py_ssize_t first, Py_ssize_t last,
+                                       bint stream) noexcept nogil:
     """Elements first..last-1: up to the first 64-byte boundary of out, then the rest, whose
     stores are then aligned (NumPy aligns data to 16 bytes only, and full-width stores that
     straddle cache lines cost: relu of 25M float32 on 1 thread: 12.0 ms unaligned, against
@@ -173,23 +176,25 @@ cdef void elementwise_chunk(Activation f, const real *dy, const real *x, real *o
     loop and scalar remainder (tests check the results are bitwise identical for any thread
     count). No software prefetch: the hardware prefetchers keep up with one pass over memory."""
     cdef Py_ssize_t head = min(last - first, (-(<Py_ssize_t>(out + first)) & 63) // sizeof(real))
-    elementwise_span(f, dy, x, out, first, head, stream)
-    elementwise_span(f, dy, x, out, first + head, last - first - head, stream)
+    activation_elementwise_span(f, dy, x, out, first, head, stream)
+    activation_elementwise_span(f, dy, x, out, first + head, last - first - head, stream)
     if stream:
         cyb_stream_fence()
 
 
-cdef inline void elementwise_span(Activation f, const real *dy, const real *x, real *out,
-                                  Py_ssize_t first, Py_ssize_t n, bint stream) noexcept nogil:
+cdef inline void activation_elementwise_span(Activation f, const real *dy, const real *x,
+                                             real *out, Py_ssize_t first, Py_ssize_t n,
+                                             bint stream) noexcept nogil:
     """Elements first..first+n-1 through their kernel (`stream`: float32's only)."""
     if real is float:
         if f <= SILU:
-            float32_span(f, NULL if dy == NULL else dy + first, x + first, out + first, n, stream)
+            activation_float32_span(f, NULL if dy == NULL else dy + first, x + first,
+                                    out + first, n, stream)
             return
     if dy == NULL:
         activation_span(f, x + first, out + first, n)
     else:
-        gradient_span(f, dy + first, x + first, out + first, n)
+        activation_gradient_span(f, dy + first, x + first, out + first, n)
 
 
 # ---- Python entry points ----------------------------------------------------------------------
@@ -219,8 +224,9 @@ cdef object activation_run(int f, object dy, cnp.ndarray x, cnp.ndarray out, int
         raise ValueError(f"cyburn kernel: no activation {f}")
     with nogil:
         if typenum == cnp.NPY_FLOAT:
-            elementwise(<Activation>f, <const float *>dy_data, <const float *>x_data,
-                        <float *>out_data, n, stream, threads)
+            activation_elementwise(<Activation>f, <const float *>dy_data, <const float *>x_data,
+                                   <float *>out_data, n, stream, threads)
         else:
-            elementwise(<Activation>f, <const double *>dy_data, <const double *>x_data,
-                        <double *>out_data, n, stream, threads)
+            activation_elementwise(<Activation>f, <const double *>dy_data,
+                                   <const double *>x_data, <double *>out_data, n, stream,
+                                   threads)
