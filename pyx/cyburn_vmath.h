@@ -856,7 +856,8 @@ CYB_INLINE void cyb_stream_fence(void)
    With CHAINS = 4, a block's four quarters are summed side by side, each into its own vector
    (the remainder after the quarters into the first): four independent chains of additions
    instead of one, whose latency bounds a cheap TERM over data in cache (layer norm of
-   (8192, 768) float32 on 2 threads: 2.14 -> 1.66-1.72 ms, RMSNorm 1.61 -> 1.19 ms). An
+   (8192, 768) float32 on 2 threads, best of five alternating runs: 2.36 -> 1.73 ms, RMSNorm
+   1.87 -> 1.44 ms; README, "How it is built"). An
    exp-bound TERM keeps CHAINS = 1: its arithmetic hides the chain, and four streams of it
    only add register pressure. */
 #define CYB_BLOCKED_SUM_CHAINS(T, s, n, CHAINS, TERM)                                          \

@@ -144,10 +144,9 @@ cdef inline void row_norm_segments_backward(const real *dy, const real *x, const
 # go to cyburn_norm.h, which sums several at once and takes their statistics in T.
 # The next row is prefetched while a row is normalized, but not a row of lane-wise segments:
 # their short batches already keep reads and writes in flight together, and the prefetch
-# slowed them (on
-# the README's EPYC, (16384, 1024) in 32 groups against layer norm of the same rows, one
-# thread: forward 1.07-1.10x with the prefetch, 0.90-0.96x without; backward 1.05x and
-# 0.83-0.86x).
+# slowed them (on the README's EPYC, (16384, 1024) in 32 groups against layer norm of the same
+# rows, one thread: forward 1.07-1.10x with the prefetch, 0.90-0.96x without; backward 1.05x
+# and 0.83-0.86x).
 # Means are shifted, x_0 + mean(x - x_0) with x_0 the first element (row_norm_shifted_mean),
 # and so is the backward's mean(g): a constant row or segment has deviations of exactly 0,
 # hence mean = its value, y = bias, and dx = 0 for a constant g (see cyburn_norm.h).
