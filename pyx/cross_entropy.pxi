@@ -105,7 +105,8 @@ cdef int cross_entropy_chunk(const real *x, const real *q, const int64_t *target
                 for j in range(C):
                     grad[at + j] = 0
             continue
-        if target != NULL and not 0 <= target[r] < C:      # check_targets reports these
+        # (cross_entropy_check_targets reports these to the user)
+        if target != NULL and not 0 <= target[r] < C:
             free(z_buffer)
             return -2
         losses[r] = cross_entropy_row(
@@ -138,7 +139,8 @@ cdef int cross_entropy_rows(const real *x, const real *q, const int64_t *target,
 
 # ---- Python entry points ----------------------------------------------------------------------
 
-def check_targets(cnp.ndarray target not None, weight, int64_t ignore_index, Py_ssize_t C):
+def cross_entropy_check_targets(cnp.ndarray target not None, weight, int64_t ignore_index,
+                                Py_ssize_t C):
     """For int64 class indices: (index of the first row whose target is neither in [0, C) nor
     ignore_index, or -1; the sum of weight[t] over the other rows, or their count when weight
     is None). Runs without the GIL."""
@@ -163,7 +165,7 @@ def cross_entropy_loss_and_grad(cnp.ndarray logits not None, target, probabiliti
                                 double smoothing, double z_loss, double softcap, double scale,
                                 row_scale, cnp.ndarray losses not None, grad, int num_threads):
     """Per-row losses (float64) of (N, C) logits against int64 class indices `target` (check
-    them with check_targets first: a bad one here raises a bare IndexError) or
+    them with cross_entropy_check_targets first: a bad one here raises a bare IndexError) or
     `probabilities`; with grad, their gradient times scale (and row_scale[r] when not None);
     grad may be logits itself, but no other input."""
     cdef int t = float_type(logits)

@@ -1062,7 +1062,8 @@ def test_targets_and_options_out_of_int64_or_finite_range():
 
 
 def test_kernel_itself_rejects_a_class_index_out_of_range():
-    """The kernel entry checks what check_targets checks, so a direct call cannot crash."""
+    """The kernel entry checks what cross_entropy_check_targets checks, so a direct call
+    cannot crash."""
     from cyburn._dispatch import kernels
     x = np.zeros((3, 4))
     for bad in (4, -5, 10**12):

@@ -98,7 +98,7 @@ class _Problem:
         if self.N == 0:
             return 0.0
         total: float
-        bad, total = kernels.check_targets(
+        bad, total = kernels.cross_entropy_check_targets(
             self.target, self.weight.astype(np.float64) if weighted else None,
             self.ignore_index, self.C)
         if bad >= 0:
@@ -186,7 +186,7 @@ def _usual_loss(logits: ArrayLike, target: ArrayLike, reduction: str) -> FloatAr
     N, C = logits.shape
     if N == 0 or C == 0:
         return None
-    bad, count = kernels.check_targets(target, None, -100, C)
+    bad, count = kernels.cross_entropy_check_targets(target, None, -100, C)
     if bad >= 0:
         return None
     losses = np.zeros(N, np.float64)
