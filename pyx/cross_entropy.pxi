@@ -31,13 +31,14 @@ cdef double cross_entropy_row(const real *x, const real *q, Py_ssize_t t, const 
     cdef real m, p_factor, p_scale, row_scale, exp_t, e_over_c = <real>(o.smoothing / C)
     cdef real keep = <real>(1.0 - o.smoothing)
     cdef real cap = <real>o.softcap
-    cdef double s, lse, wq, wqz, wz, w_sum, loss
+    cdef double s, log_s, lse, wq, wqz, wz, w_sum, loss
     if o.softcap:
         for j in range(C):
             z_buffer[j] = cap * vtanh(x[j] / cap)
         z = z_buffer
     if grad == NULL:
         s = span_sum_exp_online(z, C, &m)                 # the row is read once
+        log_s = c_log(s)
     else:
         m = span_max(z, C)
     # wq = sum_c w_c q'_c and wqz = sum_c w_c q'_c (z_c - m): shifted by the max, so that
@@ -52,9 +53,10 @@ cdef double cross_entropy_row(const real *x, const real *q, Py_ssize_t t, const 
         wq = (1.0 - o.smoothing) * wq + o.smoothing / C * w_sum
         wqz = (1.0 - o.smoothing) * wqz + o.smoothing / C * wz
     if grad != NULL:
-        s = span_sum_exp(z, m, grad, False, C)             # grad = exp(z - m), for p
-    lse = m + c_log(s)
-    loss = wq * c_log(s) - wqz + o.z_loss * lse * lse     # = sum_c w_c q'_c (lse - z_c) + ...
+        s = span_sum_exp(z, m, grad, False, C)   # grad = c exp(z - m), s = c sum: p = grad / s
+        log_s = span_log_sum_exp(s, z)
+    lse = m + log_s
+    loss = wq * log_s - wqz + o.z_loss * lse * lse        # = sum_c w_c q'_c (lse - z_c) + ...
     if grad == NULL:
         return loss
     # dz_j = scale * (p_j * (wq + 2 z_loss lse) - w_j q'_j), p_j = grad_j / s: the scale

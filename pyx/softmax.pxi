@@ -31,7 +31,7 @@ cdef inline void softmax_row(const real *x, real *y, Py_ssize_t n) noexcept nogi
 cdef inline void log_softmax_row(const real *x, real *y, Py_ssize_t n) noexcept nogil:
     """y = (x - max x) - log(sum(exp(x - max x)))   (in this order, for precision)"""
     cdef real m = span_max(x, n)
-    cdef real log_sum = <real>c_log(span_sum_exp(x, m, y, True, n))     # y = x - max x
+    cdef real log_sum = <real>span_log_sum_exp(span_sum_exp(x, m, y, True, n), x)  # y = x - m
     cdef Py_ssize_t i
     for i in range(n):
         y[i] = y[i] - log_sum

@@ -30,7 +30,8 @@ cdef extern from "cyburn_vmath.h" nogil:
                                bint stream)
     float cyb_max_f32(const float *x, Py_ssize_t n)
     double cyb_max_f64(const double *x, Py_ssize_t n)
-    double cyb_sum_exp_f32(const float *x, float shift, float *y, bint shifted, Py_ssize_t n)
+    double CYB_EXP64_LOG_SCALE
+    double cyb_sum_exp64_f32(const float *x, float shift, float *y, bint shifted, Py_ssize_t n)
     double cyb_sum_exp_f64(const double *x, double shift, double *y, bint shifted, Py_ssize_t n)
     double cyb_sum_exp_online_f32(const float *x, Py_ssize_t n, float *max)
     double cyb_sum_exp_online_f64(const double *x, Py_ssize_t n, double *max)
@@ -51,6 +52,7 @@ cdef extern from "cyburn_vmath.h" nogil:
     void cyb_stream_copy(void *dst, const void *src, Py_ssize_t nbytes)
     void cyb_stream_fence()
 
+from libc.math cimport log as c_log
 from libc.string cimport memcpy
 
 ctypedef fused real:
@@ -115,12 +117,23 @@ cdef inline real span_max(const real *x, Py_ssize_t n) noexcept nogil:
 
 cdef inline double span_sum_exp(const real *x, real shift, real *y, bint shifted,
                                 Py_ssize_t n) noexcept nogil:
-    """sum(exp(x - shift)), storing exp(x - shift) in y, or x - shift when `shifted`;
-    accumulated in real within blocks of 256 elements and in double across blocks."""
+    """c sum(exp(x - shift)) for x <= shift (shift = max x), storing c exp(x - shift) in y, or
+    x - shift when `shifted`; accumulated in real within blocks of 256 elements and in double
+    across blocks. The factor c is 2^64 for float32 (cyb_sum_exp64_f32: whole vectors, and no
+    exp rounded into the subnormals) and 1 for float64: a quotient of the two cancels it, a
+    log of the sum takes it off with span_log_sum_exp."""
     if real is float:
-        return cyb_sum_exp_f32(x, shift, y, shifted, n)
+        return cyb_sum_exp64_f32(x, shift, y, shifted, n)
     else:
         return cyb_sum_exp_f64(x, shift, y, shifted, n)
+
+
+cdef inline double span_log_sum_exp(double sum, const real *x) noexcept nogil:
+    """log(sum(exp(x - shift))) from the sum span_sum_exp returned for x (its factor c off)."""
+    if real is float:
+        return c_log(sum) - CYB_EXP64_LOG_SCALE
+    else:
+        return c_log(sum)
 
 
 cdef inline double span_sum_exp_online(const real *x, Py_ssize_t n, real *max) noexcept nogil:
