@@ -67,7 +67,7 @@ CYB_INLINE float cyb_exp_f32(float x)
     const float ln2_lo = -2.12194440e-4f;       /* ln 2 - ln2_hi */
     const float shifter = 12582912.0f;          /* 1.5 * 2^23 */
     union { float f; uint32_t u; } kbits, s1, s2;
-    float t, k, r, p;
+    float k, r, p;
     uint32_t k1, k2;
 
     x = x < -104.0f ? -104.0f : x;              /* comparisons keep NaN as it is */
@@ -299,6 +299,20 @@ CYB_INLINE cyb_vf32 cyb_at_least_f32(cyb_vf32 x, float c)
     return (cyb_vf32)_mm_max_ps(_mm_set1_ps(c), (__m128)x);
 #else
     return cyb_select_f32(x < c, x - x + c, x);
+#endif
+}
+
+/* the larger of a and b in each lane: b where either is NaN (as maxps) */
+CYB_INLINE cyb_vf32 cyb_max_lanes_f32(cyb_vf32 a, cyb_vf32 b)
+{
+#if CYB_WIDTH_F32 == 16
+    return (cyb_vf32)_mm512_max_ps((__m512)a, (__m512)b);
+#elif CYB_WIDTH_F32 == 8
+    return (cyb_vf32)_mm256_max_ps((__m256)a, (__m256)b);
+#elif defined(__SSE2__)
+    return (cyb_vf32)_mm_max_ps((__m128)a, (__m128)b);
+#else
+    return cyb_select_f32(a > b, a, b);
 #endif
 }
 
@@ -620,12 +634,14 @@ CYB_DEFINE_SPAN_F32(cyb_gelu_backward_f32, cyb_gelu_backward_block_f32, 1)
 #define CYB_GELU_TANH_V3 0.07135481627260025f           /* 0.044715 V1 */
 
 /* e[h] = 2^64 exp(n[h]) for n <= 0 (NaN stays NaN), as cyb_exp_f32 but with fewer steps: n
-   clamped from below only (at -104, beyond which exp(n) is 0 in float32); exp(r) =
-   1 + r + r^2 P(r), P of degree 4 fitted by tools/fit_exp.py (relative error 0.05 ulp; the
-   Taylor polynomial needs degree 7 for 0.5); and exp(r) times 2^(k + 64), k in [-150, 0], made
-   in the exponent field (a product by a power of 2: exact, and NaN stays NaN). The factor 2^64
-   keeps every result normal (>= 2^-86: nothing rounds into the subnormals), and the quotients
-   that use it (the sigmoid's below, softmax's) take it in numerator and denominator alike.
+   clamped from below only, at -132.5; exp(r) = 1 + r + r^2 P(r), P of degree 4 fitted by
+   tools/fit_exp.py (relative error 0.05 ulp; the Taylor polynomial needs degree 7 for 0.5);
+   and exp(r) times 2^(k + 64), k = round(n / ln 2) in [-191, 0], made in the exponent field (a
+   product by a power of 2: exact, and NaN stays NaN). The factor 2^64 keeps the results normal
+   down to n = -131.7 (exp(n) alone would be subnormal from -87.3); below, a few are
+   subnormal, and from n = -132.04 (k = -191, whose 2^(k + 64) has exponent field 0) every
+   result is exactly 0, as 2^64 exp(n) < 2^-126 is beside any sum it meets. The quotients that
+   use the factor (the sigmoid's below, softmax's) take it in numerator and denominator alike.
    Each step runs on every vector in turn, so that their chains of dependent FMAs overlap. */
 CYB_INLINE void cyb_exp64_nonpositive_f32(const cyb_vf32 *n, cyb_vf32 *e)
 {
@@ -637,9 +653,9 @@ CYB_INLINE void cyb_exp64_nonpositive_f32(const cyb_vf32 *n, cyb_vf32 *e)
                         1.381829614e-03f};      /* c2 .. c6 */
     cyb_vf32 t[CYB_VECTORS], r[CYB_VECTORS], k;
     for (int h = 0; h < CYB_VECTORS; h++) {
-        t[h] = cyb_at_least_f32(n[h], -104.0f) * log2e + shifter;
+        t[h] = cyb_at_least_f32(n[h], -132.5f) * log2e + shifter;
         k = t[h] - shifter;                     /* k lands in t's low mantissa bits */
-        r[h] = (cyb_at_least_f32(n[h], -104.0f) - k * ln2_hi) - k * ln2_lo;
+        r[h] = (cyb_at_least_f32(n[h], -132.5f) - k * ln2_hi) - k * ln2_lo;
         e[h] = c[4] * r[h] + c[3];
     }
     for (int j = 2; j >= 0; j--)
@@ -883,16 +899,42 @@ CYB_INLINE void cyb_stream_fence(void)
     } while (0)
 #define CYB_BLOCKED_SUM(T, s, n, TERM) CYB_BLOCKED_SUM_CHAINS(T, s, n, 4, TERM)
 
+/* max(x[0:n]) (n >= 1). A NaN may or may not win here; callers let it through exp. */
+CYB_INLINE double cyb_max_f64(const double *x, ptrdiff_t n)
+{
+    double m = x[0];
+    CYB_PRAGMA(omp simd reduction(max : m))
+    for (ptrdiff_t i = 0; i < n; i++)
+        m = x[i] > m ? x[i] : m;
+    return m;
+}
+
+/* the same in float32, in four chains of whole vectors (one chain waits on each max's
+   latency: rows of 1024 in L1 on Zen 3, 0.083 -> 0.039 ns per element), the rest lane by lane */
+CYB_INLINE float cyb_max_f32(const float *x, ptrdiff_t n)
+{
+    cyb_vf32 chain[4], v;
+    float m = x[0];
+    ptrdiff_t i = 0;
+    if (n >= 4 * CYB_WIDTH_F32) {
+        for (int h = 0; h < 4; h++)
+            memcpy(&chain[h], x + h * CYB_WIDTH_F32, sizeof chain[h]);
+        for (i = 4 * CYB_WIDTH_F32; i + 4 * CYB_WIDTH_F32 <= n; i += 4 * CYB_WIDTH_F32)
+            for (int h = 0; h < 4; h++) {
+                memcpy(&v, x + i + h * CYB_WIDTH_F32, sizeof v);
+                chain[h] = cyb_max_lanes_f32(v, chain[h]);
+            }
+        chain[0] = cyb_max_lanes_f32(cyb_max_lanes_f32(chain[0], chain[1]),
+                                     cyb_max_lanes_f32(chain[2], chain[3]));
+        for (int j = 0; j < CYB_WIDTH_F32; j++)
+            m = chain[0][j] > m ? chain[0][j] : m;
+    }
+    for (; i < n; i++)
+        m = x[i] > m ? x[i] : m;
+    return m;
+}
+
 #define CYB_DEFINE_REDUCTIONS(T, SUFFIX)                                                       \
-/* max(x[0:n]) (n >= 1). A NaN may or may not win here; callers let it through exp. */      \
-CYB_INLINE T cyb_max_##SUFFIX(const T *x, ptrdiff_t n)                                       \
-{                                                                                            \
-    T m = x[0];                                                                              \
-    CYB_PRAGMA(omp simd reduction(max : m))                                                  \
-    for (ptrdiff_t i = 0; i < n; i++)                                                        \
-        m = x[i] > m ? x[i] : m;                                                             \
-    return m;                                                                                \
-}                                                                                            \
 /* sum(exp(x - shift)), storing exp(x - shift) into y, or x - shift when `shifted` (for  \
    log-softmax: the store then overlaps the exp arithmetic, instead of a later pass). */    \
 CYB_INLINE double cyb_sum_exp_##SUFFIX(const T *x, T shift, T *y, int shifted, ptrdiff_t n)  \
@@ -985,23 +1027,16 @@ CYB_DEFINE_REDUCTIONS(double, f64)
 
 /* sum(E) for E = 2^64 exp(x - shift) over x[0:n], x <= shift (shift = max x), storing E into
    y, or x - shift when `shifted` (y may be x): cyb_sum_exp_f32 on whole vectors, through
-   cyb_exp64_nonpositive_f32 (softmax rows of 1024 float32 in L1: 0.79 -> 0.46 ns per element
-   on Zen 3). Every E is 0 or a normal number, so a quotient E / sum(E) (in which 2^64
-   cancels) is rounded once, subnormal or not. Below x - shift = -104, where exp(x - shift)
-   rounds to 0 in float32, E is 0 (a product of E / sum(E) with a large factor, as in
-   cross-entropy's gradient, stays 0 there); a NaN x (or x - shift = inf - inf) makes E and the
-   sum NaN. Summed in float vectors within blocks of CYB_BLOCK elements and in double across
-   blocks, in an order that depends on n only; the last n mod CYB_VBLOCK elements go through
-   the same lanes. */
+   cyb_exp64_nonpositive_f32 (a softmax row of 1024 float32 in L1, with cyb_max_f32's chains,
+   on Zen 3: 0.79 -> 0.45 ns per element). E is normal down to x - shift = -131.7, so a
+   quotient E / sum(E) (in which 2^64 cancels) is rounded once, subnormal or not; below, E /
+   sum(E) < 2^-190 rounds to 0, and E is exactly 0 from x - shift = -132.04 (a product of
+   E / sum(E) with a large factor, as in cross-entropy's gradient, stays 0 there). A NaN x (or
+   x - shift = inf - inf) makes E and the sum NaN. Summed in float vectors within blocks of
+   CYB_BLOCK elements and in double across blocks, in an order that depends on n only; the
+   last n mod CYB_VBLOCK elements go through the same lanes. */
 #define CYB_EXP64_LOG_SCALE 44.3614195558364998     /* log(2^64) */
 
-/* e[h] = 2^64 exp(n[h]) for n in [-104, 0], 0 below (NaN stays NaN) */
-CYB_INLINE void cyb_exp64_nonzero_f32(const cyb_vf32 *n, cyb_vf32 *e)
-{
-    cyb_exp64_nonpositive_f32(n, e);
-    for (int h = 0; h < CYB_VECTORS; h++)
-        e[h] = (cyb_vf32)((cyb_vi32)e[h] & ~(n[h] < -104.0f));
-}
 CYB_INLINE double cyb_sum_exp64_f32(const float *x, float shift, float *y, int shifted,
                                     ptrdiff_t n)
 {
@@ -1018,7 +1053,7 @@ CYB_INLINE double cyb_sum_exp64_f32(const float *x, float shift, float *y, int s
                 memcpy(&v[h], x + i + h * CYB_WIDTH_F32, sizeof v[h]);
                 v[h] -= shift;
             }
-            cyb_exp64_nonzero_f32(v, e);
+            cyb_exp64_nonpositive_f32(v, e);
             for (int h = 0; h < CYB_VECTORS; h++) {
                 memcpy(y + i + h * CYB_WIDTH_F32, shifted ? &v[h] : &e[h], sizeof v[h]);
                 block_sum[h] += e[h];
@@ -1032,7 +1067,7 @@ CYB_INLINE double cyb_sum_exp64_f32(const float *x, float shift, float *y, int s
                 memcpy(&v[h], last + h * CYB_WIDTH_F32, sizeof v[h]);
                 v[h] -= shift;
             }
-            cyb_exp64_nonzero_f32(v, e);
+            cyb_exp64_nonpositive_f32(v, e);
             for (int h = 0; h < CYB_VECTORS; h++) {
                 memcpy(last + h * CYB_WIDTH_F32, shifted ? &v[h] : &e[h], sizeof v[h]);
                 block_sum[h] += e[h];
