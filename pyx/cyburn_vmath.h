@@ -934,18 +934,21 @@ CYB_INLINE float cyb_max_f32(const float *x, ptrdiff_t n)
     return m;
 }
 
+/* sum(exp(x - shift)) in float64, storing exp(x - shift) into y, or x - shift when `shifted`
+   (for log-softmax: the store then overlaps the exp arithmetic, instead of a later pass);
+   float32's is cyb_sum_exp64_f32 below. */
+CYB_INLINE double cyb_sum_exp_f64(const double *x, double shift, double *y, int shifted,
+                                  ptrdiff_t n)
+{
+    double s;
+    if (shifted)
+        CYB_BLOCKED_SUM_CHAINS(double, s, n, 1, (y[i] = x[i] - shift, cyb_exp_f64(y[i])));
+    else
+        CYB_BLOCKED_SUM_CHAINS(double, s, n, 1, y[i] = cyb_exp_f64(x[i] - shift));
+    return s;
+}
+
 #define CYB_DEFINE_REDUCTIONS(T, SUFFIX)                                                       \
-/* sum(exp(x - shift)), storing exp(x - shift) into y, or x - shift when `shifted` (for  \
-   log-softmax: the store then overlaps the exp arithmetic, instead of a later pass). */    \
-CYB_INLINE double cyb_sum_exp_##SUFFIX(const T *x, T shift, T *y, int shifted, ptrdiff_t n)  \
-{                                                                                            \
-    double s;                                                                                \
-    if (shifted)                                                                             \
-        CYB_BLOCKED_SUM_CHAINS(T, s, n, 1, (y[i] = x[i] - shift, cyb_exp_##SUFFIX(y[i])));   \
-    else                                                                                     \
-        CYB_BLOCKED_SUM_CHAINS(T, s, n, 1, y[i] = cyb_exp_##SUFFIX(x[i] - shift));           \
-    return s;                                                                                \
-}                                                                                            \
 /* sum(exp(x - m)) with m = max(x) (stored in *max), in one read of x: each block of         \
    CYB_BLOCK elements (in L1) gets its max, and the sum so far is rescaled when it rises.     \
    Blocks of -inf add nothing (their exp(-inf - -inf) would be NaN). */                      \
@@ -970,14 +973,14 @@ CYB_INLINE double cyb_sum_exp_online_##SUFFIX(const T *x, ptrdiff_t n, T *max)  
     *max = m;                                                                                \
     return s;                                                                                \
 }                                                                                            \
-/* sum(a * b), blocked like cyb_sum_exp */                                                   \
+/* sum(a * b), blocked like cyb_sum_exp_f64 */                                                   \
 CYB_INLINE double cyb_dot_##SUFFIX(const T *a, const T *b, ptrdiff_t n)                      \
 {                                                                                            \
     double s;                                                                                \
     CYB_BLOCKED_SUM(T, s, n, a[i] * b[i]);                                                   \
     return s;                                                                                \
 }                                                                                            \
-/* sum(a), blocked like cyb_sum_exp; also stores exp(b) into e (log-softmax backward: the   \
+/* sum(a), blocked like cyb_sum_exp_f64; also stores exp(b) into e (log-softmax backward: the   \
    exp overlaps the reads of a and b, and a second pass finds everything in cache). */       \
 CYB_INLINE double cyb_sum_store_exp_##SUFFIX(const T *a, const T *b, T *e, ptrdiff_t n)      \
 {                                                                                            \
@@ -985,14 +988,14 @@ CYB_INLINE double cyb_sum_store_exp_##SUFFIX(const T *a, const T *b, T *e, ptrdi
     CYB_BLOCKED_SUM_CHAINS(T, s, n, 1, (e[i] = cyb_exp_##SUFFIX(b[i]), a[i]));               \
     return s;                                                                                \
 }                                                                                            \
-/* sum(a), blocked like cyb_sum_exp */                                                      \
+/* sum(a), blocked like cyb_sum_exp_f64 */                                                      \
 CYB_INLINE double cyb_sum_##SUFFIX(const T *a, ptrdiff_t n)                                  \
 {                                                                                            \
     double s;                                                                                \
     CYB_BLOCKED_SUM(T, s, n, a[i]);                                                          \
     return s;                                                                                \
 }                                                                                            \
-/* sum((x - m)^2), blocked like cyb_sum_exp: the second pass of a two-pass variance */      \
+/* sum((x - m)^2), blocked like cyb_sum_exp_f64: the second pass of a two-pass variance */      \
 CYB_INLINE double cyb_sum_sq_dev_##SUFFIX(const T *x, T m, ptrdiff_t n)                      \
 {                                                                                            \
     double s;                                                                                \
@@ -1000,7 +1003,7 @@ CYB_INLINE double cyb_sum_sq_dev_##SUFFIX(const T *x, T m, ptrdiff_t n)         
     return s;                                                                                \
 }                                                                                            \
 /* sum(g) into *sum_g and sum(g * (x - m)) into *sum_gx in one pass, where g = dy * w, or   \
-   g = dy when w is NULL (the loop is unswitched), blocked like cyb_sum_exp: the two sums   \
+   g = dy when w is NULL (the loop is unswitched), blocked like cyb_sum_exp_f64: the two sums   \
    of a normalization's backward */                                                          \
 CYB_INLINE void cyb_sums_centered_##SUFFIX(const T *dy, const T *w, const T *x, T m,         \
                                           ptrdiff_t n, double *sum_g, double *sum_gx)        \
@@ -1026,15 +1029,16 @@ CYB_DEFINE_REDUCTIONS(float, f32)
 CYB_DEFINE_REDUCTIONS(double, f64)
 
 /* sum(E) for E = 2^64 exp(x - shift) over x[0:n], x <= shift (shift = max x), storing E into
-   y, or x - shift when `shifted` (y may be x): cyb_sum_exp_f32 on whole vectors, through
-   cyb_exp64_nonpositive_f32 (a softmax row of 1024 float32 in L1, with cyb_max_f32's chains,
-   on Zen 3: 0.79 -> 0.45 ns per element). E is normal down to x - shift = -131.7, so a
-   quotient E / sum(E) (in which 2^64 cancels) is rounded once, subnormal or not; below, E /
-   sum(E) < 2^-190 rounds to 0, and E is exactly 0 from x - shift = -132.04 (a product of
-   E / sum(E) with a large factor, as in cross-entropy's gradient, stays 0 there). A NaN x (or
-   x - shift = inf - inf) makes E and the sum NaN. Summed in float vectors within blocks of
-   CYB_BLOCK elements and in double across blocks, in an order that depends on n only; the
-   last n mod CYB_VBLOCK elements go through the same lanes. */
+   y, or x - shift when `shifted` (y may be x): cyb_sum_exp_f64's float32 counterpart, on whole
+   vectors through cyb_exp64_nonpositive_f32 (a softmax row of 1024 float32 in L1, with
+   cyb_max_f32's chains, on Zen 3: 0.79 -> 0.45 ns per element). E is normal down to
+   x - shift = -131.7, so a quotient E / sum(E) (in which 2^64 cancels) is rounded once,
+   subnormal or not; below, E / sum(E) < 2^-190 rounds to 0, and E is exactly 0 from
+   x - shift = -132.04 (a product of E / sum(E) with a large factor, as in cross-entropy's
+   gradient, stays 0 there). A NaN x (or x - shift = inf - inf) makes E and the sum NaN.
+   Summed in float vectors within blocks of CYB_BLOCK elements and in double across blocks, in
+   an order that depends on n only; the last n mod CYB_VBLOCK elements go through the same
+   lanes. */
 #define CYB_EXP64_LOG_SCALE 44.3614195558364998     /* log(2^64) */
 
 CYB_INLINE double cyb_sum_exp64_f32(const float *x, float shift, float *y, int shifted,
