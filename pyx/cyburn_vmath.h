@@ -910,7 +910,8 @@ CYB_INLINE double cyb_max_f64(const double *x, ptrdiff_t n)
 }
 
 /* the same in float32, in four chains of whole vectors (one chain waits on each max's
-   latency: rows of 1024 in L1 on Zen 3, 0.083 -> 0.039 ns per element), the rest lane by lane */
+   latency: rows of 1024 from L2 on Zen 3, 0.083 -> 0.039 ns per element), the rest lane by
+   lane */
 CYB_INLINE float cyb_max_f32(const float *x, ptrdiff_t n)
 {
     cyb_vf32 chain[4], v;
@@ -1030,8 +1031,8 @@ CYB_DEFINE_REDUCTIONS(double, f64)
 
 /* sum(E) for E = 2^64 exp(x - shift) over x[0:n], x <= shift (shift = max x), storing E into
    y, or x - shift when `shifted` (y may be x): cyb_sum_exp_f64's float32 counterpart, on whole
-   vectors through cyb_exp64_nonpositive_f32 (a softmax row of 1024 float32 in L1, with
-   cyb_max_f32's chains, on Zen 3: 0.79 -> 0.45 ns per element). E is normal down to
+   vectors through cyb_exp64_nonpositive_f32 (softmax rows of 1024 float32 from L2, with
+   cyb_max_f32's chains, one thread on Zen 3: 0.79 -> 0.45 ns per element). E is normal down to
    x - shift = -131.7, so a quotient E / sum(E) (in which 2^64 cancels) is rounded once,
    subnormal or not; below, E / sum(E) < 2^-190 rounds to 0, and E is exactly 0 from
    x - shift = -132.04 (a product of E / sum(E) with a large factor, as in cross-entropy's
