@@ -45,6 +45,7 @@ cdef struct Attention:
     AttentionMask mask_kind
     const void *mask_rows       # (M, Tk): bool (KEEP_MASK) or the scores' type (ADD_MASK)
     const int64_t *row_of       # (rows,): the mask row of each row of x
+    bint stream                 # the backward's operands exceed the cache: store past it
 
 
 cdef void masked_softmax_row(const real *x, real *y, Py_ssize_t visible, Py_ssize_t n,
@@ -135,24 +136,25 @@ cdef inline Py_ssize_t attention_visible_keys(Attention a, Py_ssize_t r) noexcep
 
 cdef void attention_block(Attention a, const real *x, const real *dy, real *out, real scale,
                           Py_ssize_t block) noexcept nogil:
-    """Rows of block `block`: the forward (dy NULL) or the backward (x is then y)."""
+    """Rows of block `block`: the forward (dy NULL; the next row's visible keys prefetched) or
+    the backward (x is then y; nothing prefetched, as softmax_rows_chunk's backward rows)."""
     cdef Py_ssize_t r, at, first = block * a.block_rows
     cdef Py_ssize_t last = min(a.rows, first + a.block_rows)
     cdef const void *mask = NULL
     cdef Py_ssize_t mask_item = sizeof(real) if a.mask_kind == ADD_MASK else 1
     for r in range(first, last):
         at = r * a.Tk
-        if r + 1 < last:
+        if r + 1 < last and dy == NULL:
             prefetch_span(x + at + a.Tk, attention_visible_keys(a, r + 1))
-            if dy != NULL:
-                prefetch_span(dy + at + a.Tk, a.Tk)
         if dy != NULL:
-            softmax_backward_row(dy + at, x + at, out + at, a.Tk, scale)
+            softmax_backward_row(dy + at, x + at, out + at, a.Tk, scale, a.stream)
         else:
             if a.mask_kind != NO_MASK:
                 mask = <const char *>a.mask_rows + a.row_of[r] * a.Tk * mask_item
             masked_softmax_row(x + at, out + at, attention_visible_keys(a, r), a.Tk, scale,
                                a.mask_kind, mask)
+    if a.stream:
+        cyb_stream_fence()
 
 
 cdef void attention_rows(Attention a, const real *x, const real *dy, real *out, real scale,
@@ -174,6 +176,8 @@ cdef object attention_run(Attention a, cnp.ndarray x, object dy, cnp.ndarray out
     cdef void *out_data
     cdef int typenum = float_data(x, dy, out, &x_data, &dy_data, &out_data)
     cdef int threads = team_size(cnp.PyArray_SIZE(x), a.rows, num_threads)
+    a.stream = dy is not None and stream_min_bytes > 0 and touched_bytes(
+        x, <cnp.ndarray>dy, out) > stream_min_bytes
     a.block_rows = max(1, min(<Py_ssize_t>ATTENTION_BLOCK_ROWS, a.rows // (4 * threads)))
     threads = <int>min(<Py_ssize_t>threads, (a.rows + a.block_rows - 1) // a.block_rows)
     with nogil:

@@ -38,13 +38,17 @@ cdef inline void log_softmax_row(const real *x, real *y, Py_ssize_t n) noexcept 
 
 
 cdef inline void softmax_backward_row(const real *dy, const real *y, real *dx, Py_ssize_t n,
-                                      real scale) noexcept nogil:
+                                      real scale, bint stream) noexcept nogil:
     """dx = y * (dy - sum(dy * y)) * scale   (the gradient of softmax(scale * x); dx may be
-    dy or y)"""
+    dy or y); float32's stored non-temporally with `stream` (cyb_softmax_backward_span_f32),
+    float64's ignore it."""
     cdef real s = <real>span_dot(dy, y, n)
     cdef Py_ssize_t i
-    for i in range(n):
-        dx[i] = y[i] * (dy[i] - s) * scale
+    if real is float:
+        cyb_softmax_backward_span_f32(dy, y, s, scale, dx, n, stream)
+    else:
+        for i in range(n):
+            dx[i] = y[i] * (dy[i] - s) * scale
 
 
 cdef inline void log_softmax_backward_row(const real *dy, const real *y, real *dx,
@@ -234,33 +238,34 @@ cdef void softmax_rows_chunk(SoftmaxOp op, const real *a, const real *b, real *o
                              Py_ssize_t n, Py_ssize_t first, Py_ssize_t last, bint stream,
                              bint prefetch) noexcept nogil:
     """Rows first..last-1, each computed in cache (into a scratch row, then stored past the
-    cache, with `stream`). With `prefetch` (operands beyond the last-level cache), the next
-    row's inputs are prefetched while a row is computed: rows from memory, (12288, 1024)
-    float32 softmax on one thread 1.17x faster. Rows from the caches are not: there the
-    prefetches only wait for line fill buffers, (1024, 1024) softmax_backward takes 1.2-1.5x
-    as long with them, log_softmax_backward 1.0-1.15x (EPYC Zen 3, 1 and 2 threads)."""
+    cache, with `stream`; float32 softmax_backward rows store past it from their arithmetic).
+    With `prefetch` (the forward's operands beyond the last-level cache), the next row's
+    input is prefetched while a row is computed: rows from memory, (12288, 1024) float32
+    softmax on one thread 1.17x faster. Rows from the caches are not: there the prefetches only
+    wait for line fill buffers. Nor are the backward's two inputs, from the caches or not:
+    (1024, 1024) softmax_backward took 1.2-1.5x as long with them, log_softmax_backward
+    1.0-1.15x, (12288, 1024) softmax_backward rows on one thread 1.15-1.3x (EPYC Zen 3)."""
     cdef Py_ssize_t r
-    cdef real *scratch = <real *>malloc(n * sizeof(real)) if stream else NULL
+    cdef bint direct = real is float and op == SOFTMAX_BACKWARD
+    cdef real *scratch = <real *>malloc(n * sizeof(real)) if stream and not direct else NULL
     cdef real *target
     for r in range(first, last):
         target = scratch if scratch != NULL else out + r * n
         if r + 1 < last and prefetch:
             prefetch_span(a + (r + 1) * n, n)
-            if softmax_is_backward(op):
-                prefetch_span(b + (r + 1) * n, n)
         if op == SOFTMAX:
             softmax_row(a + r * n, target, n)
         elif op == LOG_SOFTMAX:
             log_softmax_row(a + r * n, target, n)
         elif op == SOFTMAX_BACKWARD:
-            softmax_backward_row(a + r * n, b + r * n, target, n, 1)
+            softmax_backward_row(a + r * n, b + r * n, target, n, 1, stream)
         else:
             log_softmax_backward_row(a + r * n, b + r * n, target, n)
         if scratch != NULL:
             store_span(out + r * n, scratch, n, True)
-    if scratch != NULL:
+    if stream:
         cyb_stream_fence()
-        free(scratch)
+    free(scratch)
 
 
 cdef int softmax_columns(SoftmaxOp op, const real *a, const real *b, real *out,
@@ -348,10 +353,10 @@ cdef object softmax_run(SoftmaxOp op, cnp.ndarray a, cnp.ndarray b, cnp.ndarray 
     with nogil:
         if o.inner == 1 and o.is_float:
             softmax_rows(op, <const float *>o.a, <const float *>o.b, <float *>o.out, o.outer,
-                         o.n, stream, o.stream, o.threads)
+                         o.n, stream, o.stream and not softmax_is_backward(op), o.threads)
         elif o.inner == 1:
             softmax_rows(op, <const double *>o.a, <const double *>o.b, <double *>o.out, o.outer,
-                         o.n, stream, o.stream, o.threads)
+                         o.n, stream, o.stream and not softmax_is_backward(op), o.threads)
         elif o.is_float:
             status = softmax_columns(op, <const float *>o.a, <const float *>o.b, <float *>o.out,
                                      o.outer, o.n, o.inner, stream, o.threads)
