@@ -349,14 +349,15 @@ cdef object softmax_run(SoftmaxOp op, cnp.ndarray a, cnp.ndarray b, cnp.ndarray 
     """out = op(a[, b]) along `axis`, for arrays checked by softmax_operands."""
     cdef SoftmaxOperands o = softmax_operands(a, b, out, axis, num_threads)
     cdef bint stream = o.stream and (o.inner > 1 or softmax_is_backward(op))    # see above
+    cdef bint prefetch = o.stream and not softmax_is_backward(op)   # see softmax_rows_chunk
     cdef int status = 0
     with nogil:
         if o.inner == 1 and o.is_float:
             softmax_rows(op, <const float *>o.a, <const float *>o.b, <float *>o.out, o.outer,
-                         o.n, stream, o.stream and not softmax_is_backward(op), o.threads)
+                         o.n, stream, prefetch, o.threads)
         elif o.inner == 1:
             softmax_rows(op, <const double *>o.a, <const double *>o.b, <double *>o.out, o.outer,
-                         o.n, stream, o.stream and not softmax_is_backward(op), o.threads)
+                         o.n, stream, prefetch, o.threads)
         elif o.is_float:
             status = softmax_columns(op, <const float *>o.a, <const float *>o.b, <float *>o.out,
                                      o.outer, o.n, o.inner, stream, o.threads)
