@@ -1,6 +1,9 @@
-"""The caches read from the OS, and the non-temporal-store rule derived from them."""
+"""The caches read from the OS, the non-temporal-store rule derived from them, and the reuse of
+large outputs' memory."""
 import numpy as np
 import pytest
+
+from helpers import run_python
 
 import cyburn as cb
 from cyburn import _machine
@@ -53,6 +56,7 @@ def test_show_config_names_the_rule(capsys):
     cb.show_config()
     out = capsys.readouterr().out
     assert "non-temporal stores when" in out and "threads from" in out
+    assert "reuse the memory of freed ones" in out and _machine.IDLE_ENV in out
 
 
 def test_configure_memory_rejects_a_bad_size():
@@ -139,3 +143,91 @@ def test_streamed_activations_equal_cached_ones(dtype):
     for run in range(1, 4):
         for a, b in zip(results[:per_run], results[run * per_run:(run + 1) * per_run]):
             np.testing.assert_array_equal(a, b)
+
+
+# ---- large outputs reuse freed memory ------------------------------------------------------
+
+REUSED_ROWS = 8192                  # (8192, 1024) float32: 32 MiB, the smallest reused output
+
+
+@pytest.fixture
+def reuse_kept(request):
+    """Reuse with room for a few idle (8192, 1024) float32 outputs; the idle ones dropped
+    before and after."""
+    def configure(max_idle_bytes):
+        kernels.configure_reuse(0)
+        kernels.configure_reuse(max_idle_bytes)
+    configure(getattr(request, "param", 256 << 20))
+    yield configure
+    kernels.configure_reuse(0)
+    kernels.configure_reuse(_machine.idle_memory_bytes())
+
+
+def _large_softmax_input(seed):
+    return np.random.default_rng(seed).standard_normal((REUSED_ROWS, 1024), dtype=np.float32)
+
+
+def test_large_output_takes_the_memory_of_a_freed_one(reuse_kept):
+    x1, x2 = _large_softmax_input(1), _large_softmax_input(2)
+    y1 = cb.softmax(x1)
+    address = y1.ctypes.data
+    assert address % 64 == 0 and y1.flags.c_contiguous and y1.flags.writeable
+    assert kernels.reuse_state()["idle_blocks"] == 0
+    del y1
+    assert kernels.reuse_state()["idle_blocks"] == 1
+    y2 = cb.softmax(x2)
+    assert y2.ctypes.data == address and kernels.reuse_state()["idle_blocks"] == 0
+    expected = np.empty_like(x2)
+    cb.softmax(x2, out=expected)
+    np.testing.assert_array_equal(y2, expected)
+
+
+def test_a_view_keeps_the_memory_of_its_output(reuse_kept):
+    x = _large_softmax_input(3)
+    y1 = cb.softmax(x)
+    address, view = y1.ctypes.data, y1[1::2]
+    kept = view.copy()
+    del y1
+    assert kernels.reuse_state()["idle_blocks"] == 0       # the view still uses it
+    y2 = cb.softmax(-x)
+    assert y2.ctypes.data != address
+    np.testing.assert_array_equal(view, kept)
+    del view
+    assert kernels.reuse_state()["idle_blocks"] == 1
+
+
+def test_idle_memory_stays_within_its_bound(reuse_kept):
+    reuse_kept(70 << 20)                # room for two idle 32 MiB outputs, not three
+    x = _large_softmax_input(4)
+    outputs = [cb.softmax(x) for _ in range(3)]
+    sizes = [o.nbytes for o in outputs]
+    del outputs
+    state = kernels.reuse_state()
+    assert state["idle_blocks"] == 2 and state["idle_bytes"] <= 70 << 20, (state, sizes)
+    reuse_kept(0)
+    state = kernels.reuse_state()
+    assert state["idle_blocks"] == 0 and state["idle_bytes"] == 0
+    y = cb.softmax(x)                   # nothing kept: a fresh block, freed with the output
+    del y
+    assert kernels.reuse_state()["idle_blocks"] == 0
+    with pytest.raises(ValueError):
+        kernels.configure_reuse(-1)
+
+
+def test_small_outputs_are_not_kept(reuse_kept):
+    y = cb.softmax(np.ones((REUSED_ROWS - 1, 1024), np.float32))
+    del y
+    assert kernels.reuse_state()["idle_blocks"] == 0
+
+
+def test_idle_memory_variable(tmp_path):
+    code = ("import json, cyburn\n"
+            "from cyburn._dispatch import kernels\n"
+            "print(json.dumps(kernels.reuse_state()['max_idle_bytes']))\n")
+    proc = run_python(code, tmp_path, env={_machine.IDLE_ENV: "0"})
+    assert proc.returncode == 0 and proc.stdout.strip() == "0", proc.stderr
+    proc = run_python(code, tmp_path, env={_machine.IDLE_ENV: "100"})
+    assert proc.returncode == 0 and proc.stdout.strip() == str(100 << 20), proc.stderr
+    proc = run_python(code, tmp_path, env={_machine.IDLE_ENV: "lots"})
+    assert proc.returncode != 0 and _machine.IDLE_ENV in proc.stderr
+    assert _machine.idle_memory_bytes({}) > 0

@@ -40,3 +40,4 @@ simd_level = choose_level(os.environ.get(ENV_VAR, "").strip().lower(),
                           built_levels(_runtime.simd_levels()))
 kernels = importlib.import_module(f"cyburn._kernels_{simd_level}")
 kernels.configure_memory(*_machine.kernel_cache_sizes())
+kernels.configure_reuse(_machine.idle_memory_bytes())

@@ -7,13 +7,20 @@ choices of the kernels derived from them (the rules are in the README, "Memory s
 - Threads: a kernel starts a team of n threads when its input holds at least n x L1d / 4
   elements (enough float32 to fill each thread's L1 data cache); smaller inputs run on the
   calling thread, which finishes them before a team would have woken up.
+- Reused memory: an output of 32 MiB or more (beyond glibc's reuse of freed blocks) is made in
+  memory that, once the output is gone, is kept idle for the next output of its size, instead of
+  going back to the OS, which would zero every page again at its first touch; idle memory stays
+  within 1/16 of the physical memory (CYBURN_IDLE_MIB sets it in MiB; 0 keeps none).
 """
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 SYS_CACHE = "/sys/devices/system/cpu/cpu0/cache"
 ASSUMED_LAST_LEVEL = 32 << 20       # when the OS says nothing: a common server L3
 ASSUMED_L1D = 32 << 10              # and a common L1 data cache
+IDLE_ENV = "CYBURN_IDLE_MIB"
+IDLE_SHARE = 16                     # idle reused memory: at most 1/16 of the physical memory
 
 
 @dataclass
@@ -111,3 +118,21 @@ def describe(found: list[Cache] | None = None) -> str:
     """'L1d 32 KiB per core, L2 512 KiB per core, L3 32 MiB shared by 2 CPUs' (or 'unknown')."""
     found = caches() if found is None else found
     return ", ".join(str(c) for c in found) if found else "unknown"
+
+
+def idle_memory_bytes(environ: Mapping[str, str] = os.environ) -> int:
+    """Bytes of freed large outputs kept for reuse at most: CYBURN_IDLE_MIB (in MiB; 0 keeps
+    none), else 1/IDLE_SHARE of the physical memory (none when the OS does not say)."""
+    text = environ.get(IDLE_ENV, "").strip()
+    if text:
+        try:
+            mib = int(text)
+        except ValueError:
+            mib = -1
+        if mib < 0:
+            raise ImportError(f"{IDLE_ENV}={text!r} is not a number of MiB (0 or more)")
+        return mib << 20
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // IDLE_SHARE
+    except (AttributeError, ValueError, OSError):
+        return 0

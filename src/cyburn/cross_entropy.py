@@ -336,7 +336,7 @@ def linear_cross_entropy(hidden: ArrayLike, weight: ArrayLike, target: ArrayLike
         if bias is not None:
             dbias = _arrays.zeros(C, p.work) if N == 0 else kernels.empty(C, p.work)
             ones, bias_part = np.ones(chunk_size, p.work), np.empty(C, p.work)
-    buffer = np.empty((chunk_size, C), p.work)
+    buffer = kernels.empty((chunk_size, C), p.work)
     for start in range(0, N, chunk_size):
         rows = slice(start, min(N, start + chunk_size))
         logits = buffer[:rows.stop - start]
