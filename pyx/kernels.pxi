@@ -191,12 +191,18 @@ cdef class ReusableMemory:
 
 
 cdef void keep_idle(cnp.ndarray block) noexcept:
-    """Add `block` to the idle ones, then free the oldest while they exceed idle_max_bytes."""
+    """Add `block` to the idle ones (unless it alone exceeds idle_max_bytes)."""
     global idle_bytes
     if idle_blocks is None or cnp.PyArray_NBYTES(block) > idle_max_bytes:   # (None: at exit)
         return
     idle_blocks.append(block)
     idle_bytes += cnp.PyArray_NBYTES(block)
+    free_oldest_idle()
+
+
+cdef void free_oldest_idle() noexcept:
+    """Free the oldest idle blocks while they exceed idle_max_bytes."""
+    global idle_bytes
     while idle_bytes > idle_max_bytes:
         idle_bytes -= cnp.PyArray_NBYTES(<cnp.ndarray>idle_blocks.pop(0))
 
@@ -214,12 +220,11 @@ cdef cnp.ndarray reused_block(cnp.npy_intp size):
 
 def configure_reuse(Py_ssize_t max_idle_bytes):
     """Keep at most `max_idle_bytes` of freed large outputs' memory for reuse (0: none)."""
-    global idle_max_bytes, idle_bytes
+    global idle_max_bytes
     if max_idle_bytes < 0:
         raise ValueError("cyburn kernel: max_idle_bytes must be >= 0")
     idle_max_bytes = max_idle_bytes
-    while idle_bytes > idle_max_bytes:
-        idle_bytes -= cnp.PyArray_NBYTES(<cnp.ndarray>idle_blocks.pop(0))
+    free_oldest_idle()
 
 
 def reuse_state():
