@@ -147,7 +147,7 @@ def test_streamed_activations_equal_cached_ones(dtype):
 
 # ---- large outputs reuse freed memory ------------------------------------------------------
 
-REUSED_ROWS = 8192                  # (8192, 1024) float32: 32 MiB, the smallest reused output
+REUSED_ROWS = 8192                  # (8192, 1024) float32: 32 MiB
 
 
 @pytest.fixture
@@ -215,9 +215,33 @@ def test_idle_memory_stays_within_its_bound(reuse_kept):
 
 
 def test_small_outputs_are_not_kept(reuse_kept):
-    y = cb.softmax(np.ones((REUSED_ROWS - 1, 1024), np.float32))
+    smallest = kernels.reuse_state()["min_bytes"]
+    y = cb.softmax(np.ones(smallest // 4 - 1, np.float32))
     del y
     assert kernels.reuse_state()["idle_blocks"] == 0
+    y = cb.softmax(np.ones(smallest // 4, np.float32))
+    del y
+    assert kernels.reuse_state()["idle_blocks"] == 1
+
+
+def test_idle_sizes_are_freed_oldest_first(reuse_kept):
+    def block_bytes(n):                 # the idle block a gelu of n float32 leaves
+        reuse_kept(1 << 30)
+        y = cb.gelu(np.ones(n, np.float32))
+        del y
+        return kernels.reuse_state()["idle_bytes"]
+    mid, small, big = block_bytes(1 << 18), block_bytes(1 << 17), block_bytes(1 << 19)
+    assert small < mid < big
+    reuse_kept(small + mid + big - 1)   # not room for all four blocks below, nor for three
+    outputs = [cb.gelu(np.ones(n, np.float32)) for n in (1 << 18, 1 << 18, 1 << 17, 1 << 19)]
+    while outputs:
+        del outputs[0]                  # freed in that order: both blocks of `mid` go
+    assert kernels.reuse_state() | {"min_bytes": 0, "max_idle_bytes": 0} == {
+        "min_bytes": 0, "max_idle_bytes": 0, "idle_bytes": small + big, "idle_blocks": 2}
+    y = cb.gelu(np.ones(1 << 17, np.float32))
+    assert kernels.reuse_state()["idle_bytes"] == big
+    del y
+    assert kernels.reuse_state()["idle_bytes"] == small + big
 
 
 def test_idle_memory_variable(tmp_path):

@@ -7,10 +7,11 @@ choices of the kernels derived from them (the rules are in the README, "Memory s
 - Threads: a kernel starts a team of n threads when its input holds at least n x L1d / 4
   elements (enough float32 to fill each thread's L1 data cache); smaller inputs run on the
   calling thread, which finishes them before a team would have woken up.
-- Reused memory: an output of 32 MiB or more (beyond glibc's reuse of freed blocks) is made in
-  memory that, once the output is gone, is kept idle for the next output of its size, instead of
-  going back to the OS, which would zero every page again at its first touch; idle memory stays
-  within 1/16 of the physical memory (CYBURN_IDLE_MIB sets it in MiB; 0 keeps none).
+- Reused memory: an output of 128 KiB or more (glibc's first mmap threshold: from there a freed
+  block may go back to the OS, which zeroes every page again at its first touch) is made in
+  memory that, once the output is gone, is kept idle for the next output of its size; idle
+  memory stays within 1/16 of the physical memory (CYBURN_IDLE_MIB sets it in MiB; 0 keeps
+  none).
 """
 import os
 from collections.abc import Mapping
