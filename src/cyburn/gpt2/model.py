@@ -1,4 +1,4 @@
-"""GPT-2 in NumPy: the matrix products are NumPy's `@` (BLAS), everything else a cyburn kernel.
+"""GPT-2 in NumPy: the matrix products are NumPy's matmul (BLAS), everything else a cyburn kernel.
 
 Shapes: B sequences of T tokens, N = B * T rows, C = n_embd features, H heads of D = C / H
 features, V tokens in the vocabulary. One block (GPT-2 normalizes before each sub-layer):
@@ -36,6 +36,7 @@ import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 import cyburn as cb
+from cyburn._dispatch import kernels
 from cyburn._typing import FloatArray
 
 IGNORE_INDEX = -100
@@ -255,7 +256,7 @@ class GPT2:
             else:
                 a, h, mean1, rstd1 = cb.layer_norm(branch, p.ln1_w, p.ln1_b, eps=eps,
                                                    residual=h, return_stats=True)
-            qkv = a @ p.attn_w
+            qkv = _matmul(a, p.attn_w)
             qkv += p.attn_b
             q, k, v = _split_heads(qkv, B, T, config.n_head)
             if cache is not None:
@@ -263,19 +264,19 @@ class GPT2:
                 cache.values[i][:, :, start:start + T] = v
                 k = cache.keys[i][:, :, :start + T]
                 v = cache.values[i][:, :, :start + T]
-            att = q @ k.swapaxes(-1, -2)
+            att = _matmul(q, k.swapaxes(-1, -2))
             att = cb.masked_softmax(att, scale=scale, causal=True, out=att)
-            y = _merge_heads(att @ v)
-            branch = y @ p.proj_w
+            y = _merge_heads(_matmul(att, v))
+            branch = _matmul(y, p.proj_w)
             branch += p.proj_b
             m, h_mid, mean2, rstd2 = cb.layer_norm(branch, p.ln2_w, p.ln2_b, eps=eps,
                                                    residual=h, return_stats=True)
-            pre = m @ p.fc_w
+            pre = _matmul(m, p.fc_w)
             pre += p.fc_b
             f = cb.gelu(pre, approximate="tanh")
             if saved is not None:
                 saved.append((h, mean1, rstd1, a, qkv, att, y, h_mid, mean2, rstd2, m, pre, f))
-            branch = f @ p.mproj_w
+            branch = _matmul(f, p.mproj_w)
             branch += p.mproj_b
             h = h_mid
         assert branch is not None                   # (n_layer >= 1)
@@ -290,7 +291,7 @@ class GPT2:
         """The logits (B, T, V) of the next token after each prefix of idx (B, T)."""
         idx = self._tokens(idx)
         hidden = self._hidden(idx)
-        return (hidden @ self.params["transformer.wte.weight"].T).reshape(
+        return _matmul(hidden, self.params["transformer.wte.weight"].T).reshape(
             *idx.shape, self.config.vocab_size)
 
     # ---- training ----------------------------------------------------------------------------
@@ -332,31 +333,31 @@ class GPT2:
         scale = 1.0 / math.sqrt(self.config.n_embd // H)
         g = grads                           # (short: it is on every line below)
         # mlp: h_out = h_mid + gelu(m @ W_fc + b_fc) @ W_mproj + b_mproj
-        g[p.names["mproj_w"]] = f.T @ dh
+        g[p.names["mproj_w"]] = _matmul(f.T, dh)
         g[p.names["mproj_b"]] = dh.sum(axis=0)
-        dpre = cb.gelu_backward(dh @ p.mproj_w.T, pre, approximate="tanh")
-        g[p.names["fc_w"]] = m.T @ dpre
+        dpre = cb.gelu_backward(_matmul(dh, p.mproj_w.T), pre, approximate="tanh")
+        g[p.names["fc_w"]] = _matmul(m.T, dpre)
         g[p.names["fc_b"]] = dpre.sum(axis=0)
         dh_mid, g[p.names["ln2_w"]], g[p.names["ln2_b"]] = cb.layer_norm_backward(
-            dpre @ p.fc_w.T, h_mid, p.ln2_w, mean2, rstd2)
+            _matmul(dpre, p.fc_w.T), h_mid, p.ln2_w, mean2, rstd2)
         dh_mid += dh
         # attention: h_mid = h + merge(softmax(q k^T) v) @ W_proj + b_proj
-        g[p.names["proj_w"]] = y.T @ dh_mid
+        g[p.names["proj_w"]] = _matmul(y.T, dh_mid)
         g[p.names["proj_b"]] = dh_mid.sum(axis=0)
-        dy = _split(dh_mid @ p.proj_w.T, B, T, H)
+        dy = _split(_matmul(dh_mid, p.proj_w.T), B, T, H)
         q, k, v = _split_heads(qkv, B, T, H)
-        datt = dy @ v.swapaxes(-1, -2)
-        dv = att.swapaxes(-1, -2) @ dy
+        datt = _matmul(dy, v.swapaxes(-1, -2))
+        dv = _matmul(att.swapaxes(-1, -2), dy)
         ds = cb.masked_softmax_backward(datt, att, scale=scale, out=datt)
-        dqkv = np.empty((B, T, 3, H, q.shape[-1]), qkv.dtype)
-        dqkv[:, :, 0] = (ds @ k).transpose(0, 2, 1, 3)
-        dqkv[:, :, 1] = (ds.swapaxes(-1, -2) @ q).transpose(0, 2, 1, 3)
+        dqkv = kernels.empty((B, T, 3, H, q.shape[-1]), qkv.dtype)
+        dqkv[:, :, 0] = _matmul(ds, k).transpose(0, 2, 1, 3)
+        dqkv[:, :, 1] = _matmul(ds.swapaxes(-1, -2), q).transpose(0, 2, 1, 3)
         dqkv[:, :, 2] = dv.transpose(0, 2, 1, 3)
         dqkv = dqkv.reshape(B * T, 3 * self.config.n_embd)
-        g[p.names["attn_w"]] = a.T @ dqkv
+        g[p.names["attn_w"]] = _matmul(a.T, dqkv)
         g[p.names["attn_b"]] = dqkv.sum(axis=0)
         dh_in, g[p.names["ln1_w"]], g[p.names["ln1_b"]] = cb.layer_norm_backward(
-            dqkv @ p.attn_w.T, h, p.ln1_w, mean1, rstd1)
+            _matmul(dqkv, p.attn_w.T), h, p.ln1_w, mean1, rstd1)
         dh_in += dh_mid
         return dh_in
 
@@ -399,7 +400,7 @@ class GPT2:
         wte = self.params["transformer.wte.weight"]
         last = self._hidden(idx, cache=cache)[T - 1::T]        # each sequence's last row
         for t in range(T, T + max_new_tokens):
-            tokens[:, t] = _sample(last @ wte.T, temperature, top_k, rng)
+            tokens[:, t] = _sample(_matmul(last, wte.T), temperature, top_k, rng)
             if t + 1 < T + max_new_tokens:
                 last = self._hidden(tokens[:, t:t + 1], cache=cache, start=t)
         return tokens
@@ -416,6 +417,16 @@ def _float_dtype(dtype: DTypeLike, name: str) -> np.dtype[Any]:
         raise TypeError(f"{name}: GPT2 computes in float32 or float64, not {dtype} "
                         f"(convert with .astype(np.float32))")
     return dtype
+
+
+def _matmul(a: FloatArray, b: FloatArray) -> FloatArray:
+    """a @ b, into an array made as cyburn makes its outputs (kernels.empty), whose memory is
+    kept for the next array of its size once this one is freed: a step's products would
+    otherwise come in pages that the OS zeroes anew at every step (README, "Outputs reuse
+    freed memory")."""
+    shape = np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1])
+    out: FloatArray = np.matmul(a, b, out=kernels.empty(shape, np.result_type(a, b)))
+    return out
 
 
 def _split(x: FloatArray, B: int, T: int, H: int) -> FloatArray:
