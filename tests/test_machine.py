@@ -1,5 +1,5 @@
 """The caches read from the OS, the non-temporal-store rule derived from them, and the reuse of
-large outputs' memory."""
+freed outputs' memory."""
 import numpy as np
 import pytest
 
@@ -145,19 +145,19 @@ def test_streamed_activations_equal_cached_ones(dtype):
             np.testing.assert_array_equal(a, b)
 
 
-# ---- large outputs reuse freed memory ------------------------------------------------------
+# ---- outputs reuse freed memory ------------------------------------------------------------
 
 REUSED_ROWS = 8192                  # (8192, 1024) float32: 32 MiB
 
 
 @pytest.fixture
-def reuse_kept(request):
-    """Reuse with room for a few idle (8192, 1024) float32 outputs; the idle ones dropped
-    before and after."""
+def reuse_kept():
+    """Reuse with room for a few idle (8192, 1024) float32 outputs, or as the test configures
+    it; the idle blocks are dropped before and after."""
     def configure(max_idle_bytes):
         kernels.configure_reuse(0)
         kernels.configure_reuse(max_idle_bytes)
-    configure(getattr(request, "param", 256 << 20))
+    configure(256 << 20)
     yield configure
     kernels.configure_reuse(0)
     kernels.configure_reuse(_machine.idle_memory_bytes())

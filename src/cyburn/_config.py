@@ -25,9 +25,9 @@ def show_config() -> None:
           f"operands exceed {rules['stream_min_bytes'] >> 20} MiB, threads from "
           f"{rules['parallel_min_elements']} elements")
     reuse = _dispatch.kernels.reuse_state()
-    print(f"  memory:          outputs of {_machine.human_size(reuse['min_bytes'])} or more reuse the memory "
-          f"of freed ones, up to {reuse['max_idle_bytes'] >> 20} MiB kept idle "
-          f"({_machine.IDLE_ENV} sets it in MiB)")
+    print(f"  memory:          outputs of {_machine.human_size(reuse['min_bytes'])} or more "
+          f"reuse the memory of freed ones, up to {reuse['max_idle_bytes'] >> 20} MiB kept "
+          f"idle ({_machine.IDLE_ENV} sets it in MiB)")
     print(f"  openmp:          {_openmp_runtime()}")
     print(f"  wait policy:     {_openmp.wait_policy()}")
     serial = " (serial build)" if not _runtime.openmp_version() else (

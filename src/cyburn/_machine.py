@@ -122,7 +122,7 @@ def describe(found: list[Cache] | None = None) -> str:
 
 
 def idle_memory_bytes(environ: Mapping[str, str] = os.environ) -> int:
-    """Bytes of freed large outputs kept for reuse at most: CYBURN_IDLE_MIB (in MiB; 0 keeps
+    """Bytes of freed outputs kept for reuse at most: CYBURN_IDLE_MIB (in MiB; 0 keeps
     none), else 1/IDLE_SHARE of the physical memory (none when the OS does not say)."""
     text = environ.get(IDLE_ENV, "").strip()
     if text:
