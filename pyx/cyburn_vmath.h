@@ -1110,4 +1110,25 @@ CYB_INLINE void cyb_softmax_backward_span_f32(const float *dy, const float *y, f
         dx[i] = y[i] * (dy[i] - s) * scale;
 }
 
+/* y = (x - m) r w + b over n float32 elements (a row norm's last pass: w and b per element);
+   with `stream`, the whole vectors from y's first vector-aligned element on are stored
+   non-temporally (the caller fences). Each element takes the same operations wherever it
+   falls, so the bits do not depend on y's alignment. */
+CYB_INLINE void cyb_norm_apply_f32(const float *x, float m, float r, const float *w,
+                                   const float *b, float *y, ptrdiff_t n, int stream)
+{
+    cyb_vf32 vx, vw, vb;
+    ptrdiff_t i = 0, head = stream ? (ptrdiff_t)((-(uintptr_t)y % sizeof(cyb_vf32)) / 4) : 0;
+    for (; i < n && i < head; i++)
+        y[i] = (x[i] - m) * r * w[i] + b[i];
+    for (; i + CYB_WIDTH_F32 <= n; i += CYB_WIDTH_F32) {
+        memcpy(&vx, x + i, sizeof vx);
+        memcpy(&vw, w + i, sizeof vw);
+        memcpy(&vb, b + i, sizeof vb);
+        cyb_store_f32(y + i, (vx - m) * r * vw + vb, stream);
+    }
+    for (; i < n; i++)
+        y[i] = (x[i] - m) * r * w[i] + b[i];
+}
+
 #endif /* CYBURN_VMATH_H */

@@ -153,7 +153,7 @@ cdef inline void row_norm_segments_backward(const real *dy, const real *x, const
 
 cdef void row_norm_row(const real *x, const real *residual, const real *weight, const real *bias,
                        real *h, real *y, real *mean, real *rstd, Py_ssize_t n, double eps,
-                       bint centered) noexcept nogil:
+                       bint centered, bint stream) noexcept nogil:
     """h = x + residual (when residual != NULL; otherwise h is x itself), then
         layer norm:  y = (h - mean(h)) * rstd * weight + bias,  rstd = 1 / sqrt(var(h) + eps)
         RMSNorm:     y = h * rstd * weight,                     rstd = 1 / sqrt(mean(h^2) + eps)
@@ -171,8 +171,11 @@ cdef void row_norm_row(const real *x, const real *residual, const real *weight, 
     r = <real>(1.0 / c_sqrt(span_sum_sq_dev(x, m, n) / n + eps))
     if rstd != NULL:
         rstd[0] = r
-    for i in range(n):
-        y[i] = (x[i] - m) * r * weight[i] + bias[i]
+    if real is float:
+        cyb_norm_apply_f32(x, m, r, weight, bias, y, n, stream)
+    else:
+        for i in range(n):
+            y[i] = (x[i] - m) * r * weight[i] + bias[i]
 
 
 cdef void row_norm_segments(const real *x, const real *weight, const real *bias, real *y,
@@ -222,7 +225,7 @@ cdef inline bint row_norm_prefetches(Py_ssize_t n, Py_ssize_t groups) noexcept n
 cdef void row_norm_chunk(const real *x, const real *residual, const real *weight,
                          const real *bias, real *h, real *y, real *mean, real *rstd,
                          Py_ssize_t n, Py_ssize_t groups, double eps, bint centered,
-                         Py_ssize_t first, Py_ssize_t last) noexcept nogil:
+                         bint stream, Py_ssize_t first, Py_ssize_t last) noexcept nogil:
     cdef Py_ssize_t r, at
     cdef bint prefetch = row_norm_prefetches(n, groups)
     for r in range(first, last):
@@ -238,20 +241,23 @@ cdef void row_norm_chunk(const real *x, const real *residual, const real *weight
         else:
             row_norm_row(x + at, residual + at if residual != NULL else NULL, weight, bias,
                          h + at if h != NULL else NULL, y + at, mean + r if mean != NULL else NULL,
-                         rstd + r if rstd != NULL else NULL, n, eps, centered)
+                         rstd + r if rstd != NULL else NULL, n, eps, centered, stream)
+    if stream:
+        cyb_stream_fence()
 
 
 cdef void row_norm_rows(const real *x, const real *residual, const real *weight, const real *bias,
                         real *h, real *y, real *mean, real *rstd, Py_ssize_t rows, Py_ssize_t n,
-                        Py_ssize_t groups, double eps, bint centered, int threads) noexcept nogil:
+                        Py_ssize_t groups, double eps, bint centered, bint stream,
+                        int threads) noexcept nogil:
     cdef int c
     if threads == 1:        # a thread team costs about 0.4 us even for one thread
         row_norm_chunk(x, residual, weight, bias, h, y, mean, rstd, n, groups, eps, centered,
-                       0, rows)
+                       stream, 0, rows)
         return
     for c in prange(threads, num_threads=threads, schedule='static'):
         row_norm_chunk(x, residual, weight, bias, h, y, mean, rstd, n, groups, eps, centered,
-                       chunk_start(rows, c, threads), chunk_start(rows, c + 1, threads))
+                       stream, chunk_start(rows, c, threads), chunk_start(rows, c + 1, threads))
     team_finished()
 
 
@@ -409,15 +415,16 @@ def row_norm_forward(cnp.ndarray x not None, residual, cnp.ndarray weight not No
     cdef void *pm = NULL if mean is None else data_of(mean, t, rows * groups, True)
     cdef void *ps = NULL if rstd is None else data_of(rstd, t, rows * groups, True)
     cdef int threads = team_size(size, rows, num_threads)
+    cdef bint stream = stream_min_bytes > 0 and touched_bytes(x, x, y) > stream_min_bytes
     with nogil:
         if t == cnp.NPY_FLOAT:
             row_norm_rows(<const float *>px, <const float *>pr, <const float *>pw,
                           <const float *>pb, <float *>ph, <float *>py, <float *>pm, <float *>ps,
-                          rows, n, groups, eps, centered, threads)
+                          rows, n, groups, eps, centered, stream, threads)
         else:
             row_norm_rows(<const double *>px, <const double *>pr, <const double *>pw,
                           <const double *>pb, <double *>ph, <double *>py, <double *>pm,
-                          <double *>ps, rows, n, groups, eps, centered, threads)
+                          <double *>ps, rows, n, groups, eps, centered, stream, threads)
 
 
 def row_norm_backward(cnp.ndarray dy not None, cnp.ndarray x not None,

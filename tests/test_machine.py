@@ -110,6 +110,30 @@ def test_streamed_results_equal_cached_ones(axis):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_streamed_row_norms_equal_cached_ones(dtype):
+    """layer_norm (with and without a residual) and rms_norm with their outputs streamed and
+    not, into an output 4 bytes past a cache line, rows of an odd length: bitwise the same."""
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((67, 771)) * 3 + 1).astype(dtype)
+    residual = rng.standard_normal(x.shape).astype(dtype)
+    w, b = (rng.standard_normal(771).astype(dtype) for _ in range(2))
+    results = []
+    try:
+        for threshold in (1, 1 << 60):
+            kernels.configure_memory(threshold, 32768)
+            buffer = np.empty(x.size + 16, dtype)
+            offset = next(o for o in range(16) if (buffer.ctypes.data + o * (
+                buffer.itemsize)) % 64 == buffer.itemsize)
+            out = buffer[offset:offset + x.size].reshape(x.shape)
+            results.append((cb.layer_norm(x, w, b, out=out).copy(), cb.rms_norm(x, w),
+                            cb.layer_norm(x, w, b, residual=residual)[0]))
+    finally:
+        kernels.configure_memory(*_machine.kernel_cache_sizes())
+    for streamed, cached in zip(*results):
+        np.testing.assert_array_equal(streamed, cached)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_streamed_activations_equal_cached_ones(dtype):
     """Every activation and derivative with its output streamed and not, on 1 and 2 threads,
     into an output 4 bytes past a cache line and in place: bitwise the same."""
