@@ -157,7 +157,8 @@ cdef void row_norm_row(const real *x, const real *residual, const real *weight, 
     """h = x + residual (when residual != NULL; otherwise h is x itself), then
         layer norm:  y = (h - mean(h)) * rstd * weight + bias,  rstd = 1 / sqrt(var(h) + eps)
         RMSNorm:     y = h * rstd * weight,                     rstd = 1 / sqrt(mean(h^2) + eps)
-    storing mean(h) (layer norm) and rstd where they are not NULL."""
+    storing mean(h) (layer norm) and rstd where they are not NULL. With `stream`, float32's y
+    is stored past the cache (cyb_norm_apply_f32; the caller fences)."""
     cdef Py_ssize_t i
     cdef real m = 0, r
     if residual != NULL:
