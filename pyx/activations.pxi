@@ -218,8 +218,7 @@ cdef object activation_run(int f, object dy, cnp.ndarray x, cnp.ndarray out, int
     cdef int typenum = float_data(x, dy, out, &x_data, &dy_data, &out_data)
     cdef Py_ssize_t n = cnp.PyArray_SIZE(x)
     cdef int threads = team_size(n, (n + ELEMENT_BLOCK - 1) // ELEMENT_BLOCK, num_threads)
-    cdef bint stream = stream_min_bytes > 0 and touched_bytes(
-        x, x if dy is None else <cnp.ndarray>dy, out) > stream_min_bytes
+    cdef bint stream = beyond_cache(x, x if dy is None else <cnp.ndarray>dy, out)
     if not RELU <= f <= (SILU if dy is not None else ERF):
         raise ValueError(f"cyburn kernel: no activation {f}")
     with nogil:

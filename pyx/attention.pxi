@@ -179,10 +179,9 @@ cdef object attention_run(Attention a, cnp.ndarray x, object dy, cnp.ndarray out
     cdef void *out_data
     cdef int typenum = float_data(x, dy, out, &x_data, &dy_data, &out_data)
     cdef int threads = team_size(cnp.PyArray_SIZE(x), a.rows, num_threads)
-    cdef bint beyond_cache = stream_min_bytes > 0 and touched_bytes(
-        x, x if dy is None else <cnp.ndarray>dy, out) > stream_min_bytes
-    a.stream = beyond_cache and dy is not None
-    a.prefetch = beyond_cache and dy is None
+    cdef bint from_memory = beyond_cache(x, x if dy is None else <cnp.ndarray>dy, out)
+    a.stream = from_memory and dy is not None
+    a.prefetch = from_memory and dy is None
     a.block_rows = max(1, min(<Py_ssize_t>ATTENTION_BLOCK_ROWS, a.rows // (4 * threads)))
     threads = <int>min(<Py_ssize_t>threads, (a.rows + a.block_rows - 1) // a.block_rows)
     with nogil:

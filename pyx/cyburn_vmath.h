@@ -1088,47 +1088,48 @@ CYB_INLINE double cyb_sum_exp64_f32(const float *x, float shift, float *y, int s
     return s;
 }
 
-/* dx = y (dy - s) scale over n float32 elements (softmax's backward row, s = sum(dy y)); with
-   `stream`, the whole vectors from dx's first vector-aligned element on are stored
-   non-temporally (the caller fences). Each element takes the same operations wherever it
-   falls, so the bits do not depend on dx's alignment. Streamed straight from the arithmetic,
-   a row costs no copy through a scratch row: (12288, 1024) rows on one thread (a C loop on
-   Zen 3) 8.6 -> 7.3 ms. */
+/* p[0:CYB_WIDTH_F32] as a vector, p of any alignment */
+CYB_INLINE cyb_vf32 cyb_load_f32(const float *p)
+{
+    cyb_vf32 v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* y[i] = ELEMENT for i in [0, n) of a float32 span, whole vectors at a time (VECTOR: the same
+   operations on the vector at i, so the bits do not depend on where an element falls); with
+   `stream`, the vectors from y's first vector-aligned element on are stored non-temporally
+   (the caller fences), the elements before it one by one. */
+#define CYB_STORE_SPAN_F32(y, n, stream, ELEMENT, VECTOR)                                      \
+    do {                                                                                     \
+        ptrdiff_t i = 0;                                                                     \
+        ptrdiff_t head_ = (stream) ? (ptrdiff_t)((-(uintptr_t)(y) % sizeof(cyb_vf32)) / 4) : 0; \
+        for (; i < (n) && i < head_; i++)                                                    \
+            (y)[i] = (ELEMENT);                                                              \
+        for (; i + CYB_WIDTH_F32 <= (n); i += CYB_WIDTH_F32)                                 \
+            cyb_store_f32((y) + i, (VECTOR), (stream));                                      \
+        for (; i < (n); i++)                                                                 \
+            (y)[i] = (ELEMENT);                                                              \
+    } while (0)
+
+/* dx = y (dy - s) scale over n float32 elements (softmax's backward row, s = sum(dy y)),
+   stored past the cache with `stream` (CYB_STORE_SPAN_F32). Streamed straight from the
+   arithmetic, a row costs no copy through a scratch row: (12288, 1024) rows on one thread (a
+   C loop on Zen 3) 8.6 -> 7.3 ms. */
 CYB_INLINE void cyb_softmax_backward_span_f32(const float *dy, const float *y, float s,
                                               float scale, float *dx, ptrdiff_t n, int stream)
 {
-    cyb_vf32 vdy, vy;
-    ptrdiff_t i = 0, head = stream ? (ptrdiff_t)((-(uintptr_t)dx % sizeof(cyb_vf32)) / 4) : 0;
-    for (; i < n && i < head; i++)
-        dx[i] = y[i] * (dy[i] - s) * scale;
-    for (; i + CYB_WIDTH_F32 <= n; i += CYB_WIDTH_F32) {
-        memcpy(&vdy, dy + i, sizeof vdy);
-        memcpy(&vy, y + i, sizeof vy);
-        cyb_store_f32(dx + i, vy * (vdy - s) * scale, stream);
-    }
-    for (; i < n; i++)
-        dx[i] = y[i] * (dy[i] - s) * scale;
+    CYB_STORE_SPAN_F32(dx, n, stream, y[i] * (dy[i] - s) * scale,
+                       cyb_load_f32(y + i) * (cyb_load_f32(dy + i) - s) * scale);
 }
 
-/* y = (x - m) r w + b over n float32 elements (a row norm's last pass: w and b per element);
-   with `stream`, the whole vectors from y's first vector-aligned element on are stored
-   non-temporally (the caller fences). Each element takes the same operations wherever it
-   falls, so the bits do not depend on y's alignment. */
+/* y = (x - m) r w + b over n float32 elements (a row norm's last pass: w and b per element),
+   stored past the cache with `stream` (CYB_STORE_SPAN_F32). */
 CYB_INLINE void cyb_norm_apply_f32(const float *x, float m, float r, const float *w,
                                    const float *b, float *y, ptrdiff_t n, int stream)
 {
-    cyb_vf32 vx, vw, vb;
-    ptrdiff_t i = 0, head = stream ? (ptrdiff_t)((-(uintptr_t)y % sizeof(cyb_vf32)) / 4) : 0;
-    for (; i < n && i < head; i++)
-        y[i] = (x[i] - m) * r * w[i] + b[i];
-    for (; i + CYB_WIDTH_F32 <= n; i += CYB_WIDTH_F32) {
-        memcpy(&vx, x + i, sizeof vx);
-        memcpy(&vw, w + i, sizeof vw);
-        memcpy(&vb, b + i, sizeof vb);
-        cyb_store_f32(y + i, (vx - m) * r * vw + vb, stream);
-    }
-    for (; i < n; i++)
-        y[i] = (x[i] - m) * r * w[i] + b[i];
+    CYB_STORE_SPAN_F32(y, n, stream, (x[i] - m) * r * w[i] + b[i],
+                       (cyb_load_f32(x + i) - m) * r * cyb_load_f32(w + i) + cyb_load_f32(b + i));
 }
 
 #endif /* CYBURN_VMATH_H */

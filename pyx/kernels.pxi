@@ -315,9 +315,11 @@ cdef int float_type(cnp.ndarray x) except -1:
     return typenum
 
 
-cdef inline Py_ssize_t touched_bytes(cnp.ndarray a, cnp.ndarray b, cnp.ndarray out) noexcept:
-    """The bytes a kernel reads and writes: its inputs (b may be a) and its output."""
-    return cnp.PyArray_NBYTES(out) + cnp.PyArray_NBYTES(a) * (1 if b is a else 2)
+cdef inline bint beyond_cache(cnp.ndarray a, cnp.ndarray b, cnp.ndarray out) noexcept:
+    """Whether the bytes a kernel reads and writes -- its inputs (b may be a) and its output --
+    exceed stream_min_bytes (the last-level cache): its output is then stored past the cache."""
+    return stream_min_bytes > 0 and (cnp.PyArray_NBYTES(out) + cnp.PyArray_NBYTES(a) * (
+        1 if b is a else 2)) > stream_min_bytes
 
 
 cdef int team_size(Py_ssize_t elements, Py_ssize_t items, int num_threads) except -1:

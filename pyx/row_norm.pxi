@@ -416,7 +416,7 @@ def row_norm_forward(cnp.ndarray x not None, residual, cnp.ndarray weight not No
     cdef void *pm = NULL if mean is None else data_of(mean, t, rows * groups, True)
     cdef void *ps = NULL if rstd is None else data_of(rstd, t, rows * groups, True)
     cdef int threads = team_size(size, rows, num_threads)
-    cdef bint stream = stream_min_bytes > 0 and touched_bytes(x, x, y) > stream_min_bytes
+    cdef bint stream = beyond_cache(x, x, y)
     with nogil:
         if t == cnp.NPY_FLOAT:
             row_norm_rows(<const float *>px, <const float *>pr, <const float *>pw,

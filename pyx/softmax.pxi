@@ -339,7 +339,7 @@ cdef SoftmaxOperands softmax_operands(cnp.ndarray a, cnp.ndarray b, cnp.ndarray 
         o.inner *= cnp.PyArray_DIM(a, d)
     o.n = cnp.PyArray_DIM(a, axis)
     o.is_float = typenum == cnp.NPY_FLOAT
-    o.stream = stream_min_bytes > 0 and touched_bytes(a, b, out) > stream_min_bytes
+    o.stream = beyond_cache(a, b, out)
     o.threads = team_size(cnp.PyArray_SIZE(a), o.outer * o.inner, num_threads)
     return o
 
