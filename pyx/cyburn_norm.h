@@ -59,40 +59,89 @@
 
 /* ---- shifted sums over a span ---------------------------------------------------------- */
 
+#define CYB_TERM_DEVIATION_(L) (L(x) - c)    /* on the loads L of CYB_BLOCKED_SUM_f32 */
+
 #define CYB_DEFINE_NORM_SHIFTED_SUMS(T, SUFFIX)                                              \
 /* sum(x - c), blocked like cyb_sum: the first pass of a shifted mean */                     \
 CYB_INLINE double cyb_norm_sum_dev_##SUFFIX(const T *x, T c, ptrdiff_t n)                    \
 {                                                                                            \
     double s;                                                                                \
-    CYB_BLOCKED_SUM(T, s, n, x[i] - c);                                                      \
+    CYB_BLOCKED_SUM_##SUFFIX(s, n, CYB_TERM_DEVIATION_);                                     \
     return s;                                                                                \
-}                                                                                            \
-/* sum(g - c) into *sum_g and sum(g * (x - m)) into *sum_gx in one pass, g = dy * w (g = dy  \
-   when w is NULL; the loop is unswitched), blocked like cyb_sum: the two sums of a          \
-   normalization's backward */                                                               \
-CYB_INLINE void cyb_norm_sums_shifted_centered_##SUFFIX(const T *dy, const T *w, T c,        \
-                                                       const T *x, T m, ptrdiff_t n,         \
-                                                       double *sum_g, double *sum_gx)        \
-{                                                                                            \
-    double s = 0.0, sx = 0.0;                                                                \
-    for (ptrdiff_t start = 0; start < n; start += CYB_BLOCK) {                               \
-        ptrdiff_t end = n - start < CYB_BLOCK ? n : start + CYB_BLOCK;                       \
-        T block = 0, block_x = 0;                                                            \
-        CYB_PRAGMA(omp simd reduction(+ : block, block_x))                                   \
-        for (ptrdiff_t i = start; i < end; i++) {                                            \
-            T g = w ? dy[i] * w[i] : dy[i];                                                  \
-            block += g - c;                                                                  \
-            block_x += g * (x[i] - m);                                                       \
-        }                                                                                    \
-        s += block;                                                                          \
-        sx += block_x;                                                                       \
-    }                                                                                        \
-    *sum_g = s;                                                                              \
-    *sum_gx = sx;                                                                            \
 }
 
 CYB_DEFINE_NORM_SHIFTED_SUMS(float, f32)
 CYB_DEFINE_NORM_SHIFTED_SUMS(double, f64)
+
+/* sum(g - c) into *sum_g and sum(g * (x - m)) into *sum_gx in one pass, g = dy * w (g = dy
+   when w is NULL; the loop is unswitched), blocked like cyb_sum: the two sums of a
+   normalization's backward */
+CYB_INLINE void cyb_norm_sums_shifted_centered_f64(const double *dy, const double *w, double c,
+                                                   const double *x, double m, ptrdiff_t n,
+                                                   double *sum_g, double *sum_gx)
+{
+    double s = 0.0, sx = 0.0;
+    for (ptrdiff_t start = 0; start < n; start += CYB_BLOCK) {
+        ptrdiff_t end = n - start < CYB_BLOCK ? n : start + CYB_BLOCK;
+        double block = 0, block_x = 0;
+        CYB_PRAGMA(omp simd reduction(+ : block, block_x))
+        for (ptrdiff_t i = start; i < end; i++) {
+            double g = w ? dy[i] * w[i] : dy[i];
+            block += g - c;
+            block_x += g * (x[i] - m);
+        }
+        s += block;
+        sx += block_x;
+    }
+    *sum_g = s;
+    *sum_gx = sx;
+}
+
+/* The same in float32 on whole vectors, blocked like CYB_BLOCKED_SUM_f32 with two chains per
+   sum (vectors 0, 2, 4, ... of a block and 1, 3, 5, ...; the first also the last whole one
+   when their count is odd): GCC's code for the loop above
+   spills its lanes after every block and waits on one chain per sum (in L1 on the README's
+   EPYC, Zen 3, one thread: 0.14 ns per element). */
+/* g = dy * w (dy when w is NULL) at i, a vector */
+CYB_INLINE cyb_vf32 cyb_norm_g_f32(const float *dy, const float *w, ptrdiff_t i)
+{
+    return w ? cyb_load_f32(dy + i) * cyb_load_f32(w + i) : cyb_load_f32(dy + i);
+}
+
+CYB_INLINE void cyb_norm_sums_shifted_centered_f32(const float *dy, const float *w, float c,
+                                                   const float *x, float m, ptrdiff_t n,
+                                                   double *sum_g, double *sum_gx)
+{
+    double s = 0.0, sx = 0.0;
+    for (ptrdiff_t start = 0; start < n; start += CYB_BLOCK) {
+        ptrdiff_t end = n - start < CYB_BLOCK ? n : start + CYB_BLOCK, i, k;
+        cyb_vf32 dev[2] = {{0}, {0}}, prod[2] = {{0}, {0}}, g;
+        for (i = start; i + 2 * CYB_WIDTH_F32 <= end; i += 2 * CYB_WIDTH_F32)
+            for (int h = 0; h < 2; h++) {
+                g = cyb_norm_g_f32(dy, w, i + h * CYB_WIDTH_F32);
+                dev[h] += g - c;
+                prod[h] += g * (cyb_load_f32(x + i + h * CYB_WIDTH_F32) - m);
+            }
+        if (i + CYB_WIDTH_F32 <= end) {
+            g = cyb_norm_g_f32(dy, w, i);
+            dev[0] += g - c;
+            prod[0] += g * (cyb_load_f32(x + i) - m);
+            i += CYB_WIDTH_F32;
+        }
+        if (i < end) {
+            k = end - i;
+            g = cyb_load_first_f32(dy + i, k);
+            if (w)
+                g *= cyb_load_first_f32(w + i, k);
+            dev[0] += cyb_first_lanes_f32(g - c, k);
+            prod[0] += cyb_first_lanes_f32(g * (cyb_load_first_f32(x + i, k) - m), k);
+        }
+        s += cyb_lanes_sum_f32(dev[0] + dev[1]);
+        sx += cyb_lanes_sum_f32(prod[0] + prod[1]);
+    }
+    *sum_g = s;
+    *sum_gx = sx;
+}
 
 /* ---- the segments of a row ------------------------------------------------------------- */
 
