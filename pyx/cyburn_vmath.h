@@ -15,7 +15,8 @@
  *    for float; double uses libm (see below).
  *
  * 2. Reductions (max, sum, dot): a float sum only vectorizes when the compiler may reorder
- *    it, which `#pragma omp simd reduction` grants for that one loop (no global flag).
+ *    it, which `#pragma omp simd reduction` grants for that one loop (no global flag); the
+ *    float32 sums of cheap terms are written on whole vectors instead (CYB_BLOCKED_SUM_f32).
  *    Sums are accumulated in T within blocks of CYB_BLOCK elements and the block sums in
  *    double: each float lane adds only CYB_BLOCK / width terms (error ~1e-7 relative),
  *    at a fraction of the cost of converting every term to double. The order of the

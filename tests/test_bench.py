@@ -1,14 +1,16 @@
 """cyburn.bench's own parts: the memory probes (pyx/probes.pxi) compute what they claim on
-every thread count and store type, the machine's caches are read from the OS's files, and
-the registry of rows is well formed."""
+every thread count and store type, the machine's caches are read from the OS's files, the
+registry of rows is well formed, and contenders wait for other threads to stop."""
+import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 
 from cyburn._dispatch import kernels
-from cyburn.bench import cases, machine
+from cyburn.bench import cases, machine, timing
 
 SIZES = [1, 63, 64, 1000, 100_003]          # below, at and above a block; odd tails
 DTYPES = [np.float32, np.float64]
@@ -107,6 +109,21 @@ def test_parts_scale_to_the_whole():
     assert cases.Part(small).scaled() is None                       # small rows run whole
     heads = cases.Part(np.ones((1, 12, 256, 256), np.float32), axis=1)
     assert heads.stop == 1 and heads.scale == 12
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/loadavg"), reason="Linux's run-queue count")
+def test_contenders_wait_until_other_threads_stop():
+    """wait_for_quiet does not return True while another process spins (it may give up)."""
+    spin = "import time\nend = time.perf_counter() + 0.4\nwhile time.perf_counter() < end: pass"
+    spinner = subprocess.Popen([sys.executable, "-c", spin])
+    try:
+        time.sleep(0.15)                    # the child is starting or spinning: running
+        quiet = timing.wait_for_quiet(5.0)
+        assert quiet is False or spinner.poll() is not None
+        assert timing.running_threads() >= 1
+    finally:
+        spinner.kill()
+        spinner.wait()
 
 
 def test_command_line_help():

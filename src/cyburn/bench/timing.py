@@ -13,16 +13,20 @@ except ImportError:          # PyTorch is an optional peer
 ONE = "@1"                  # suffix of the one-thread contenders ("cyburn@1", "torch@1")
 
 WARM_SECONDS = 0.03
+QUIET_TIMEOUT = 0.25        # seconds a contender waits, at most, for the other threads to stop
 
 
 def best_times(contenders, min_seconds, max_rounds):
     """Fastest seconds per call of each callable, timed in interleaved rounds.
 
-    In each round every contender first runs untimed for WARM_SECONDS: that outlasts what
-    the previous contender left behind (another library's OpenMP threads spin for several
-    milliseconds after their last parallel region, competing for the cores), so no contender
-    is charged for its neighbour. The minimum is the time least disturbed by the rest of a
-    shared machine.
+    In each round every contender first waits until no other thread runs on the machine
+    (wait_for_quiet), then runs untimed for WARM_SECONDS, so that no contender is charged for
+    its neighbour. After their last call, ONNX Runtime's pool threads spin for about 50 ms
+    and PyTorch's OpenMP threads for several (on the README's EPYC): a contender started
+    meanwhile shares a core with one of them, and a cyburn team leaves that core out (its
+    rms_norm of (8192, 768) took 3.3 ms right after ONNX Runtime's, even after 30 ms of
+    warm-up, against 1.4 ms). The minimum is the time least disturbed by the rest of a shared
+    machine.
     """
     slowest = 0.0
     for f in contenders.values():
@@ -35,11 +39,35 @@ def best_times(contenders, min_seconds, max_rounds):
     for _ in range(rounds):
         for name, f in contenders.items():
             with _pinned(f) as call:        # a OneThread contender: its setting, once a round
+                wait_for_quiet(QUIET_TIMEOUT)
                 warm_until = time.perf_counter() + WARM_SECONDS
                 while time.perf_counter() < warm_until:
                     call()
                 samples[name].append(_time_once(call, batch) / batch)
     return {name: min(s) for name, s in samples.items()}
+
+
+def running_threads():
+    """Threads running or ready to run on the machine, the caller included (Linux's count,
+    the fourth field of /proc/loadavg); None where the system does not say."""
+    try:
+        with open("/proc/loadavg") as loadavg:
+            return int(loadavg.read().split()[3].split("/")[0])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def wait_for_quiet(timeout):
+    """Sleep in steps of a millisecond until the caller is the only thread running on the
+    machine, for at most `timeout` seconds. Whether it is (None: the system does not say)."""
+    give_up = time.perf_counter() + timeout
+    while True:
+        running = running_threads()
+        if running is None or running <= 1:
+            return None if running is None else True
+        if time.perf_counter() >= give_up:
+            return False
+        time.sleep(1e-3)
 
 
 def _time_once(f, calls=1):
