@@ -207,14 +207,14 @@ def _same_elements(a: NDArray[Any], b: NDArray[Any]) -> bool:
 def output_for(inputs: Sequence[NDArray[Any]], out: NDArray[Any] | None, dtype: np.dtype[Any],
                transposed: bool, out_may_be_input: bool = True,
                read_later: Sequence[NDArray[Any] | None] = ()) -> tuple[NDArray[Any], bool]:
-    """The aligned C-contiguous array the kernel writes (a new one on a 64-byte boundary:
-    kernels.empty), in the orientation of `inputs`
+    """The aligned C-contiguous array the kernel writes (a new one on a 64-byte boundary near
+    the first input's offset in its page: kernels.empty), in the orientation of `inputs`
     (from c_layout): `out` itself when it fits and does not overlap an input (except as the
     very same elements, when `out_may_be_input`) nor any array of `read_later` (read after
     the output is written: weights, targets), else a new array.
     Returns (target, target_is_out)."""
     if out is None:
-        return kernels.empty(inputs[0].shape, dtype), False
+        return kernels.empty(inputs[0].shape, dtype, inputs[0]), False
     if out.dtype == dtype:
         target = out.T if transposed else out
         if (target.flags.c_contiguous and target.flags.aligned
@@ -224,7 +224,7 @@ def output_for(inputs: Sequence[NDArray[Any]], out: NDArray[Any] | None, dtype: 
                 and not any([a is not None and np.may_share_memory(target, a)
                              for a in read_later])):
             return target, True
-    return kernels.empty(inputs[0].shape, dtype), False
+    return kernels.empty(inputs[0].shape, dtype, inputs[0]), False
 
 
 def finish(target: NDArray[Any], target_is_out: bool, out: NDArray[Any] | None,
@@ -242,7 +242,7 @@ def as_dtype(a: NDArray[Any], dtype: np.dtype[Any]) -> NDArray[Any]:
     """`a`, or a copy of it in `dtype` on a 64-byte boundary (kernels.empty)."""
     if a.dtype == dtype:
         return a
-    copy: NDArray[Any] = kernels.empty(a.shape, dtype)
+    copy: NDArray[Any] = kernels.empty(a.shape, dtype, a)
     np.copyto(copy, a, casting="unsafe")
     return copy
 

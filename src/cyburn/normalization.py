@@ -79,7 +79,7 @@ def _row_norm(x: ArrayLike, weight: ArrayLike | None, bias: ArrayLike | None, ep
         # out may be x or residual (in place); weight and bias are read for every row
         y, y_is_out = _arrays.output_for((x,) if residual is None else (x, residual), out,
                                          work, False, read_later=(weight, bias))
-        h = None if residual is None else kernels.empty(x.shape, work)
+        h = None if residual is None else kernels.empty(x.shape, work, x)
         mean = np.empty(x.shape[:-1], work) if centered and return_stats else None
         rstd = np.empty(x.shape[:-1], work) if return_stats else None
         kernels.row_norm_forward(x, residual, _optional(weight, work, 1, n),
@@ -100,7 +100,7 @@ def _row_norm_lane(x: NDArray[Any], weight: Any, bias: Any, eps: float, residual
     """_row_norm's fast lane: x, weight, bias (None or arrays) and residual (None or an
     array) the kernel takes as they are, y a new result."""
     work, n, rows = x.dtype, x.shape[-1], x.shape[:-1]
-    h = None if residual is None else kernels.empty(x.shape, work)
+    h = None if residual is None else kernels.empty(x.shape, work, x)
     mean = np.empty(rows, work) if centered and return_stats else None
     rstd = np.empty(rows, work) if return_stats else None
     kernels.row_norm_forward(x, residual, _optional(weight, work, 1, n),
@@ -146,10 +146,10 @@ def _row_norm_backward(dy: ArrayLike, x: ArrayLike, weight: ArrayLike | None,
     dweight = _arrays.zeros(n, work) if gradients else None
     dbias = _arrays.zeros(n, work) if gradients and centered else None
     if x.size == 0:
-        dx = kernels.empty(x.shape, work)
+        dx = kernels.empty(x.shape, work, x)
     else:
         dy = _arrays.contiguous(dy, work)
-        dx = kernels.empty(x.shape, work)
+        dx = kernels.empty(x.shape, work, x)
         kernels.row_norm_backward(
             dy, _arrays.contiguous(x, work), _optional(weight, work, 1, n),
             _arrays.contiguous(mean, work) if centered else None,
@@ -314,7 +314,7 @@ def _channel_norm(x: NDArray[Any], weight: NDArray[Any] | None, bias: NDArray[An
                     a.fill(np.nan)
         return np.empty(x.shape, dtype), mean, rstd, var
     x = _arrays.contiguous(x, work)
-    y = kernels.empty(x.shape, work)
+    y = kernels.empty(x.shape, work, x)
     affine = _optional(weight, work, 1, C), _optional(bias, work, 0, C)
     if _by_columns(x, N, C, groups):
         kernels.batch_norm_columns_forward(x, N, C, *affine, y, mean, rstd, var,
@@ -347,10 +347,10 @@ def _channel_norm_backward(dy: ArrayLike, x: ArrayLike, weight: ArrayLike | None
     dweight = _arrays.zeros(C, work) if weight is not None else None
     dbias = _arrays.zeros(C, work) if weight is not None else None
     if x.size == 0:
-        dx = kernels.empty(x.shape, work)
+        dx = kernels.empty(x.shape, work, x)
     else:
         dy, x = _arrays.contiguous(dy, work), _arrays.contiguous(x, work)
-        dx = kernels.empty(x.shape, work)
+        dx = kernels.empty(x.shape, work, x)
         stats = _arrays.contiguous(mean, work), _arrays.contiguous(rstd, work)
         if _by_columns(x, N, C, groups):
             kernels.batch_norm_columns_backward(dy, x, N, C, _optional(weight, work, 1, C),
