@@ -56,12 +56,14 @@ cdef inline Py_ssize_t channel_step(ChannelGrouping g) noexcept nogil:
 
 cdef void channel_norm_stat(const real *x, const real *weight, const real *bias, real *y,
                             real *mean, real *rstd, real *var, ChannelGrouping g, Py_ssize_t k,
-                            bint compute_stats, double eps) noexcept nogil:
+                            bint compute_stats, double eps, bint stream) noexcept nogil:
     """y = (x - mean) * rstd * weight[c] + bias[c] over the runs of stat k. With
     `compute_stats`, first mean = mean(x), var = mean((x - mean)^2) over those runs (stored,
     var only when var != NULL) and rstd = 1 / sqrt(var + eps); otherwise they are given.
     The mean is shifted, x_0 + mean(x - x_0) with x_0 the stat's first element
-    (row_norm_shifted_mean): a constant stat has mean = its value and y = bias exactly."""
+    (row_norm_shifted_mean): a constant stat has mean = its value and y = bias exactly.
+    With `stream`, float32's y is stored past the cache (cyb_channel_apply_f32; the caller
+    fences)."""
     cdef Py_ssize_t j, s, at, c, runs = channel_runs_per_stat(g), first = channel_first_run(g, k)
     cdef Py_ssize_t step = channel_run_step(g), c_step = channel_step(g), c0 = first % g.C
     # a group's runs are consecutive: its statistics take one span of all of them
@@ -88,8 +90,11 @@ cdef void channel_norm_stat(const real *x, const real *weight, const real *bias,
         a = r * weight[c]
         b = bias[c]
         at = (first + j * step) * g.S
-        for s in range(g.S):
-            y[at + s] = (x[at + s] - m) * a + b
+        if real is float:
+            cyb_channel_apply_f32(x + at, m, a, b, y + at, g.S, stream)
+        else:
+            for s in range(g.S):
+                y[at + s] = (x[at + s] - m) * a + b
 
 
 cdef void channel_norm_backward_stat(const real *dy, const real *x, const real *weight,
@@ -147,18 +152,30 @@ cdef void channel_norm_backward_stat(const real *dy, const real *x, const real *
             dx[at + s] = r * (a * dy[at + s] - g_mean - (x[at + s] - m) * q)
 
 
+cdef void channel_norm_chunk(const real *x, const real *weight, const real *bias, real *y,
+                             real *mean, real *rstd, real *var, ChannelGrouping g,
+                             bint compute_stats, double eps, bint stream, Py_ssize_t first,
+                             Py_ssize_t last) noexcept nogil:
+    cdef Py_ssize_t k
+    for k in range(first, last):
+        channel_norm_stat(x, weight, bias, y, mean, rstd, var, g, k, compute_stats, eps, stream)
+    if stream:
+        cyb_stream_fence()
+
+
 cdef void channel_norm_stats(const real *x, const real *weight, const real *bias, real *y,
                              real *mean, real *rstd, real *var, ChannelGrouping g,
-                             bint compute_stats, double eps, int threads) noexcept nogil:
-    cdef Py_ssize_t k, stats = channel_stat_count(g)
+                             bint compute_stats, double eps, bint stream,
+                             int threads) noexcept nogil:
+    cdef Py_ssize_t stats = channel_stat_count(g)
     cdef int c
     if threads == 1:
-        for k in range(stats):
-            channel_norm_stat(x, weight, bias, y, mean, rstd, var, g, k, compute_stats, eps)
+        channel_norm_chunk(x, weight, bias, y, mean, rstd, var, g, compute_stats, eps, stream,
+                           0, stats)
         return
     for c in prange(threads, num_threads=threads, schedule='static'):
-        for k in range(chunk_start(stats, c, threads), chunk_start(stats, c + 1, threads)):
-            channel_norm_stat(x, weight, bias, y, mean, rstd, var, g, k, compute_stats, eps)
+        channel_norm_chunk(x, weight, bias, y, mean, rstd, var, g, compute_stats, eps, stream,
+                           chunk_start(stats, c, threads), chunk_start(stats, c + 1, threads))
     team_finished()
 
 
@@ -241,15 +258,16 @@ def channel_norm_forward(cnp.ndarray x not None, Py_ssize_t N, Py_ssize_t C, Py_
     cdef void *ps = data_of(rstd, t, stats, compute_stats)
     cdef void *pv = NULL if var is None else data_of(var, t, stats, True)
     cdef int threads = team_size(size, stats, num_threads)
+    cdef bint stream = beyond_cache(x, x, y)
     with nogil:
         if t == cnp.NPY_FLOAT:
             channel_norm_stats(<const float *>px, <const float *>pw, <const float *>pb,
                                <float *>py, <float *>pm, <float *>ps, <float *>pv, g,
-                               compute_stats, eps, threads)
+                               compute_stats, eps, stream, threads)
         else:
             channel_norm_stats(<const double *>px, <const double *>pw, <const double *>pb,
                                <double *>py, <double *>pm, <double *>ps, <double *>pv, g,
-                               compute_stats, eps, threads)
+                               compute_stats, eps, stream, threads)
 
 
 def channel_norm_backward(cnp.ndarray dy not None, cnp.ndarray x not None, Py_ssize_t N,

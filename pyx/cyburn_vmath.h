@@ -1203,4 +1203,12 @@ CYB_INLINE void cyb_norm_apply_f32(const float *x, float m, float r, const float
                        (cyb_load_f32(x + i) - m) * r * cyb_load_f32(w + i) + cyb_load_f32(b + i));
 }
 
+/* y = (x - m) a + b over n float32 elements (a channel norm's run: a and b per channel),
+   stored past the cache with `stream` (CYB_STORE_SPAN_F32). */
+CYB_INLINE void cyb_channel_apply_f32(const float *x, float m, float a, float b, float *y,
+                                      ptrdiff_t n, int stream)
+{
+    CYB_STORE_SPAN_F32(y, n, stream, (x[i] - m) * a + b, (cyb_load_f32(x + i) - m) * a + b);
+}
+
 #endif /* CYBURN_VMATH_H */

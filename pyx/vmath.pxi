@@ -33,6 +33,8 @@ cdef extern from "cyburn_vmath.h" nogil:
     double CYB_EXP64_LOG_SCALE
     void cyb_norm_apply_f32(const float *x, float m, float r, const float *w, const float *b,
                             float *y, Py_ssize_t n, bint stream)
+    void cyb_channel_apply_f32(const float *x, float m, float a, float b, float *y,
+                               Py_ssize_t n, bint stream)
     void cyb_softmax_backward_span_f32(const float *dy, const float *y, float s, float scale,
                                        float *dx, Py_ssize_t n, bint stream)
     double cyb_sum_exp64_f32(const float *x, float shift, float *y, bint shifted, Py_ssize_t n)

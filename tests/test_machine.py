@@ -110,13 +110,16 @@ def test_streamed_results_equal_cached_ones(axis):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_streamed_row_norms_equal_cached_ones(dtype):
+def test_streamed_norms_equal_cached_ones(dtype):
     """layer_norm (with and without a residual) and rms_norm with their outputs streamed and
-    not, into an output 4 bytes past a cache line, rows of an odd length: bitwise the same."""
+    not, into an output 4 bytes past a cache line, rows of an odd length; group and batch
+    norm of runs of an odd length: bitwise the same."""
     rng = np.random.default_rng(5)
     x = (rng.standard_normal((67, 771)) * 3 + 1).astype(dtype)
     residual = rng.standard_normal(x.shape).astype(dtype)
     w, b = (rng.standard_normal(771).astype(dtype) for _ in range(2))
+    channels = (rng.standard_normal((5, 6, 7, 11)) * 3 + 1).astype(dtype)
+    wc, bc = (rng.standard_normal(6).astype(dtype) for _ in range(2))
     results = []
     try:
         for threshold in (1, 1 << 60):
@@ -126,7 +129,9 @@ def test_streamed_row_norms_equal_cached_ones(dtype):
                 buffer.itemsize)) % 64 == buffer.itemsize)
             out = buffer[offset:offset + x.size].reshape(x.shape)
             results.append((cb.layer_norm(x, w, b, out=out).copy(), cb.rms_norm(x, w),
-                            cb.layer_norm(x, w, b, residual=residual)[0]))
+                            cb.layer_norm(x, w, b, residual=residual)[0],
+                            cb.group_norm(channels, 3, wc, bc), cb.group_norm(channels[1:], 6),
+                            cb.batch_norm(channels, wc, bc)))
     finally:
         kernels.configure_memory(*_machine.kernel_cache_sizes())
     for streamed, cached in zip(*results):
