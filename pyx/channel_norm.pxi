@@ -100,7 +100,7 @@ cdef void channel_norm_stat(const real *x, const real *weight, const real *bias,
 cdef void channel_norm_backward_stat(const real *dy, const real *x, const real *weight,
                                      const real *mean, const real *rstd, real *dx,
                                      double *run_dy, double *run_dyx, ChannelGrouping g,
-                                     Py_ssize_t k) noexcept nogil:
+                                     Py_ssize_t k, bint stream) noexcept nogil:
     """dx over the runs of stat k, as row_norm_backward_row with the means over the stat's M
     elements and g = dy * weight[c]:  dx = rstd * (g - mean(g) - xhat * mean(g * xhat)).
     The sums of dy are shifted by d = the stat's first dy: with D_c = sum(dy - d) over the
@@ -111,7 +111,8 @@ cdef void channel_norm_backward_stat(const real *dy, const real *x, const real *
     weight[c] * sum(dy) per channel of the stat (all its runs for batch norm), as sum(g * xhat)
     always is: an infinite weight then gives +-inf, not inf - inf.
     Also stores each run's sum(dy) (S d + sum(dy - d), summed again when that is not finite)
-    and sum(dy * (x - mean)), for dbias and dweight."""
+    and sum(dy * (x - mean)), for dbias and dweight. With `stream`, float32's dx is stored
+    past the cache (cyb_channel_backward_apply_f32; the caller fences)."""
     cdef Py_ssize_t j, s, at, c, runs = channel_runs_per_stat(g), first = channel_first_run(g, k)
     cdef Py_ssize_t step = channel_run_step(g), c_step = channel_step(g), c0 = first % g.C
     cdef double sum_g = 0.0, sum_g_dev = 0.0, sum_w = 0.0, sum_gx = 0.0, shifted, dev
@@ -148,8 +149,12 @@ cdef void channel_norm_backward_stat(const real *dy, const real *x, const real *
     for j in range(runs):
         a = weight[c0 + j * c_step]
         at = (first + j * step) * g.S
-        for s in range(g.S):
-            dx[at + s] = r * (a * dy[at + s] - g_mean - (x[at + s] - m) * q)
+        if real is float:
+            cyb_channel_backward_apply_f32(dy + at, x + at, r, a, g_mean, m, q, dx + at, g.S,
+                                           stream)
+        else:
+            for s in range(g.S):
+                dx[at + s] = r * (a * dy[at + s] - g_mean - (x[at + s] - m) * q)
 
 
 cdef void channel_norm_chunk(const real *x, const real *weight, const real *bias, real *y,
@@ -179,9 +184,22 @@ cdef void channel_norm_stats(const real *x, const real *weight, const real *bias
     team_finished()
 
 
+cdef void channel_norm_backward_chunk(const real *dy, const real *x, const real *weight,
+                                      const real *mean, const real *rstd, real *dx,
+                                      double *run_dy, double *run_dyx, ChannelGrouping g,
+                                      bint stream, Py_ssize_t first,
+                                      Py_ssize_t last) noexcept nogil:
+    cdef Py_ssize_t k
+    for k in range(first, last):
+        channel_norm_backward_stat(dy, x, weight, mean, rstd, dx, run_dy, run_dyx, g, k, stream)
+    if stream:
+        cyb_stream_fence()
+
+
 cdef int channel_norm_gradient(const real *dy, const real *x, const real *weight,
                               const real *mean, const real *rstd, real *dx, real *dweight,
-                              real *dbias, ChannelGrouping g, int threads) noexcept nogil:
+                              real *dbias, ChannelGrouping g, bint stream,
+                              int threads) noexcept nogil:
     """dx per stat; then, when dweight != NULL, dweight[c] = sum over samples of
     rstd * sum(dy * (x - mean)) and dbias[c] = sum(dy) from the per-run sums, in sample order.
     Returns -1 when the per-run sums cannot be allocated."""
@@ -194,12 +212,13 @@ cdef int channel_norm_gradient(const real *dy, const real *x, const real *weight
     if run_dy == NULL:
         return -1
     if threads == 1:
-        for k in range(stats):
-            channel_norm_backward_stat(dy, x, weight, mean, rstd, dx, run_dy, run_dyx, g, k)
+        channel_norm_backward_chunk(dy, x, weight, mean, rstd, dx, run_dy, run_dyx, g, stream,
+                                    0, stats)
     else:
         for t in prange(threads, num_threads=threads, schedule='static'):
-            for k in range(chunk_start(stats, t, threads), chunk_start(stats, t + 1, threads)):
-                channel_norm_backward_stat(dy, x, weight, mean, rstd, dx, run_dy, run_dyx, g, k)
+            channel_norm_backward_chunk(dy, x, weight, mean, rstd, dx, run_dy, run_dyx, g,
+                                        stream, chunk_start(stats, t, threads),
+                                        chunk_start(stats, t + 1, threads))
         team_finished()
     if dweight != NULL:
         # sample by sample, into sample 0's sums: contiguous, one rstd per stat
@@ -288,16 +307,17 @@ def channel_norm_backward(cnp.ndarray dy not None, cnp.ndarray x not None, Py_ss
     cdef void *pdw = NULL if dweight is None else data_of(dweight, t, C, True)
     cdef void *pdb = NULL if dweight is None else data_of(dbias, t, C, True)
     cdef int threads = team_size(size, stats, num_threads), status
+    cdef bint stream = beyond_cache(dy, x, dx)
     with nogil:
         if t == cnp.NPY_FLOAT:
             status = channel_norm_gradient(<const float *>pdy, <const float *>px,
                                            <const float *>pw, <const float *>pm,
                                            <const float *>ps, <float *>pdx, <float *>pdw,
-                                           <float *>pdb, g, threads)
+                                           <float *>pdb, g, stream, threads)
         else:
             status = channel_norm_gradient(<const double *>pdy, <const double *>px,
                                            <const double *>pw, <const double *>pm,
                                            <const double *>ps, <double *>pdx, <double *>pdw,
-                                           <double *>pdb, g, threads)
+                                           <double *>pdb, g, stream, threads)
     if status:
         raise MemoryError("cyburn: no memory for the per-channel gradient sums")

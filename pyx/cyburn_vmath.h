@@ -1211,4 +1211,14 @@ CYB_INLINE void cyb_channel_apply_f32(const float *x, float m, float a, float b,
     CYB_STORE_SPAN_F32(y, n, stream, (x[i] - m) * a + b, (cyb_load_f32(x + i) - m) * a + b);
 }
 
+/* dx = r (a dy - g_mean - (x - m) q) over n float32 elements (a channel norm's backward run:
+   a = weight[c]), stored past the cache with `stream` (CYB_STORE_SPAN_F32). */
+CYB_INLINE void cyb_channel_backward_apply_f32(const float *dy, const float *x, float r,
+                                               float a, float g_mean, float m, float q,
+                                               float *dx, ptrdiff_t n, int stream)
+{
+    CYB_STORE_SPAN_F32(dx, n, stream, r * (a * dy[i] - g_mean - (x[i] - m) * q),
+                       r * (a * cyb_load_f32(dy + i) - g_mean - (cyb_load_f32(x + i) - m) * q));
+}
+
 #endif /* CYBURN_VMATH_H */

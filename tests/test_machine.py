@@ -113,13 +113,16 @@ def test_streamed_results_equal_cached_ones(axis):
 def test_streamed_norms_equal_cached_ones(dtype):
     """layer_norm (with and without a residual) and rms_norm with their outputs streamed and
     not, into an output 4 bytes past a cache line, rows of an odd length; group and batch
-    norm of runs of an odd length: bitwise the same."""
+    norm and their backward, runs of an odd length: bitwise the same."""
     rng = np.random.default_rng(5)
     x = (rng.standard_normal((67, 771)) * 3 + 1).astype(dtype)
     residual = rng.standard_normal(x.shape).astype(dtype)
     w, b = (rng.standard_normal(771).astype(dtype) for _ in range(2))
     channels = (rng.standard_normal((5, 6, 7, 11)) * 3 + 1).astype(dtype)
+    dy = rng.standard_normal(channels.shape).astype(dtype)
     wc, bc = (rng.standard_normal(6).astype(dtype) for _ in range(2))
+    _, group_mean, group_rstd = cb.group_norm(channels, 3, wc, bc, return_stats=True)
+    _, batch_mean, batch_rstd = cb.batch_norm(channels, wc, bc, return_stats=True)
     results = []
     try:
         for threshold in (1, 1 << 60):
@@ -131,7 +134,9 @@ def test_streamed_norms_equal_cached_ones(dtype):
             results.append((cb.layer_norm(x, w, b, out=out).copy(), cb.rms_norm(x, w),
                             cb.layer_norm(x, w, b, residual=residual)[0],
                             cb.group_norm(channels, 3, wc, bc), cb.group_norm(channels[1:], 6),
-                            cb.batch_norm(channels, wc, bc)))
+                            cb.batch_norm(channels, wc, bc),
+                            *cb.group_norm_backward(dy, channels, 3, wc, group_mean, group_rstd),
+                            *cb.batch_norm_backward(dy, channels, wc, batch_mean, batch_rstd)))
     finally:
         kernels.configure_memory(*_machine.kernel_cache_sizes())
     for streamed, cached in zip(*results):
