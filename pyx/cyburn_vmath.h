@@ -1160,18 +1160,19 @@ CYB_INLINE double cyb_sum_exp64_f32(const float *x, float shift, float *y, int s
 }
 
 /* y[i] = ELEMENT for i in [0, n) of a float32 span, whole vectors at a time (VECTOR: the same
-   operations on the vector at i, so the bits do not depend on where an element falls). The
-   vectors are aligned: the elements before y's first 64-byte line boundary go one by one.
-   With `stream`, the whole 64-byte lines of y are stored non-temporally (the caller fences),
-   its partial first and last lines with ordinary stores: such a line is shared with the
-   neighbouring row, and an ordinary store to a line whose other half a non-temporal store
-   has just written makes the CPU flush that half on its own. On Zen 3 (2 threads, rms_norm of
-   (8192, 768) float32 into an out= 48 bytes past a line), 2.2-2.8 ms with the rows' edge
-   vectors streamed, 1.2-1.6 ms with them stored ordinarily (0.7-1.2 ms on a line boundary). */
+   operations on the vector at i, so the bits do not depend on where an element falls). With
+   `stream`, the whole 64-byte lines of y are stored non-temporally (the caller fences), its
+   partial first and last lines with ordinary stores, the elements before the first line
+   boundary one by one: such a line is shared with the neighbouring row, and an ordinary
+   store to a line whose other half a non-temporal store has just written makes the CPU flush
+   that half on its own. On Zen 3 (2 threads, rms_norm of (8192, 768) float32 into an out= 48
+   bytes past a line), 2.2-2.8 ms with the rows' edge vectors streamed, 1.2-1.6 ms with them
+   stored ordinarily (0.7-1.2 ms on a line boundary). Without `stream`, vectors from the
+   first element (short channel runs, 7 x 7, stay vectorized). */
 #define CYB_STORE_SPAN_F32(y, n, stream, ELEMENT, VECTOR)                                      \
     do {                                                                                     \
         ptrdiff_t i = 0;                                                                     \
-        ptrdiff_t head_ = (ptrdiff_t)((-(uintptr_t)(y) % 64) / 4);                           \
+        ptrdiff_t head_ = (stream) ? (ptrdiff_t)((-(uintptr_t)(y) % 64) / 4) : 0;           \
         ptrdiff_t lines_end_ = head_ < (n) ? head_ + ((n) - head_) / 16 * 16 : 0;             \
         for (; i < (n) && i < head_; i++)                                                    \
             (y)[i] = (ELEMENT);                                                              \

@@ -148,10 +148,10 @@ def _row_norm_backward(dy: ArrayLike, x: ArrayLike, weight: ArrayLike | None,
     if x.size == 0:
         dx = kernels.empty(x.shape, work, x)
     else:
-        dy = _arrays.contiguous(dy, work)
+        dy, x = _arrays.contiguous(dy, work), _arrays.contiguous(x, work)
         dx = kernels.empty(x.shape, work, x)
         kernels.row_norm_backward(
-            dy, _arrays.contiguous(x, work), _optional(weight, work, 1, n),
+            dy, x, _optional(weight, work, 1, n),
             _arrays.contiguous(mean, work) if centered else None,
             _arrays.contiguous(rstd, work), dx, dweight, dbias, centered, _threads.current())
     results = [_as(a, dtype) if a is not None else None for a in (dx, dweight, dbias)]
