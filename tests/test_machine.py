@@ -1,5 +1,7 @@
 """The caches read from the OS, the non-temporal-store rule derived from them, and the reuse of
 freed outputs' memory."""
+import os
+
 import numpy as np
 import pytest
 
@@ -41,12 +43,23 @@ def test_caches_are_read_from_sysfs(tmp_path, monkeypatch):
     assert [(c.level, c.kind, c.size, c.shared_by) for c in found] == [
         (1, "Data", 48 << 10, 2), (2, "Unified", 2 << 20, 2), (3, "Unified", 105 << 20, 128)]
     assert _machine.last_level_cache() == 105 << 20
+    monkeypatch.setattr(_machine, "usable_cpus", lambda: 64)
     assert _machine.kernel_cache_sizes() == (105 << 20, 48 << 10)
     assert str(found[2]) == "L3 105 MiB shared by 128 CPUs"
 
 
-def test_unknown_caches_fall_back():
+def test_the_cache_counted_on_is_a_share_per_usable_cpu(monkeypatch):
+    assert 0 < _machine.usable_cpus() <= (os.cpu_count() or 1)
+    l3 = [_machine.Cache(1, "Data", 48 << 10, 1), _machine.Cache(3, "Unified", 480 << 20, 2)]
+    monkeypatch.setattr(_machine, "usable_cpus", lambda: 2)    # a 2-CPU VM of a large host
+    assert _machine.kernel_cache_sizes(l3) == (2 * _machine.LLC_PER_CPU_MAX, 48 << 10)
+    monkeypatch.setattr(_machine, "usable_cpus", lambda: 64)
+    assert _machine.kernel_cache_sizes(l3) == (480 << 20, 48 << 10)
+
+
+def test_unknown_caches_fall_back(monkeypatch):
     assert _machine.last_level_cache([]) is None
+    monkeypatch.setattr(_machine, "usable_cpus", lambda: 2)
     assert _machine.kernel_cache_sizes([]) == (_machine.ASSUMED_LAST_LEVEL, _machine.ASSUMED_L1D)
     assert _machine.describe([]) == "unknown"
     assert _machine.human_size(48 << 10) == "48 KiB" and _machine.human_size(3 << 29) == "1.5 GiB"

@@ -22,7 +22,8 @@ def show_config() -> None:
     print(f"  simd path:       {simd_path()} (CPU supports: {', '.join(_runtime.simd_levels())})")
     rules = _dispatch.kernels.memory_rules(_threads.get_num_threads())
     print(f"  caches:          {_machine.describe()}: non-temporal stores when a kernel's "
-          f"operands exceed {rules['stream_min_bytes'] >> 20} MiB, threads from "
+          f"operands exceed {rules['stream_min_bytes'] >> 20} MiB (the last level, at most "
+          f"{_machine.LLC_PER_CPU_MAX >> 20} MiB per usable CPU), threads from "
           f"{rules['parallel_min_elements']} elements")
     reuse = _dispatch.kernels.reuse_state()
     print(f"  memory:          outputs of {_machine.human_size(reuse['min_bytes'])} or more "

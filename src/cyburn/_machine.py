@@ -3,7 +3,9 @@ choices of the kernels derived from them (the rules are in the README, "Memory s
 
 - Non-temporal stores: a kernel stores its output past the caches when the bytes it touches
   (its inputs and its output) exceed the last-level cache: the output would then be evicted
-  before anything reads it, and a plain store would first read each line it writes.
+  before anything reads it, and a plain store would first read each line it writes. The cache
+  counted on is at most LLC_PER_CPU_MAX per CPU this process may use: a virtual machine sees
+  its host's whole L3, which its few CPUs share with every other tenant.
 - Threads: a kernel starts a team of n threads when its input holds at least n x L1d / 4
   elements (enough float32 to fill each thread's L1 data cache); smaller inputs run on the
   calling thread, which finishes them before a team would have woken up.
@@ -20,6 +22,12 @@ from dataclasses import dataclass
 SYS_CACHE = "/sys/devices/system/cpu/cpu0/cache"
 ASSUMED_LAST_LEVEL = 32 << 20       # when the OS says nothing: a common server L3
 ASSUMED_L1D = 32 << 10              # and a common L1 data cache
+# The last-level cache a kernel counts on, per CPU the process may use, at most. No x86 server
+# core has more than 12 MiB of L3 of its own (AMD's EPYC with 3D V-Cache); a larger share is a
+# virtual machine's view of its host. Seen on a KVM guest with 2 CPUs that reports a 480 MiB
+# L3: a 2-thread copy with ordinary stores falls from 59 to 31 GB/s between operands of 32 and
+# 128 MiB, below non-temporal stores' 50 (README, "Memory system").
+LLC_PER_CPU_MAX = 32 << 20
 IDLE_ENV = "CYBURN_IDLE_MIB"
 IDLE_SHARE = 16                     # idle reused memory: at most 1/16 of the physical memory
 
@@ -107,12 +115,21 @@ def last_level_cache(found: list[Cache] | None = None) -> int | None:
     return max(found, key=lambda c: c.level).size if found else None
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def kernel_cache_sizes(found: list[Cache] | None = None) -> tuple[int, int]:
-    """(last-level cache, L1d) in bytes, as the kernels' configure_memory takes them, with
-    ASSUMED_LAST_LEVEL and ASSUMED_L1D for what the OS does not say."""
+    """(last-level cache, L1d) in bytes, as the kernels' configure_memory takes them: the
+    last-level cache at most LLC_PER_CPU_MAX per usable CPU, and ASSUMED_LAST_LEVEL and
+    ASSUMED_L1D for what the OS does not say."""
     found = caches() if found is None else found
     l1d = [c.size for c in found if c.level == 1]
-    return last_level_cache(found) or ASSUMED_LAST_LEVEL, l1d[0] if l1d else ASSUMED_L1D
+    llc = min(last_level_cache(found) or ASSUMED_LAST_LEVEL, usable_cpus() * LLC_PER_CPU_MAX)
+    return llc, l1d[0] if l1d else ASSUMED_L1D
 
 
 def describe(found: list[Cache] | None = None) -> str:
