@@ -430,6 +430,24 @@ CYB_INLINE void cyb_store_f32(float *p, cyb_vf32 v, int stream)
    on its input only, so the results are the same wherever a span starts (bitwise, for any
    thread count). With `stream` and y aligned to the vector's size, the full blocks are stored
    non-temporally (the caller fences). y may be x or dy. */
+/* Prefetch, into the outer caches (L2 and beyond), the `bytes` that lie CYB_PREFETCH_AHEAD past
+   p, one line at a time: a pass over operands beyond the caches (the elementwise kernels', with
+   `stream`) asks for the next page while it computes on this one. The hardware's stream
+   prefetchers stop at a 4 KiB page boundary, and the exp-heavy activations compute too long per
+   line for the out-of-order core to reach the next page's misses on its own. On a Xeon VM (2
+   threads, a C loop over 1 GB in and out, non-temporal stores), the erf GELU and silu took
+   53 and 42 ms without prefetch; a page ahead 29 and 27 ms (into L1 instead: 32 and 31 ms;
+   prefetchnta: 48 and 46 ms); 2 KiB ahead 29 and 28 ms, 1 KiB 32 and 32 ms, 256 B 43 and
+   41 ms. On 100 MB (8192 x 3072): 5.4-6.4 -> 4.5-4.6 ms and 4.7 -> 4.0 ms. */
+#define CYB_PREFETCH_AHEAD 4096
+CYB_INLINE void cyb_prefetch_ahead(const float *p, ptrdiff_t bytes)
+{
+#if defined(__GNUC__)
+    for (ptrdiff_t b = 0; b < bytes; b += 64)
+        __builtin_prefetch((const char *)p + CYB_PREFETCH_AHEAD + b, 0, 1);
+#endif
+}
+
 #define CYB_VECTORS 2
 #define CYB_VBLOCK (CYB_VECTORS * CYB_WIDTH_F32)
 
@@ -455,8 +473,14 @@ CYB_INLINE void NAME(const float *dy, const float *x, float *y, ptrdiff_t n, int
     cyb_vf32 g[CYB_VECTORS], v[CYB_VECTORS], r[CYB_VECTORS];                                 \
     float last_dy[CYB_VBLOCK] = {0}, last[CYB_VBLOCK] = {0};                                 \
     ptrdiff_t i = 0;                                                                         \
+    int prefetch = stream;                                                                   \
     stream = stream && (uintptr_t)y % sizeof(cyb_vf32) == 0;                                 \
     for (; i + CYB_VBLOCK <= n; i += CYB_VBLOCK) {                                           \
+        if (prefetch) {                                                                      \
+            cyb_prefetch_ahead(x + i, CYB_VBLOCK * sizeof(float));                           \
+            if (READS_DY)                                                                    \
+                cyb_prefetch_ahead(dy + i, CYB_VBLOCK * sizeof(float));                      \
+        }                                                                                    \
         for (int h = 0; h < CYB_VECTORS; h++) {                                              \
             memcpy(&v[h], x + i + h * CYB_WIDTH_F32, sizeof v[h]);                           \
             if (READS_DY)                                                                    \
