@@ -52,17 +52,17 @@ cdef inline void softmax_backward_row(const real *dy, const real *y, real *dx, P
 
 
 cdef inline void log_softmax_backward_row(const real *dy, const real *y, real *dx,
-                                          Py_ssize_t n) noexcept nogil:
+                                          Py_ssize_t n, bint prefetch) noexcept nogil:
     """dx = dy - exp(y) * sum(dy)   (dx must not overlap dy)
 
     A row longer than the prefetch of the next row (8 KiB) gets exp(y) in the pass that sums
-    dy, so that y streams in with the arithmetic (LM-head rows of 50257: 26 -> 22 ms); a
-    shorter one, already in cache, computes it in the second pass (12288 rows of 1024:
-    4.2 ms, against 4.6 the other way)."""
+    dy, so that y streams in with the arithmetic (LM-head rows of 50257: 26 -> 22 ms), with
+    `prefetch` (from memory) dy and y a page ahead; a shorter one, already in cache, computes
+    it in the second pass (12288 rows of 1024: 4.2 ms, against 4.6 the other way)."""
     cdef real s
     cdef Py_ssize_t i
     if n * <Py_ssize_t>sizeof(real) > CYB_PREFETCH_MAX:
-        s = <real>span_sum_store_exp(dy, y, dx, n)      # dx = exp(y)
+        s = <real>span_sum_store_exp(dy, y, dx, n, prefetch)      # dx = exp(y)
         for i in range(n):
             dx[i] = dy[i] - dx[i] * s
     else:
@@ -244,7 +244,8 @@ cdef void softmax_rows_chunk(SoftmaxOp op, const real *a, const real *b, real *o
     softmax on one thread 1.17x faster. Rows from the caches are not: there the prefetches only
     wait for line fill buffers. Nor are the backward's two inputs, from the caches or not:
     (1024, 1024) softmax_backward took 1.2-1.5x as long with them, log_softmax_backward
-    1.0-1.15x, (12288, 1024) softmax_backward rows on one thread 1.15-1.3x (EPYC Zen 3)."""
+    1.0-1.15x, (12288, 1024) softmax_backward rows on one thread 1.15-1.3x (EPYC Zen 3). Only long log_softmax_backward rows
+    prefetch, a page ahead as they go (log_softmax_backward_row)."""
     cdef Py_ssize_t r
     cdef bint direct = real is float and op == SOFTMAX_BACKWARD
     cdef real *scratch = <real *>malloc(n * sizeof(real)) if stream and not direct else NULL
@@ -260,7 +261,7 @@ cdef void softmax_rows_chunk(SoftmaxOp op, const real *a, const real *b, real *o
         elif op == SOFTMAX_BACKWARD:
             softmax_backward_row(a + r * n, b + r * n, target, n, 1, stream)
         else:
-            log_softmax_backward_row(a + r * n, b + r * n, target, n)
+            log_softmax_backward_row(a + r * n, b + r * n, target, n, stream)
         if scratch != NULL:
             store_span(out + r * n, scratch, n, True)
     if stream:

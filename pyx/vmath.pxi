@@ -54,8 +54,10 @@ cdef extern from "cyburn_vmath.h" nogil:
                                Py_ssize_t n, double *sum_g, double *sum_gx)
     void cyb_sums_centered_f64(const double *dy, const double *w, const double *x, double m,
                                Py_ssize_t n, double *sum_g, double *sum_gx)
-    double cyb_sum_store_exp_f32(const float *a, const float *b, float *e, Py_ssize_t n)
-    double cyb_sum_store_exp_f64(const double *a, const double *b, double *e, Py_ssize_t n)
+    double cyb_sum_store_exp_f32(const float *a, const float *b, float *e, Py_ssize_t n,
+                                 bint prefetch)
+    double cyb_sum_store_exp_f64(const double *a, const double *b, double *e, Py_ssize_t n,
+                                 bint prefetch)
     void cyb_prefetch(const void *p, Py_ssize_t nbytes)
     enum: CYB_PREFETCH_MAX
     void cyb_stream_copy(void *dst, const void *src, Py_ssize_t nbytes)
@@ -169,13 +171,14 @@ cdef inline double span_sum(const real *a, Py_ssize_t n) noexcept nogil:
         return cyb_sum_f64(a, n)
 
 
-cdef inline double span_sum_store_exp(const real *a, const real *b, real *e,
-                                      Py_ssize_t n) noexcept nogil:
-    """sum(a), blocked like span_sum_exp, storing exp(b) in e."""
+cdef inline double span_sum_store_exp(const real *a, const real *b, real *e, Py_ssize_t n,
+                                      bint prefetch) noexcept nogil:
+    """sum(a), blocked like span_sum_exp, storing exp(b) in e; a and b prefetched a page ahead
+    with `prefetch`."""
     if real is float:
-        return cyb_sum_store_exp_f32(a, b, e, n)
+        return cyb_sum_store_exp_f32(a, b, e, n, prefetch)
     else:
-        return cyb_sum_store_exp_f64(a, b, e, n)
+        return cyb_sum_store_exp_f64(a, b, e, n, prefetch)
 
 
 cdef inline double span_sum_sq_dev(const real *x, real m, Py_ssize_t n) noexcept nogil:
