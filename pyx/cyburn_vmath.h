@@ -1222,6 +1222,21 @@ CYB_INLINE double cyb_sum_exp64_f32(const float *x, float shift, float *y, int s
             (y)[i] = (ELEMENT);                                                              \
     } while (0)
 
+/* y[0:n] *= c, whole vectors from y's first 64-byte boundary on (softmax's last pass, in
+   cache): NumPy's arrays start 16 bytes past one, and a full-width store from the first element
+   would then straddle two lines every time. Elementwise, so the bits do not depend on where
+   the vectors start. */
+CYB_INLINE void cyb_scale_span_f32(float *y, float c, ptrdiff_t n)
+{
+    ptrdiff_t i = 0, head = (ptrdiff_t)((-(uintptr_t)y % 64) / 4);
+    for (; i < n && i < head; i++)
+        y[i] *= c;
+    for (; i + CYB_WIDTH_F32 <= n; i += CYB_WIDTH_F32)
+        cyb_store_f32(y + i, cyb_load_f32(y + i) * c, 0);
+    for (; i < n; i++)
+        y[i] *= c;
+}
+
 /* dx = y (dy - s) scale over n float32 elements (softmax's backward row, s = sum(dy y)),
    stored past the cache with `stream` (CYB_STORE_SPAN_F32). Streamed straight from the
    arithmetic, a row costs no copy through a scratch row: (12288, 1024) rows on one thread (a

@@ -24,8 +24,11 @@ cdef inline void softmax_row(const real *x, real *y, Py_ssize_t n) noexcept nogi
     cdef real m = span_max(x, n)
     cdef real inv_sum = <real>(1.0 / span_sum_exp(x, m, y, False, n))
     cdef Py_ssize_t i
-    for i in range(n):
-        y[i] = y[i] * inv_sum
+    if real is float:
+        cyb_scale_span_f32(y, inv_sum, n)
+    else:
+        for i in range(n):
+            y[i] = y[i] * inv_sum
 
 
 cdef inline void log_softmax_row(const real *x, real *y, Py_ssize_t n) noexcept nogil:

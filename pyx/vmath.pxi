@@ -38,6 +38,7 @@ cdef extern from "cyburn_vmath.h" nogil:
     void cyb_channel_backward_apply_f32(const float *dy, const float *x, float r, float a,
                                         float g_mean, float m, float q, float *dx,
                                         Py_ssize_t n, bint stream)
+    void cyb_scale_span_f32(float *y, float c, Py_ssize_t n)
     void cyb_softmax_backward_span_f32(const float *dy, const float *y, float s, float scale,
                                        float *dx, Py_ssize_t n, bint stream)
     double cyb_sum_exp64_f32(const float *x, float shift, float *y, bint shifted, Py_ssize_t n)
