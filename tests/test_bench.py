@@ -109,6 +109,25 @@ def test_parts_scale_to_the_whole():
     assert cases.Part(small).scaled() is None                       # small rows run whole
     heads = cases.Part(np.ones((1, 12, 256, 256), np.float32), axis=1)
     assert heads.stop == 1 and heads.scale == 12
+    big = np.broadcast_to(np.float32(1), (8192, 16384))       # 512 MiB: about 16 MiB parts
+    assert cases.Part(big).stop == 8192 // 32 and cases.Part(big).scale == 32
+
+
+def test_slow_calls_take_fewer_rounds_and_no_warm_up(monkeypatch):
+    calls = {"fast": 0, "slow": 0}
+
+    def contender(name, seconds):
+        def call():
+            calls[name] += 1
+            time.sleep(seconds)
+        return call
+    monkeypatch.setattr(timing, "SLOW_CALL", 0.02)
+    monkeypatch.setattr(timing, "wait_for_quiet", lambda timeout: None)
+    times = timing.best_times({"fast": contender("fast", 0.001),
+                               "slow": contender("slow", 0.03)}, 0.0, 20)
+    assert calls["slow"] == 2 + timing.SLOW_ROUNDS          # first calls, then one a round
+    assert calls["fast"] > 2 + 2 * timing.SLOW_ROUNDS        # warm-up calls every round
+    assert 0.001 <= times["fast"] < 0.03 <= times["slow"]
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/loadavg"), reason="Linux's run-queue count")

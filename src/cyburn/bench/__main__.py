@@ -13,9 +13,9 @@ two when installed: pip install 'cyburn[bench]' brings onnxruntime and onnx).
 
 Every row times its contenders interleaved (one call of each per round, repeated), so
 they share the machine's state; the table reports each one's best time and the ratios against
-cyburn from the same run. A large row times the NumPy reference on 1/16 of its input and
-multiplies the time by 16 (marked *): in float64 with temporaries it would otherwise take
-most of the run.
+cyburn from the same run. A large row times the NumPy reference on 1/16 of its input (about
+16 MiB of a larger one) and multiplies the time to the whole (marked *): in float64 with
+temporaries it would otherwise take most of the run.
 
 The report opens with the machine (CPU, cores, caches as the OS reports them, SIMD path,
 threads) and the ceilings of its memory: cyburn's probes of the kernels' four memory patterns

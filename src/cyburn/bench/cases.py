@@ -27,7 +27,8 @@ except ImportError:          # PyTorch is an optional peer
 
 CONTENDERS = ("cyburn", "numpy", "torch", ort.NAME)  # the table's columns, in order
 LARGE_BYTES = 1 << 20       # a large row (an input of 1 MiB or more) has a ceiling and ...
-NUMPY_PARTS = 16            # ... times its NumPy reference on 1/16 of the input
+NUMPY_PARTS = 16            # ... times its NumPy reference on 1/16 of the input, or less:
+PART_BYTES = 16 << 20       # a part holds at most about this much of the input
 
 
 class Case:
@@ -81,7 +82,8 @@ class Row:
 
 
 class Part:
-    """The first 1/NUMPY_PARTS of a large row's arrays along `axis` (one not reduced), on
+    """The first 1/NUMPY_PARTS of a large row's arrays along `axis` (one not reduced), or less
+    for an input over NUMPY_PARTS x PART_BYTES (a streaming row's: about PART_BYTES of it), on
     which its NumPy reference is timed: in float64 with temporaries it takes 10-100x
     cyburn's time, which would otherwise be most of a run. The time is multiplied by `scale`,
     the full length over the part's (the reference's cost is linear in that length). A row
@@ -89,7 +91,7 @@ class Part:
 
     def __init__(self, x, axis=0):
         length = x.shape[axis]
-        parts = NUMPY_PARTS if x.nbytes >= LARGE_BYTES else 1
+        parts = max(NUMPY_PARTS, -(-x.nbytes // PART_BYTES)) if x.nbytes >= LARGE_BYTES else 1
         self.axis, self.stop = axis, max(1, length // parts)
         self.scale = length / self.stop
 

@@ -148,7 +148,8 @@ def print_legend(scaling):
         "regime: gpt2 = GPT-2 small's shape; stream = the same case grown to a working set of "
         "at least twice the last-level cache; both = a GPT-2 shape that large already. "
         "x<peer> = peer time / cyburn time (higher: cyburn faster); * = timed on a part of the "
-        "input (1/16 of the rows, or one head), the time scaled to the whole. "
+        "input (1/16 of the rows, about 16 MiB of a larger input, or one head), the time "
+        "scaled to the whole. "
         + (f"ort = ONNX Runtime {ort.version()}, a one-node model per row run through "
            "io_binding into preallocated outputs (in every row), its intra-op threads cyburn's; "
            "no op = no single ONNX operator computes the row's function. " if ort.version()

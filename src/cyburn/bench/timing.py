@@ -14,6 +14,8 @@ ONE = "@1"                  # suffix of the one-thread contenders ("cyburn@1", "
 
 WARM_SECONDS = 0.03
 QUIET_TIMEOUT = 0.25        # seconds a contender waits, at most, for the other threads to stop
+SLOW_CALL = 0.25            # seconds: a call this long is timed without warm-up calls, ...
+SLOW_ROUNDS = 3             # ... in at least this many rounds (5 otherwise)
 
 
 def best_times(contenders, min_seconds, max_rounds):
@@ -26,21 +28,26 @@ def best_times(contenders, min_seconds, max_rounds):
     meanwhile shares a core with one of them, and a cyburn team leaves that core out (its
     rms_norm of (8192, 768) took 3.3 ms right after ONNX Runtime's, even after 30 ms of
     warm-up, against 1.4 ms). The minimum is the time least disturbed by the rest of a shared
-    machine.
+    machine. A call of SLOW_CALL seconds or more (a slow peer, a large reference) warms up
+    in its own first milliseconds: it is timed without a warm-up call, and its row takes
+    SLOW_ROUNDS rounds at least instead of 5.
     """
-    slowest = 0.0
-    for f in contenders.values():
+    once = {}
+    for name, f in contenders.items():
         with _pinned(f) as call:
             call()
-            slowest = max(slowest, _time_once(call))
-    rounds = int(min(max_rounds, max(5, min_seconds / max(slowest, 1e-9))))
+            once[name] = _time_once(call)
+    slowest = max(once.values(), default=0.0)
+    least = SLOW_ROUNDS if slowest >= SLOW_CALL else 5
+    rounds = int(min(max_rounds, max(least, min_seconds / max(slowest, 1e-9))))
     batch = int(1e-3 / max(slowest, 1e-7)) + 1 if slowest < 1e-4 else 1  # tiny calls: batches
     samples = {name: [] for name in contenders}
     for _ in range(rounds):
         for name, f in contenders.items():
             with _pinned(f) as call:        # a OneThread contender: its setting, once a round
                 wait_for_quiet(QUIET_TIMEOUT)
-                warm_until = time.perf_counter() + WARM_SECONDS
+                warm = WARM_SECONDS if once[name] < SLOW_CALL else 0.0
+                warm_until = time.perf_counter() + warm
                 while time.perf_counter() < warm_until:
                     call()
                 samples[name].append(_time_once(call, batch) / batch)
