@@ -11,11 +11,13 @@
 # The read probe adds integer words, modulo 2^32: an integer sum vectorizes under strict IEEE
 # rules, where a float sum would be one scalar chain and measure the adder, not the memory.
 # scale and triad with `stream` compute into a span on the stack and store it with
-# non-temporal stores (cyb_stream_copy), as the kernels' streamed outputs do. Every probe
+# non-temporal stores (cyb_stream_copy), as the kernels' streamed outputs do, and prefetch
+# their inputs a page ahead as they go, as the streaming elementwise kernels do. Every probe
 # returns a value or writes an array that depends on all it reads: none can be optimized away.
 
 cdef enum:
     PROBE_SPAN = 2048       # elements per streamed store: 8 KiB of float32, inside L1
+    PROBE_PREFETCH = 256    # elements computed per prefetch of what lies a page ahead of them
 
 
 cdef unsigned int probe_read_span(const unsigned int *a, Py_ssize_t n) noexcept nogil:
@@ -56,15 +58,24 @@ cdef void probe_scale_or_triad_span(const real *a, const real *b, real *out, Py_
 cdef void probe_scale_or_triad_chunk(const real *a, const real *b, real *out, Py_ssize_t n,
                                      real s, bint stream) noexcept nogil:
     """probe_scale_or_triad_span over n elements: straight into out, or with `stream` through a
-    span on the stack stored non-temporally."""
+    span on the stack stored non-temporally, its inputs prefetched a page ahead
+    (cyb_prefetch_ahead) a PROBE_PREFETCH block at a time."""
     cdef real span[PROBE_SPAN]
-    cdef Py_ssize_t start = 0, w
+    cdef Py_ssize_t start = 0, w, at, k
     if not stream:
         probe_scale_or_triad_span(a, b, out, n, s)
         return
     while start < n:
         w = min(n - start, <Py_ssize_t>PROBE_SPAN)
-        probe_scale_or_triad_span(a + start, NULL if b == NULL else b + start, span, w, s)
+        at = 0
+        while at < w:
+            k = min(w - at, <Py_ssize_t>PROBE_PREFETCH)
+            cyb_prefetch_ahead(a + start + at, k * sizeof(real))
+            if b != NULL:
+                cyb_prefetch_ahead(b + start + at, k * sizeof(real))
+            probe_scale_or_triad_span(a + start + at, NULL if b == NULL else b + start + at,
+                                      span + at, k, s)
+            at += k
         cyb_stream_copy(out + start, span, w * sizeof(real))
         start += w
     cyb_stream_fence()

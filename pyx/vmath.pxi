@@ -60,6 +60,7 @@ cdef extern from "cyburn_vmath.h" nogil:
     double cyb_sum_store_exp_f64(const double *a, const double *b, double *e, Py_ssize_t n,
                                  bint prefetch)
     void cyb_prefetch(const void *p, Py_ssize_t nbytes)
+    void cyb_prefetch_ahead(const void *p, Py_ssize_t nbytes)
     enum: CYB_PREFETCH_MAX
     void cyb_stream_copy(void *dst, const void *src, Py_ssize_t nbytes)
     void cyb_stream_fence()

@@ -113,6 +113,11 @@ def test_parts_scale_to_the_whole():
     assert cases.Part(big).stop == 8192 // 32 and cases.Part(big).scale == 32
 
 
+def test_probes_stream_where_the_kernels_do():
+    threshold = kernels.memory_rules(2)["stream_min_bytes"]
+    assert machine.streams(threshold + 1) and not machine.streams(threshold)
+
+
 def test_slow_calls_take_fewer_rounds_and_no_warm_up(monkeypatch):
     calls = {"fast": 0, "slow": 0}
 

@@ -50,9 +50,8 @@ class Case:
         self.traffic = traffic or machine.pattern_bytes(pattern, operand.nbytes)
         self.contenders = {name: f for name, f in contenders.items() if f is not None}
         if pattern and operand.nbytes >= LARGE_BYTES:     # (a small call: overhead, no GB/s)
-            llc = machine.last_level_cache()
-            self.contenders.update(machine.probes(pattern, operand, streaming=llc is None
-                                                  or self.traffic >= llc))
+            self.contenders.update(machine.probes(pattern, operand,
+                                                  streaming=machine.streams(self.traffic)))
         self.scaled, self.note = scaled or {}, note
 
 

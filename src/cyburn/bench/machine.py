@@ -80,6 +80,12 @@ def describe():
 
 # ---- the probes -----------------------------------------------------------------------------------
 
+def streams(traffic):
+    """Whether the kernels store an output past the caches when they move `traffic` bytes (the
+    rule of cyburn._machine, as the kernels apply it)."""
+    return traffic > kernels.memory_rules(cb.get_num_threads())["stream_min_bytes"]
+
+
 def probes(pattern, operand, streaming=True):
     """name -> callable: the probe of `pattern` on arrays of `operand`'s size and type (the
     operand itself is the array read first, never written), with ordinary stores

@@ -157,7 +157,9 @@ def print_legend(scaling):
         + "GB/s = the achieved bandwidth, each input read once and each output written once; "
         "ceiling = the GB/s of cyburn's probe of the row's memory pattern (read 1; read 1 "
         "write 1; read 2 write 1; read 4 write 3) on arrays of the row's size, on the same "
-        "threads, timed in the same rounds (the faster of ordinary and non-temporal stores); "
+        "threads, timed in the same rounds (with ordinary stores, or, where the kernels store "
+        "past the cache, the faster of ordinary and non-temporal ones, prefetching as they "
+        "do); "
         "%ceil = GB/s / ceiling."
         + (f" <lib> 1->{n} = its time on 1 thread / its time on {n} threads, timed in the same "
            "rounds." if scaling else ""))
