@@ -334,7 +334,8 @@ cdef int float_type(cnp.ndarray x) except -1:
 
 cdef inline bint beyond_cache(cnp.ndarray a, cnp.ndarray b, cnp.ndarray out) noexcept:
     """Whether the bytes a kernel reads and writes -- its inputs (b may be a) and its output --
-    exceed stream_min_bytes (the last-level cache): its output is then stored past the cache."""
+    exceed stream_min_bytes (the last-level cache, at most 32 MiB per usable CPU:
+    cyburn._machine): its output is then stored past the cache."""
     return stream_min_bytes > 0 and (cnp.PyArray_NBYTES(out) + cnp.PyArray_NBYTES(a) * (
         1 if b is a else 2)) > stream_min_bytes
 

@@ -242,13 +242,14 @@ cdef void softmax_rows_chunk(SoftmaxOp op, const real *a, const real *b, real *o
                              bint prefetch) noexcept nogil:
     """Rows first..last-1, each computed in cache (into a scratch row, then stored past the
     cache, with `stream`; float32 softmax_backward rows store past it from their arithmetic).
-    With `prefetch` (the forward's operands beyond the last-level cache), the next row's
-    input is prefetched while a row is computed: rows from memory, (12288, 1024) float32
+    With `prefetch` (the forward's operands beyond the cache the kernels count on), the next
+    row's input is prefetched while a row is computed: rows from memory, (12288, 1024) float32
     softmax on one thread 1.17x faster. Rows from the caches are not: there the prefetches only
-    wait for line fill buffers. Nor are the backward's two inputs, from the caches or not:
-    (1024, 1024) softmax_backward took 1.2-1.5x as long with them, log_softmax_backward
-    1.0-1.15x, (12288, 1024) softmax_backward rows on one thread 1.15-1.3x (EPYC Zen 3). Only long log_softmax_backward rows
-    prefetch, a page ahead as they go (log_softmax_backward_row)."""
+    wait for line fill buffers. Nor is the next row of the backward's two inputs, from the
+    caches or not: (1024, 1024) softmax_backward took 1.2-1.5x as long with it,
+    log_softmax_backward 1.0-1.15x, (12288, 1024) softmax_backward rows on one thread
+    1.15-1.3x (EPYC Zen 3). Long log_softmax_backward rows prefetch within the row instead, a
+    page ahead as they go (log_softmax_backward_row)."""
     cdef Py_ssize_t r
     cdef bint direct = real is float and op == SOFTMAX_BACKWARD
     cdef real *scratch = <real *>malloc(n * sizeof(real)) if stream and not direct else NULL
@@ -353,7 +354,8 @@ cdef object softmax_run(SoftmaxOp op, cnp.ndarray a, cnp.ndarray b, cnp.ndarray 
     """out = op(a[, b]) along `axis`, for arrays checked by softmax_operands."""
     cdef SoftmaxOperands o = softmax_operands(a, b, out, axis, num_threads)
     cdef bint stream = o.stream and (o.inner > 1 or softmax_is_backward(op))    # see above
-    cdef bint prefetch = o.stream and not softmax_is_backward(op)   # see softmax_rows_chunk
+    cdef bint prefetch = o.stream and not softmax_is_backward(op)   # the next row's: see
+                                                                    # softmax_rows_chunk
     cdef int status = 0
     with nogil:
         if o.inner == 1 and o.is_float:

@@ -124,15 +124,19 @@ def test_slow_calls_take_fewer_rounds_and_no_warm_up(monkeypatch):
     def contender(name, seconds):
         def call():
             calls[name] += 1
-            time.sleep(seconds)
+            if seconds:
+                time.sleep(seconds)
         return call
     monkeypatch.setattr(timing, "SLOW_CALL", 0.02)
     monkeypatch.setattr(timing, "wait_for_quiet", lambda timeout: None)
-    times = timing.best_times({"fast": contender("fast", 0.001),
-                               "slow": contender("slow", 0.03)}, 0.0, 20)
+    times = timing.best_times({"fast": contender("fast", 0),
+                               "slow": contender("slow", 0.05)}, 0.0, 20)
     assert calls["slow"] == 2 + timing.SLOW_ROUNDS          # first calls, then one a round
-    assert calls["fast"] > 2 + 2 * timing.SLOW_ROUNDS        # warm-up calls every round
-    assert 0.001 <= times["fast"] < 0.03 <= times["slow"]
+    assert calls["fast"] >= 2 + 2 * timing.SLOW_ROUNDS       # warm-up calls every round
+    assert times["fast"] < 0.05 <= times["slow"]
+    calls.update(fast=0)
+    timing.best_times({"fast": contender("fast", 0)}, 0.0, 20)
+    assert calls["fast"] >= 2 + 2 * 5                       # no slow call: 5 rounds at least
 
 
 @pytest.mark.skipif(not os.path.exists("/proc/loadavg"), reason="Linux's run-queue count")

@@ -50,6 +50,9 @@ def test_caches_are_read_from_sysfs(tmp_path, monkeypatch):
 
 def test_the_cache_counted_on_is_a_share_per_usable_cpu(monkeypatch):
     assert 0 < _machine.usable_cpus() <= (os.cpu_count() or 1)
+    if hasattr(os, "sched_getaffinity"):
+        monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 3})
+        assert _machine.usable_cpus() == 2
     l3 = [_machine.Cache(1, "Data", 48 << 10, 1), _machine.Cache(3, "Unified", 480 << 20, 2)]
     monkeypatch.setattr(_machine, "usable_cpus", lambda: 2)    # a 2-CPU VM of a large host
     assert _machine.kernel_cache_sizes(l3) == (2 * _machine.LLC_PER_CPU_MAX, 48 << 10)

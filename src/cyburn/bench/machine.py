@@ -20,7 +20,7 @@ import numpy as np
 
 import cyburn as cb
 from cyburn._dispatch import kernels
-from cyburn._machine import SYS_CACHE, caches, human_size, last_level_cache
+from cyburn._machine import SYS_CACHE, caches, human_size, last_level_cache, usable_cpus
 from cyburn.bench.timing import best_times
 
 # pattern: (arrays read, arrays written, what it is)
@@ -67,7 +67,7 @@ def cpu_model():
 
 def describe():
     """Lines saying what the run measures on: CPU, cores, caches, memory, SIMD path, threads."""
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    usable = usable_cpus()
     found = caches()
     memory = available_memory()
     return [f"CPU: {cpu_model()}; {os.cpu_count()} CPUs, {usable} usable by this process, "
