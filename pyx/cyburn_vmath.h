@@ -420,16 +420,6 @@ CYB_INLINE void cyb_store_f32(float *p, cyb_vf32 v, int stream)
     memcpy(p, &v, sizeof v);
 }
 
-/* ---- elementwise float32 kernels over a span ---------------------------------------------- */
-/* Each activation has a block function f(dy, x, y) computing y[h] from x[h] (and dy[h], for the
-   derivatives) for CYB_VECTORS registers at a time: their chains of dependent operations
-   overlap (measured on Zen 3, 2 threads, (8192, 3072): the erf GELU 10.9 ms one vector at a
-   time, 8.9 ms two at a time; three or four spill AVX2's 16 registers). The span function
-   CYB_DEFINE_SPAN_F32 makes of it loads, calls and stores whole blocks, then the last
-   n mod CYB_VBLOCK elements through the same lanes, padded with zeros: a lane's result depends
-   on its input only, so the results are the same wherever a span starts (bitwise, for any
-   thread count). With `stream` and y aligned to the vector's size, the full blocks are stored
-   non-temporally (the caller fences). y may be x or dy. */
 /* Prefetch, into the outer caches (L2 and beyond), the `bytes` that lie CYB_PREFETCH_AHEAD past
    p, one line at a time: a pass over operands beyond the caches (the elementwise kernels', with
    `stream`) asks for the next page while it computes on this one. The hardware's stream
@@ -449,6 +439,17 @@ CYB_INLINE void cyb_prefetch_ahead(const void *p, ptrdiff_t bytes)
 #endif
 }
 
+/* ---- elementwise float32 kernels over a span ---------------------------------------------- */
+/* Each activation has a block function f(dy, x, y) computing y[h] from x[h] (and dy[h], for the
+   derivatives) for CYB_VECTORS registers at a time: their chains of dependent operations
+   overlap (measured on Zen 3, 2 threads, (8192, 3072): the erf GELU 10.9 ms one vector at a
+   time, 8.9 ms two at a time; three or four spill AVX2's 16 registers). The span function
+   CYB_DEFINE_SPAN_F32 makes of it loads, calls and stores whole blocks, then the last
+   n mod CYB_VBLOCK elements through the same lanes, padded with zeros: a lane's result depends
+   on its input only, so the results are the same wherever a span starts (bitwise, for any
+   thread count). With `stream`, x and dy are prefetched a page ahead (cyb_prefetch_ahead) and,
+   y aligned to the vector's size, the full blocks are stored non-temporally (the caller
+   fences). y may be x or dy. */
 #define CYB_VECTORS 2
 #define CYB_VBLOCK (CYB_VECTORS * CYB_WIDTH_F32)
 

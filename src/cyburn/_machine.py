@@ -22,12 +22,13 @@ from dataclasses import dataclass
 SYS_CACHE = "/sys/devices/system/cpu/cpu0/cache"
 ASSUMED_LAST_LEVEL = 32 << 20       # when the OS says nothing: a common server L3
 ASSUMED_L1D = 32 << 10              # and a common L1 data cache
-# The last-level cache a kernel counts on, per CPU (hardware thread) the process may use, at most.
-# No x86 server has more than 24 MiB of L3 per hardware thread (AMD's 16-core EPYC with 3D
-# V-Cache: 768 MiB for 32); a larger share is a virtual machine's view of its host, or a
-# process pinned to a few CPUs of a large chip, whose neighbours use the rest. Seen on a KVM guest with 2 CPUs that reports a 480 MiB
-# L3: a 2-thread copy with ordinary stores falls from 59 to 31 GB/s between operands of 32 and
-# 128 MiB, below non-temporal stores' 50 (README, "Memory system").
+# The last-level cache a kernel counts on, per CPU (hardware thread) the process may use, at
+# most. No x86 server has more than 24 MiB of L3 per hardware thread (AMD's 16-core EPYC with
+# 3D V-Cache: 768 MiB for 32); a larger share is a virtual machine's view of its host, or a
+# process pinned to a few CPUs of a large chip, whose neighbours use the rest. Seen on a KVM
+# guest with 2 CPUs that reports a 480 MiB L3: a 2-thread copy with ordinary stores falls from
+# 59 to 31 GB/s between operands of 32 and 128 MiB, below non-temporal stores' 50 (README,
+# "Memory system").
 LLC_PER_CPU_MAX = 32 << 20
 IDLE_ENV = "CYBURN_IDLE_MIB"
 IDLE_SHARE = 16                     # idle reused memory: at most 1/16 of the physical memory
