@@ -1210,10 +1210,24 @@ CYB_INLINE double cyb_sum_exp64_f32(const float *x, float shift, float *y, int s
    stored ordinarily (0.7-1.2 ms on a line boundary). Without `stream`, vectors from the
    first element (short channel runs, 7 x 7, stay vectorized). */
 #define CYB_STORE_SPAN_F32(y, n, stream, ELEMENT, VECTOR)                                      \
+    CYB_STORE_SPAN_FROM_F32(y, n, stream, (stream) ? cyb_floats_to_line(y) : 0, ELEMENT, VECTOR)
+
+#define CYB_LINE_FLOATS 16      /* float32 elements in a 64-byte cache line */
+
+/* the elements of float32 p before its next 64-byte line boundary (0 on a boundary) */
+CYB_INLINE ptrdiff_t cyb_floats_to_line(const float *p)
+{
+    return (ptrdiff_t)((-(uintptr_t)p % (CYB_LINE_FLOATS * sizeof(float))) / sizeof(float));
+}
+
+/* CYB_STORE_SPAN_F32 with its vectors from element `head` on: the elements before it one by one,
+   the whole lines after it streamed with `stream`. */
+#define CYB_STORE_SPAN_FROM_F32(y, n, stream, head, ELEMENT, VECTOR)                           \
     do {                                                                                     \
         ptrdiff_t i = 0;                                                                     \
-        ptrdiff_t head_ = (stream) ? (ptrdiff_t)((-(uintptr_t)(y) % 64) / 4) : 0;           \
-        ptrdiff_t lines_end_ = head_ < (n) ? head_ + ((n) - head_) / 16 * 16 : 0;             \
+        ptrdiff_t head_ = (head);                                                            \
+        ptrdiff_t lines_end_ = head_ < (n) ?                                                 \
+            head_ + ((n) - head_) / CYB_LINE_FLOATS * CYB_LINE_FLOATS : 0;                   \
         for (; i < (n) && i < head_; i++)                                                    \
             (y)[i] = (ELEMENT);                                                              \
         for (; i + CYB_WIDTH_F32 <= lines_end_; i += CYB_WIDTH_F32)                          \
@@ -1230,13 +1244,7 @@ CYB_INLINE double cyb_sum_exp64_f32(const float *x, float shift, float *y, int s
    the vectors start. */
 CYB_INLINE void cyb_scale_span_f32(float *y, float c, ptrdiff_t n)
 {
-    ptrdiff_t i = 0, head = (ptrdiff_t)((-(uintptr_t)y % 64) / 4);
-    for (; i < n && i < head; i++)
-        y[i] *= c;
-    for (; i + CYB_WIDTH_F32 <= n; i += CYB_WIDTH_F32)
-        cyb_store_f32(y + i, cyb_load_f32(y + i) * c, 0);
-    for (; i < n; i++)
-        y[i] *= c;
+    CYB_STORE_SPAN_FROM_F32(y, n, 0, cyb_floats_to_line(y), y[i] * c, cyb_load_f32(y + i) * c);
 }
 
 /* dx = y (dy - s) scale over n float32 elements (softmax's backward row, s = sum(dy y)),
